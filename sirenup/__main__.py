@@ -1,0 +1,3 @@
+from sirenup.cli.app import main
+
+main()

@@ -1,0 +1,46 @@
+"""The ``sirenup`` Typer app: global flags and one module per subcommand.
+
+Command modules import only typer at module level; torch and the engine are imported inside
+the commands, so ``sirenup --help`` and ``--version`` stay fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from sirenup import __version__
+from sirenup.cli import train
+from sirenup.cli.console import state
+
+app = typer.Typer(
+    name="sirenup",
+    help="Upscale images to any resolution with a learned continuous model.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sirenup {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and results."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    state["debug"] = debug
+    state["quiet"] = quiet
+
+
+app.command("train")(train.train)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,208 @@
+"""LIIF-style continuous upscaler: a CNN encoder and a patch-conditioned SIREN decoder.
+
+An image is treated as a continuous function. The encoder turns the low-res (LR) image into a
+feature map; the decoder maps any continuous output coordinate to RGB, conditioned on
+
+- the 3x3 patch of LR features around the query,
+- the query's offset from the nearest LR pixel centre (in LR pixels),
+- the output cell size (the size of one output pixel, in LR pixels),
+
+and predicts a residual over bicubic interpolation of the LR image.
+
+Coordinates: a query point is ``(x, y)`` in LR *pixel index* units, pixel centres at integers
+(the align_corners=False convention): output pixel X of an output W pixels wide maps to
+``x = (X + 0.5) * w / W - 0.5``.
+
+Speed: everything that depends only on the LR features is computed once at LR resolution. The
+feature part of the decoder's first layer is a 3x3 convolution of the feature map (that is
+exactly "a linear layer over the 3x3 patch"); each query bilinearly samples that pre-activation
+map and adds its own offset and cell terms, so a query costs one gather and a few narrow layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sirenup.models.siren import SineLayer, siren_init_
+
+OFFSET_FEATURES = 4  # sin/cos of 2*pi*offset, for x and y
+CELL_FEATURES = 2  # cell height and width, in LR pixels
+
+
+@dataclass
+class LiifSirenConfig:
+    channels: int = 32  # width of the encoder's feature map
+    n_blocks: int = 4  # residual blocks in the encoder
+    res_scale: float = 0.2  # residual branch scale: keeps encoder activations bounded
+    hidden: int = 64  # width of the decoder's sine layers
+    n_hidden: int = 1  # sine layers after the first one
+    w0_first: float = 30.0  # SIREN frequency of the first (patch-conditioned) layer
+    w0_hidden: float = 1.0  # frequency of the hidden sine layers (init scaled to match)
+    max_cell_scale: float = 4.0  # cells of larger scales are clamped to this (trained range)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LiifSirenConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, *, channels: int, res_scale: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, h, w)
+        return x + self.res_scale * self.conv2(F.relu(self.conv1(x)))
+
+
+class Encoder(nn.Module):
+    """EDSR-style feature extractor without normalisation layers or upsampling."""
+
+    def __init__(self, *, channels: int, n_blocks: int, res_scale: float):
+        super().__init__()
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.blocks = nn.Sequential(
+            *[ResBlock(channels=channels, res_scale=res_scale) for _ in range(n_blocks)]
+        )
+        self.tail = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) in [0, 1]
+        x = self.head(lr - 0.5)
+        return x + self.tail(self.blocks(x))  # (B, C, h, w)
+
+
+def offset_encoding(coords: torch.Tensor) -> torch.Tensor:
+    """Periodic encoding of each query's offset from its nearest LR pixel centre.
+
+    sin/cos of 2*pi*offset are continuous where the nearest pixel changes (offset +-0.5), so
+    the decoded image has no seams at LR pixel borders.
+    """
+    phase = (2.0 * math.pi) * (coords - torch.round(coords))  # (B, N, 2), offset in [-0.5, 0.5]
+    return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)  # (B, N, 4)
+
+
+def to_grid(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """LR pixel coordinates (B, N, 2) -> grid_sample's normalised grid (B, 1, N, 2)."""
+    size = coords.new_tensor([width, height])
+    return ((coords + 0.5) / size * 2.0 - 1.0).unsqueeze(1)
+
+
+def sample(image: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sample (B, C, h, w) at continuous coords (B, N, 2) -> (B, N, C), edges replicated."""
+    grid = to_grid(coords, image.shape[-2], image.shape[-1])
+    out = F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out.squeeze(2).transpose(1, 2)  # (B, N, C)
+
+
+class PatchConditionedSiren(nn.Module):
+    """Decoder: (3x3 LR feature patch, offset, cell) -> RGB residual, through sine layers."""
+
+    def __init__(self, *, feat_channels: int, hidden: int, n_hidden: int, w0_first: float,
+                 w0_hidden: float):
+        super().__init__()
+        self.w0_first = w0_first
+        fan_in = 9 * feat_channels + OFFSET_FEATURES + CELL_FEATURES
+        # First layer, split by input: the feature part as a conv at LR resolution, the rest
+        # per query. Together they are one SIREN first layer over the concatenated input.
+        self.patch_proj = nn.Conv2d(feat_channels, hidden, 3, padding=1)
+        self.offset_proj = nn.Linear(OFFSET_FEATURES, hidden, bias=False)
+        self.cell_proj = nn.Linear(CELL_FEATURES, hidden)
+        for weight in (self.patch_proj.weight, self.patch_proj.bias, self.offset_proj.weight,
+                       self.cell_proj.weight, self.cell_proj.bias):
+            siren_init_(weight, fan_in=fan_in, w0=w0_first, is_first=True)
+        self.hidden_layers = nn.Sequential(
+            *[SineLayer(hidden, hidden, w0=w0_hidden) for _ in range(n_hidden)]
+        )
+        self.out = nn.Linear(hidden, 3)
+        # Start as plain bicubic: a near-zero residual, so early training refines instead of
+        # first unlearning a random image.
+        nn.init.uniform_(self.out.weight, -1e-3, 1e-3)
+        nn.init.zeros_(self.out.bias)
+
+    def precompute(self, feats: torch.Tensor) -> torch.Tensor:
+        """Feature part of the first layer, once per LR pixel: (B, C, h, w) -> (B, D, h, w)."""
+        return self.patch_proj(feats)
+
+    def first_layer_input(self, pre: torch.Tensor, coords: torch.Tensor,
+                          cell: torch.Tensor) -> torch.Tensor:
+        """Pre-activation of the first sine layer, before w0: (B, N, D)."""
+        z = sample(pre, coords, "bilinear")  # (B, N, D)
+        z = z + self.offset_proj(offset_encoding(coords))
+        return z + self.cell_proj(cell).unsqueeze(1)  # cell: (B, 2)
+
+    def forward(self, pre: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        h = torch.sin(self.w0_first * self.first_layer_input(pre, coords, cell))  # (B, N, D)
+        return self.out(self.hidden_layers(h))  # (B, N, 3)
+
+
+class LiifSiren(nn.Module):
+    """Encoder + PatchConditionedSiren: ``decode(encode(lr), lr, coords, cell)`` -> RGB."""
+
+    def __init__(self, *, config: LiifSirenConfig | None = None):
+        super().__init__()
+        self.config = config or LiifSirenConfig()
+        c = self.config
+        self.encoder = Encoder(channels=c.channels, n_blocks=c.n_blocks, res_scale=c.res_scale)
+        self.decoder = PatchConditionedSiren(
+            feat_channels=c.channels, hidden=c.hidden, n_hidden=c.n_hidden,
+            w0_first=c.w0_first, w0_hidden=c.w0_hidden,
+        )
+
+    @property
+    def receptive_radius(self) -> int:
+        """LR pixels of context a query needs on each side for an exact result.
+
+        Encoder convs (head, 2 per block, tail), the decoder's 3x3 patch conv, and the 2-pixel
+        reach of bicubic sampling (which also covers the bilinear gather).
+        """
+        return 1 + 2 * self.config.n_blocks + 1 + 1 + 2
+
+    def encode(self, lr: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) in [0, 1] -> first-layer pre-activation map (B, D, h, w)."""
+        return self.decoder.precompute(self.encoder(lr))
+
+    def cell_input(self, cell: torch.Tensor) -> torch.Tensor:
+        """Clamp cells of scales beyond the trained range, scaled so inputs are ~O(1)."""
+        min_cell = 1.0 / self.config.max_cell_scale
+        return cell.clamp(min=min_cell) * self.config.max_cell_scale / 2.0
+
+    def decode(self, pre: torch.Tensor, lr: torch.Tensor, coords: torch.Tensor,
+               cell: torch.Tensor) -> torch.Tensor:
+        """RGB at coords (B, N, 2) given cell (B, 2) in LR pixels -> (B, N, 3), not clamped."""
+        base = sample(lr, coords, "bicubic")  # (B, N, 3)
+        return base + self.decoder(pre, coords, self.cell_input(cell))
+
+    def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(lr), lr, coords, cell)
+
+
+def output_coords(out_h: int, out_w: int, in_h: int, in_w: int, *, y0: int = 0, y1: int | None = None,
+                  x0: int = 0, x1: int | None = None, origin: tuple[float, float] = (0.0, 0.0),
+                  device=None) -> torch.Tensor:
+    """LR coordinates of the centres of output pixels rows [y0, y1) x cols [x0, x1).
+
+    The output is (out_h, out_w) pixels covering an (in_h, in_w) LR image; ``origin`` (x, y)
+    is subtracted so coordinates can be relative to a tile. Returns (1, N, 2) as (x, y), rows
+    major.
+    """
+    y1 = out_h if y1 is None else y1
+    x1 = out_w if x1 is None else x1
+    ys = (torch.arange(y0, y1, device=device, dtype=torch.float64) + 0.5) * (in_h / out_h) - 0.5
+    xs = (torch.arange(x0, x1, device=device, dtype=torch.float64) + 0.5) * (in_w / out_w) - 0.5
+    gy, gx = torch.meshgrid(ys - origin[1], xs - origin[0], indexing="ij")
+    return torch.stack([gx, gy], dim=-1).reshape(1, -1, 2).float()
+
+
+def cell_size(out_h: int, out_w: int, in_h: int, in_w: int, *, device=None) -> torch.Tensor:
+    """Size of one output pixel in LR pixels, as (1, 2) = (height, width)."""
+    return torch.tensor([[in_h / out_h, in_w / out_w]], device=device, dtype=torch.float32)

@@ -1,0 +1,107 @@
+"""Training batches: decode every photo once, then cut random crops from memory.
+
+A batch is (LR crops, query coords, cells, HR values at the queries). The scale is drawn once
+per batch, so all crops in it have the same size and the LR is made in one call by
+antialiased bicubic downscaling (torch's antialias matches Pillow's BICUBIC, the protocol's LR),
+then rounded to 8-bit levels like a saved LR image.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def list_images(dirs: list[Path]) -> list[Path]:
+    files = []
+    for d in dirs:
+        if d.is_file():
+            files.append(d)
+            continue
+        files.extend(p for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
+    return files
+
+
+def load_images(dirs: list[Path], *, min_side: int) -> tuple[list[torch.Tensor], list[str]]:
+    """Decode each image once as uint8 (3, H, W). Unreadable or too small -> warning, skipped."""
+    images, warnings = [], []
+    for path in list_images(dirs):
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            warnings.append(f"skipped {path}: not a readable image ({error})")
+            continue
+        if min(rgb.shape[:2]) < min_side:
+            warnings.append(f"skipped {path}: {rgb.shape[1]}x{rgb.shape[0]} is smaller than "
+                            f"{min_side}px on a side")
+            continue
+        images.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous())
+    return images, warnings
+
+
+@dataclass
+class Batch:
+    lr: torch.Tensor  # (B, 3, p, p) in [0, 1]
+    coords: torch.Tensor  # (B, Q, 2) LR pixel coordinates (x, y)
+    cell: torch.Tensor  # (B, 2) output pixel size in LR pixels (h, w)
+    target: torch.Tensor  # (B, Q, 3) HR values in [0, 1]
+    scale: float
+
+
+class CropSampler:
+    """Random (LR crop, HR queries) batches from images held in memory."""
+
+    def __init__(self, images: list[torch.Tensor], *, patch: int, batch: int, queries: int,
+                 scale_min: float, scale_max: float):
+        if not images:
+            raise ValueError("no training images")
+        self.images = images
+        self.patch, self.batch, self.queries = patch, batch, queries
+        self.scale_min, self.scale_max = scale_min, scale_max
+        areas = torch.tensor([im.shape[1] * im.shape[2] for im in images], dtype=torch.float64)
+        self.image_weights = areas / areas.sum()  # big photos hold more distinct crops
+
+    def _crop(self, image: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+        _, h, w = image.shape
+        y = int(torch.randint(0, h - size + 1, (1,), generator=gen))
+        x = int(torch.randint(0, w - size + 1, (1,), generator=gen))
+        crop = image[:, y:y + size, x:x + size]
+        if torch.rand(1, generator=gen) < 0.5:
+            crop = crop.flip(-1)
+        if torch.rand(1, generator=gen) < 0.5:
+            crop = crop.flip(-2)
+        if torch.rand(1, generator=gen) < 0.5:
+            crop = crop.transpose(-1, -2)
+        return crop
+
+    def sample(self, gen: torch.Generator) -> Batch:
+        u = float(torch.rand(1, generator=gen))
+        hr_size = round(self.patch * (self.scale_min + u * (self.scale_max - self.scale_min)))
+        hr_size = max(hr_size, self.patch)
+        picks = torch.multinomial(self.image_weights, self.batch, replacement=True, generator=gen)
+        hr = torch.stack([self._crop(self.images[i], hr_size, gen) for i in picks.tolist()])
+        hr = hr.float().div_(255.0)  # (B, 3, S, S)
+        lr = F.interpolate(hr, size=(self.patch, self.patch), mode="bicubic", antialias=True,
+                           align_corners=False)
+        lr = lr.clamp_(0, 1).mul_(255).round_().div_(255)  # 8-bit LR, as in a saved file
+        n_pix = hr_size * hr_size
+        q = min(self.queries, n_pix)
+        idx = torch.stack([torch.randperm(n_pix, generator=gen)[:q] for _ in range(self.batch)])
+        ys, xs = idx // hr_size, idx % hr_size  # (B, Q)
+        ratio = self.patch / hr_size
+        coords = torch.stack([(xs + 0.5) * ratio - 0.5, (ys + 0.5) * ratio - 0.5], dim=-1).float()
+        flat = hr.flatten(2)  # (B, 3, S*S)
+        target = torch.gather(flat, 2, idx.unsqueeze(1).expand(-1, 3, -1)).transpose(1, 2)
+        cell = torch.full((self.batch, 2), ratio)
+        return Batch(lr=lr, coords=coords, cell=cell, target=target, scale=hr_size / self.patch)
