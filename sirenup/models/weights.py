@@ -40,6 +40,7 @@ def save_weights(path: Path, model: LiifSiren, metadata: dict | None = None) -> 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; weights are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,45 @@
+"""Output size from --scale / --width / --height."""
+
+from __future__ import annotations
+
+from sirenup.errors import UsageError
+
+DEFAULT_SCALE = 4.0
+
+
+def target_size(width: int, height: int, *, scale: float | None = None,
+                out_width: int | None = None, out_height: int | None = None) -> tuple[int, int]:
+    """(W, H) of the output for an input of ``width`` x ``height``.
+
+    - ``scale``: (round(w*S), round(h*S)) for any real S >= 1;
+    - ``out_width`` or ``out_height`` alone: that side, the other keeps the aspect ratio;
+    - both: exactly that size;
+    - nothing: ``DEFAULT_SCALE``.
+    An output smaller than the input on either side is an error: this is an upscaler.
+    """
+    if scale is not None and (out_width is not None or out_height is not None):
+        raise UsageError("give either --scale or --width/--height, not both")
+    if scale is not None:
+        if not scale >= 1.0:
+            raise UsageError(f"--scale {scale:g}: must be at least 1")
+        size = (round(width * scale), round(height * scale))
+    elif out_width is not None and out_height is not None:
+        size = (out_width, out_height)
+    elif out_width is not None:
+        size = (out_width, max(1, round(height * out_width / width)))
+    elif out_height is not None:
+        size = (max(1, round(width * out_height / height)), out_height)
+    else:
+        size = (round(width * DEFAULT_SCALE), round(height * DEFAULT_SCALE))
+    if size[0] < width or size[1] < height:
+        raise UsageError(f"output {size[0]}x{size[1]} is smaller than the input "
+                         f"{width}x{height}: sirenup only upscales")
+    return size
+
+
+def scale_label(width: int, height: int, size: tuple[int, int]) -> str:
+    """'4' for x4, '3.7' for x3.7, '1920x1080' when the two axes differ."""
+    sx, sy = size[0] / width, size[1] / height
+    if abs(sx - sy) < 0.01 * max(sx, sy):
+        return f"{round((sx + sy) / 2, 2):g}"
+    return f"{size[0]}x{size[1]}"
