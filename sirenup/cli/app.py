@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from sirenup import __version__
-from sirenup.cli import train
+from sirenup.cli import batch, bench, train, upscale
 from sirenup.cli.console import state
 
 app = typer.Typer(
@@ -30,7 +30,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks, not one-line errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and results."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -40,6 +40,9 @@ def main_options(
 
 
 app.command("train")(train.train)
+app.command("upscale")(upscale.upscale)
+app.command("batch")(batch.batch)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ state = {"debug": False, "quiet": False}
 
 def info(message: str) -> None:
     if not state["quiet"]:
-        console.print(message)
+        console.print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}")
+    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

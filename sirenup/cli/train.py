@@ -13,7 +13,7 @@ from sirenup.cli.console import console, handle_errors, info, warn
 def train(
     data: list[Path] = typer.Argument(..., help="Folders (searched recursively) or image files."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint, metrics, weights."),
-    val: Path | None = typer.Option(None, "--val", help="Benchmark folder (one subfolder per set)."),
+    val: Path | None = typer.Option(None, "--val", help="Benchmark folder (a subfolder per set)."),
     steps: int = typer.Option(20000, "--steps", min=1, help="Total optimisation steps."),
     batch: int = typer.Option(16, "--batch", min=1, help="Crops per step."),
     patch: int = typer.Option(48, "--patch", min=8, help="LR crop side in pixels."),

@@ -28,7 +28,7 @@ def protocol_pair(hr: Image.Image, scale: float) -> tuple[Image.Image, Image.Ima
     w, h = hr.size
     w, h = w - w % frac.numerator, h - h % frac.numerator
     hr = hr.crop((0, 0, w, h))
-    lr_size = (int(w * frac.denominator / frac.numerator), int(h * frac.denominator / frac.numerator))
+    lr_size = (w * frac.denominator // frac.numerator, h * frac.denominator // frac.numerator)
     return hr, hr.resize(lr_size, Image.BICUBIC)
 
 

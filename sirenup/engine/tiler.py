@@ -17,7 +17,7 @@ import torch
 from sirenup.models.patch_siren import LiifSiren, cell_size, output_coords
 
 MIN_TILE = 32
-QUERIES_PER_CHUNK = 1 << 16  # queries decoded at once: keeps intermediates in cache-ish sizes
+QUERIES_PER_CHUNK = 1 << 14  # queries decoded at once: (64, 16k) fp32 activations stay in cache
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw:
         coords = output_coords(out_h, out_w, in_h, in_w, y0=ys, y1=ye, x0=x0, x1=x1,
                                origin=(float(origin[0]), float(origin[1])), device=lr.device)
         rgb = model.decode(pre, lr, coords.to(pre.dtype), cell.to(pre.dtype))  # (1, N, 3)
-        chunks.append(rgb[0].T.reshape(3, ye - ys, x1 - x0))
+        chunks.append(rgb[0].T.reshape(3, ye - ys, x1 - x0))  # (B, N, 3) view of (3, N)
     return torch.cat(chunks, dim=1)
 
 

@@ -81,6 +81,11 @@ class Encoder(nn.Module):
         return x + self.tail(self.blocks(x))  # (B, C, h, w)
 
 
+def _sin(x: torch.Tensor) -> torch.Tensor:
+    """sin, in place when no gradient is needed (inference): one less pass over memory."""
+    return torch.sin(x) if torch.is_grad_enabled() else x.sin_()
+
+
 def offset_encoding(coords: torch.Tensor) -> torch.Tensor:
     """Periodic encoding of each query's offset from its nearest LR pixel centre.
 
@@ -98,14 +103,20 @@ def to_grid(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def sample(image: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor:
-    """Sample (B, C, h, w) at continuous coords (B, N, 2) -> (B, N, C), edges replicated."""
+    """Sample (B, C, h, w) at continuous coords (B, N, 2) -> (B, C, N), edges replicated.
+
+    Channels first, so the decoder's layers are (D, D) @ (D, N) products with no transposes.
+    """
     grid = to_grid(coords, image.shape[-2], image.shape[-1])
     out = F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=False)
-    return out.squeeze(2).transpose(1, 2)  # (B, N, C)
+    return out.squeeze(2)  # (B, C, N)
 
 
 class PatchConditionedSiren(nn.Module):
-    """Decoder: (3x3 LR feature patch, offset, cell) -> RGB residual, through sine layers."""
+    """Decoder: (3x3 LR feature patch, offset, cell) -> RGB residual, through sine layers.
+
+    Works channels-first on queries: activations are (B, D, N).
+    """
 
     def __init__(self, *, feat_channels: int, hidden: int, n_hidden: int, w0_first: float,
                  w0_hidden: float):
@@ -120,8 +131,8 @@ class PatchConditionedSiren(nn.Module):
         for weight in (self.patch_proj.weight, self.patch_proj.bias, self.offset_proj.weight,
                        self.cell_proj.weight, self.cell_proj.bias):
             siren_init_(weight, fan_in=fan_in, w0=w0_first, is_first=True)
-        self.hidden_layers = nn.Sequential(
-            *[SineLayer(hidden, hidden, w0=w0_hidden) for _ in range(n_hidden)]
+        self.hidden_layers = nn.ModuleList(
+            [SineLayer(hidden, hidden, w0=w0_hidden) for _ in range(n_hidden)]
         )
         self.out = nn.Linear(hidden, 3)
         # Start as plain bicubic: a near-zero residual, so early training refines instead of
@@ -130,19 +141,33 @@ class PatchConditionedSiren(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def precompute(self, feats: torch.Tensor) -> torch.Tensor:
-        """Feature part of the first layer, once per LR pixel: (B, C, h, w) -> (B, D, h, w)."""
-        return self.patch_proj(feats)
+        """Feature part of the first layer, times w0, once per LR pixel.
+
+        (B, C, h, w) -> (B, D, h, w). Folding w0 in here saves a pass over every query.
+        """
+        return self.w0_first * self.patch_proj(feats)
 
     def first_layer_input(self, pre: torch.Tensor, coords: torch.Tensor,
                           cell: torch.Tensor) -> torch.Tensor:
-        """Pre-activation of the first sine layer, before w0: (B, N, D)."""
-        z = sample(pre, coords, "bilinear")  # (B, N, D)
-        z = z + self.offset_proj(offset_encoding(coords))
-        return z + self.cell_proj(cell).unsqueeze(1)  # cell: (B, 2)
+        """Pre-activation of the first sine layer, w0 included: (B, D, N)."""
+        w0 = self.w0_first
+        bias = w0 * self.cell_proj(cell).unsqueeze(-1)  # (B, D, 1), cell: (B, 2)
+        offset_weight = w0 * self.offset_proj.weight  # (D, 4)
+        z = sample(pre, coords, "bilinear")  # (B, D, N)
+        offsets = offset_encoding(coords).transpose(1, 2)  # (B, 4, N)
+        if torch.is_grad_enabled():
+            return torch.baddbmm(z + bias, offset_weight.expand(z.shape[0], -1, -1), offsets)
+        return z.add_(bias).baddbmm_(offset_weight.expand(z.shape[0], -1, -1), offsets)
 
     def forward(self, pre: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        h = torch.sin(self.w0_first * self.first_layer_input(pre, coords, cell))  # (B, N, D)
-        return self.out(self.hidden_layers(h))  # (B, N, 3)
+        """(B, D, h, w) map, (B, N, 2) coords, (B, 2) cells -> RGB residual (B, 3, N)."""
+        h = _sin(self.first_layer_input(pre, coords, cell))  # (B, D, N)
+        for layer in self.hidden_layers:
+            w0, linear = layer.w0, layer.linear
+            h = _sin(torch.baddbmm((w0 * linear.bias).unsqueeze(-1),
+                                        (w0 * linear.weight).expand(h.shape[0], -1, -1), h))
+        return torch.baddbmm(self.out.bias.unsqueeze(-1),
+                             self.out.weight.expand(h.shape[0], -1, -1), h)  # (B, 3, N)
 
 
 class LiifSiren(nn.Module):
@@ -178,17 +203,20 @@ class LiifSiren(nn.Module):
 
     def decode(self, pre: torch.Tensor, lr: torch.Tensor, coords: torch.Tensor,
                cell: torch.Tensor) -> torch.Tensor:
-        """RGB at coords (B, N, 2) given cell (B, 2) in LR pixels -> (B, N, 3), not clamped."""
-        base = sample(lr, coords, "bicubic")  # (B, N, 3)
-        return base + self.decoder(pre, coords, self.cell_input(cell))
+        """RGB at coords (B, N, 2) given cell (B, 2) in LR pixels -> (B, N, 3), not clamped.
+
+        The result is a transposed view of a channels-first (B, 3, N) tensor.
+        """
+        base = sample(lr, coords, "bicubic")  # (B, 3, N)
+        return (base + self.decoder(pre, coords, self.cell_input(cell))).transpose(1, 2)
 
     def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(lr), lr, coords, cell)
 
 
-def output_coords(out_h: int, out_w: int, in_h: int, in_w: int, *, y0: int = 0, y1: int | None = None,
-                  x0: int = 0, x1: int | None = None, origin: tuple[float, float] = (0.0, 0.0),
-                  device=None) -> torch.Tensor:
+def output_coords(out_h: int, out_w: int, in_h: int, in_w: int, *, y0: int = 0,
+                  y1: int | None = None, x0: int = 0, x1: int | None = None,
+                  origin: tuple[float, float] = (0.0, 0.0), device=None) -> torch.Tensor:
     """LR coordinates of the centres of output pixels rows [y0, y1) x cols [x0, x1).
 
     The output is (out_h, out_w) pixels covering an (in_h, in_w) LR image; ``origin`` (x, y)

@@ -59,10 +59,13 @@ def read_header(path: Path) -> dict:
     if header.get("architecture") != ARCHITECTURE:
         raise WeightsError(f"{path}: not a sirenup model (architecture "
                            f"{header.get('architecture')!r})")
-    return {
-        "config": json.loads(header.get("config", "{}")),
-        "metadata": json.loads(header.get("metadata", "{}")),
-    }
+    try:
+        return {
+            "config": json.loads(header.get("config", "{}")),
+            "metadata": json.loads(header.get("metadata", "{}")),
+        }
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{path}: corrupt header ({error})") from error
 
 
 def load_weights(path: Path, *, device: str | torch.device = "cpu") -> tuple[LiifSiren, dict]:
@@ -73,7 +76,7 @@ def load_weights(path: Path, *, device: str | torch.device = "cpu") -> tuple[Lii
     from safetensors.torch import load_file
 
     header = read_header(path)
-    model = LiifSiren(config=LiifSirenConfig.from_dict(header["config"]))
+    model = _build(header["config"], path)
     _load_state(model, load_file(str(path)), path)
     return model.to(device).eval(), header["metadata"]
 
@@ -85,13 +88,20 @@ def _load_torch_file(path: Path, device) -> tuple[LiifSiren, dict]:
         raise WeightsError(f"{path}: cannot be loaded safely ({error})") from error
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise WeightsError(f"{path}: expected a dict with 'state_dict' and 'config'")
-    model = LiifSiren(config=LiifSirenConfig.from_dict(blob.get("config", {})))
+    model = _build(blob.get("config", {}), path)
     _load_state(model, blob["state_dict"], path)
     return model.to(device).eval(), blob.get("metadata", {})
+
+
+def _build(config: dict, path: Path) -> LiifSiren:
+    try:
+        return LiifSiren(config=LiifSirenConfig.from_dict(config))
+    except (TypeError, ValueError, AttributeError) as error:
+        raise WeightsError(f"{path}: invalid model config ({error})") from error
 
 
 def _load_state(model: LiifSiren, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, AttributeError) as error:
         raise WeightsError(f"{path}: tensors do not match the model config ({error})") from error

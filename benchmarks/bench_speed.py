@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""Speed bar, measured the way a user meets it: whole `sirenup upscale` processes.
+
+Each round runs, in this order, `sirenup --help`, `sirenup --version`, `sirenup upscale` on a
+256x256 crop and on a 768x768 crop of a real photo (x4 by default); rounds repeat --repeats
+times, so slow drifts hit every measurement alike. Reported: medians (and minima), and
+
+    throughput after start-up = (out_MP_768 - out_MP_256) / (median_t768 - median_t256)
+
+in output megapixels per second: the per-pixel cost with start-up (interpreter, torch import,
+model load) cancelled out. Also whether `import sirenup.cli.app` imports torch.
+
+    python benchmarks/bench_speed.py                      # 5 rounds, default device
+    python benchmarks/bench_speed.py --device cpu --out speed.json
+
+Prints a markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO.parent / "shared" / "data" / "train"
+SAMPLE = REPO / "sirenup" / "assets" / "sample.png"
+SIRENUP = [sys.executable, "-m", "sirenup"]
+
+
+def find_photo(root: Path = TRAIN) -> Path:
+    """The first PNG (sorted) under ``root``, else the bundled sample photo."""
+    if root.is_dir():
+        photos = sorted(root.rglob("*.png"))
+        if photos:
+            return photos[0]
+    return SAMPLE
+
+
+def center_crop(image: Image.Image, side: int) -> Image.Image:
+    """A side x side centre crop; a photo smaller than that is first enlarged (Lanczos)."""
+    w, h = image.size
+    if min(w, h) < side:
+        factor = side / min(w, h)
+        w, h = max(side, round(w * factor)), max(side, round(h * factor))
+        image = image.resize((w, h), Image.LANCZOS)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def make_inputs(photo: Path, folder: Path, sides: Sequence[int]) -> dict[int, Path]:
+    """Centre crops of ``photo`` (the smaller ones nested in the largest), saved as PNG."""
+    with Image.open(photo) as im:
+        big = center_crop(im.convert("RGB"), max(sides))
+    paths = {}
+    for side in sides:
+        path = folder / f"input_{side}.png"
+        center_crop(big, side).save(path)
+        paths[side] = path
+    return paths
+
+
+def run(cmd: list[str]) -> tuple[float, str]:
+    """Wall seconds of one whole process, and its stdout; a failure stops the benchmark."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"error: `{shlex.join(cmd)}` exited {proc.returncode}:\n{proc.stderr.strip()}")
+    return seconds, proc.stdout
+
+
+def probe_python(code: str) -> str:
+    return run([sys.executable, "-c", code])[1].strip()
+
+
+def environment(device: str | None) -> dict:
+    """Facts for the report, read in a child process (the environment the runs see)."""
+    torch_info = json.loads(probe_python(
+        "import json, torch; print(json.dumps({'torch': torch.__version__, "
+        "'threads': torch.get_num_threads(), 'cuda': torch.cuda.is_available() and "
+        "torch.cuda.get_device_name(0)}))"))
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch_info["torch"],
+        "torch_threads": torch_info["threads"],
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "gpu": torch_info["cuda"] or None,
+        "device": device or "default (auto)",
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def stats(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    photo = args.photo or find_photo()
+    sides = (args.small, args.large)
+    result: dict = {"photo": str(photo), "scale": args.scale, "repeats": args.repeats,
+                    "warmup": args.warmup}
+    with tempfile.TemporaryDirectory(prefix="sirenup-bench-") as tmp:
+        inputs = make_inputs(photo, Path(tmp), sides)
+        commands = {"help": [*SIRENUP, "--help"], "version": [*SIRENUP, "--version"]}
+        outputs = {}
+        for side, path in inputs.items():
+            outputs[side] = Path(tmp) / f"output_{side}.png"
+            cmd = [*SIRENUP, "upscale", str(path), "-o", str(outputs[side]),
+                   "--scale", f"{args.scale:g}"]
+            if args.device:
+                cmd += ["--device", args.device]
+            if args.model:
+                cmd += ["--model", args.model]
+            if args.tile is not None:
+                cmd += ["--tile", str(args.tile)]
+            commands[f"upscale_{side}"] = cmd
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for round_ in range(args.warmup + args.repeats):
+            for name, cmd in commands.items():
+                seconds, _ = run(cmd)
+                if round_ >= args.warmup:
+                    times[name].append(seconds)
+            print(f"round {round_ + 1}/{args.warmup + args.repeats}"
+                  f"{' (warm-up)' if round_ < args.warmup else ''}: "
+                  + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items() if t),
+                  file=sys.stderr, flush=True)
+        out_mp = {}
+        for side, path in outputs.items():
+            with Image.open(path) as im:
+                out_mp[side] = im.size[0] * im.size[1] / 1e6
+                result[f"output_{side}"] = list(im.size)
+        result["commands"] = {  # as a reader would type them
+            name: shlex.join(["python", *cmd[1:]]).replace(tmp, "$TMP")
+            for name, cmd in commands.items()}
+    result["runs"] = {name: stats(t) for name, t in times.items()}
+    result["out_mp"] = {str(side): mp for side, mp in out_mp.items()}
+    small, large = (result["runs"][f"upscale_{s}"]["median_s"] for s in sides)
+    d_mp, d_t = out_mp[args.large] - out_mp[args.small], large - small
+    result["throughput_mp_per_s"] = d_mp / d_t if d_t > 0 else None
+    result["startup_estimate_s"] = (small - out_mp[args.small] * d_t / d_mp) if d_mp else None
+    result["cli_imports_torch"] = probe_python(
+        "import sys, sirenup.cli.app; print('torch' in sys.modules)") == "True"
+    return result
+
+
+def markdown(result: dict, env: dict, command: str, sides: tuple[int, int]) -> str:
+    threads = f"{env['torch_threads']} torch threads"
+    if env["omp_num_threads"]:
+        threads += f" (OMP_NUM_THREADS={env['omp_num_threads']})"
+    gpu = f", GPU {env['gpu']}" if env["gpu"] else ""
+    lines = [
+        f"Whole-process timings, {env['date']}: {env['cpu']} ({env['cpu_count']} logical CPUs)"
+        f"{gpu}, Python {env['python']}, torch {env['torch']}, {threads}, device "
+        f"{env['device']}; median (min) of {result['repeats']} interleaved rounds after "
+        f"{result['warmup']} warm-up.",
+        "",
+        f"Command: `{command}`  ",
+        f"Input: centre crops of `{Path(result['photo']).name}`; upscale runs "
+        f"`{result['commands'][f'upscale_{sides[1]}']}`.",
+        "",
+        "| measurement | median s | min s | output MP | output MP/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    runs = result["runs"]
+    for name, label in (("help", "`sirenup --help`"), ("version", "`sirenup --version`")):
+        lines.append(f"| {label} | {runs[name]['median_s']:.2f} | {runs[name]['min_s']:.2f} "
+                     "| | |")
+    for side in sides:
+        r, mp = runs[f"upscale_{side}"], result["out_mp"][str(side)]
+        w, h = result[f"output_{side}"]
+        lines.append(f"| `sirenup upscale` x{result['scale']:g}, {side}x{side} -> {w}x{h} "
+                     f"| {r['median_s']:.2f} | {r['min_s']:.2f} | {mp:.2f} "
+                     f"| {mp / r['median_s']:.2f} |")
+    tp, su = result["throughput_mp_per_s"], result["startup_estimate_s"]
+    lines.append(f"| throughput after start-up ({sides[1]} vs {sides[0]}) | | | | "
+                 f"{'n/a' if tp is None else f'{tp:.2f}'} |")
+    lines.append(f"| estimated start-up (intercept) | {'n/a' if su is None else f'{su:.2f}'} "
+                 "| | | |")
+    lines.append("")
+    lines.append(f"`import sirenup.cli.app` imports torch: "
+                 f"**{'yes' if result['cli_imports_torch'] else 'no'}**")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed rounds first, to warm the disk cache (default 1)")
+    parser.add_argument("--scale", type=float, default=4.0, help="upscale factor (default 4)")
+    parser.add_argument("--device", help="passed to `sirenup upscale --device` (default: its own)")
+    parser.add_argument("--model", help="passed to `sirenup upscale --model`")
+    parser.add_argument("--tile", type=int, help="passed to `sirenup upscale --tile`")
+    parser.add_argument("--photo", type=Path,
+                        help=f"source photo (default: first PNG under {TRAIN}, else the "
+                             "bundled sample)")
+    parser.add_argument("--small", type=int, default=256, help="small input side (default 256)")
+    parser.add_argument("--large", type=int, default=768, help="large input side (default 768)")
+    parser.add_argument("--out", type=Path, help="write the raw results as JSON")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if not 0 < args.small < args.large:
+        parser.error("need 0 < --small < --large")
+    if args.photo and not args.photo.is_file():
+        parser.error(f"--photo {args.photo}: no such file")
+
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    env = environment(args.device)
+    result = benchmark(args)
+    print(markdown(result, env, command, (args.small, args.large)))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"command": command, "environment": env, **result},
+                                       indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""`sirenup bench` and the benchmark scripts' core functions (tiny sizes: seconds, not minutes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from sirenup.cli.app import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """Import benchmarks/<name>.py (a folder of scripts, not a package)."""
+    path = REPO / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_json_reports_every_field():
+    result = CliRunner().invoke(app, ["bench", "--device", "cpu", "--sizes", "16", "--repeats",
+                                      "1", "--warmup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["device"] == "cpu" and data["torch_threads"] >= 1
+    assert data["model"] and data["scale"] == 4.0
+    (row,) = data["sizes"]
+    assert row["lr"] == [16, 16] and row["out"] == [64, 64]
+    assert row["out_mp"] == pytest.approx(64 * 64 / 1e6)
+    for method in ("model", "bicubic_torch", "bicubic_pillow"):
+        m = row[method]
+        assert m["median_s"] > 0 and m["min_s"] <= m["median_s"]
+        assert m["mp_per_s"] > 0 and math.isfinite(m["mp_per_s"])
+        assert "peak_mem_mb" in m and m["memory_kind"]
+    assert row["ratio_vs_bicubic_torch"] > 0 and row["ratio_vs_bicubic_pillow"] > 0
+
+
+def test_bench_cuda_without_cuda_is_a_usage_error(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(app, ["bench", "--device", "cuda", "--sizes", "16",
+                                      "--repeats", "1", "--warmup", "0"])
+    assert result.exit_code == 2
+    assert "CUDA is not available" in result.output
+
+
+@pytest.mark.parametrize("sizes", ["abc", "0", ","])
+def test_bench_rejects_bad_sizes(sizes):
+    result = CliRunner().invoke(app, ["bench", "--sizes", sizes])
+    assert result.exit_code == 2
+
+
+def test_synthetic_photo_is_deterministic_and_in_range():
+    from sirenup.engine.bench import synthetic_photo
+
+    a, b = synthetic_photo(24, 40, seed=3), synthetic_photo(24, 40, seed=3)
+    assert a.shape == (24, 40, 3) and a.dtype == np.float32
+    assert np.array_equal(a, b) and 0.0 <= a.min() and a.max() <= 1.0
+    assert a.std() > 0.02  # not flat
+    assert not np.array_equal(a, synthetic_photo(24, 40, seed=4))
+
+
+def test_eval_quality_core_on_a_tiny_folder(tmp_path):
+    eval_quality = load_script("eval_quality")
+    rng = np.random.default_rng(0)
+    tiny = tmp_path / "val" / "Tiny"
+    tiny.mkdir(parents=True)
+    pixels = rng.integers(0, 256, (30, 36, 3), dtype=np.uint8)
+    Image.fromarray(pixels).resize((60, 72), Image.BICUBIC).save(tiny / "one.png")
+
+    raw = eval_quality.evaluate(tmp_path / "val", sets=["Tiny"], scales=[2.5], device="cpu")
+    scores = raw["per_image"]["Tiny"]["x2.5"]["one"]
+    assert set(scores) == {"model", "bicubic", "lanczos"}
+    assert all(math.isfinite(v) and v > 5 for v in scores.values())
+
+    summary = eval_quality.summarize(raw)
+    row = summary["means"]["Tiny"]["x2.5"]
+    assert row["margin"] == pytest.approx(row["model"] - row["lanczos"])
+    assert row["meets_bar"] is (row["margin"] >= eval_quality.BAR_DB)
+    scale = summary["scales"]["x2.5"]
+    assert scale["beats_bicubic_everywhere"] is (scores["model"] > scores["bicubic"])
+    text = eval_quality.markdown(raw, summary)
+    assert "| Tiny | x2.5 |" in text
+
+    with pytest.raises(ValueError, match="no set"):
+        eval_quality.evaluate(tmp_path / "val", sets=["Set5"], scales=[2])
+
+
+def test_bench_speed_inputs_are_nested_crops(tmp_path):
+    bench_speed = load_script("bench_speed")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8)) \
+        .save(photo)
+    paths = bench_speed.make_inputs(photo, tmp_path, (32, 96))  # 96 > 50: enlarged first
+    assert Image.open(paths[32]).size == (32, 32)
+    assert Image.open(paths[96]).size == (96, 96)
+    assert bench_speed.find_photo(tmp_path / "missing") == bench_speed.SAMPLE

@@ -1,0 +1,216 @@
+"""``sirenup upscale`` and ``sirenup batch`` through the Typer app (bundled model, CPU).
+
+The bundled weights may be a placeholder: these tests check sizes, modes, files and errors,
+never the quality of the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ORIENTATION = 0x0112  # EXIF tag
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("options", "size"), [
+    (["--scale", "2"], (48, 40)),
+    (["--scale", "1.5"], (36, 30)),
+    (["--width", "48"], (48, 40)),
+    (["--height", "30"], (36, 30)),
+    (["--width", "50", "--height", "21"], (50, 21)),
+])
+def test_output_size(invoke, make_image, tmp_path, options, size):
+    out = tmp_path / "out.png"
+    result = invoke("upscale", make_image("in.png"), "-o", out, "--device", "cpu", *options)
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.size == size and im.mode == "RGB"
+
+
+@pytest.mark.parametrize(("options", "name"), [
+    (["--scale", "2"], "photo_x2.png"),
+    (["--scale", "1.5"], "photo_x1.5.png"),
+    (["--width", "30", "--height", "40"], "photo_x30x40.png"),
+])
+def test_default_output_name(invoke, make_image, tmp_path, options, name):
+    result = invoke("upscale", make_image("photo.jpg"), *options)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / name).is_file()
+    assert name in result.stderr  # the one-line summary names the output
+
+
+def test_summary_line(invoke, make_image, tmp_path):
+    result = invoke("upscale", make_image("in.png"), "-o", tmp_path / "o.png", "--scale", "2")
+    assert result.exit_code == 0
+    line = one_error_line(result)  # exactly one line on stderr
+    assert "sirenup-base" in line and "cpu" in line and "24x20" in line and "48x40" in line
+
+
+@pytest.mark.parametrize("options", [["--scale", "0.5"], ["--width", "10"],
+                                     ["--width", "30", "--height", "10"],
+                                     ["--scale", "2", "--width", "48"],
+                                     ["--tile", "8"], ["--overlap", "-1"],
+                                     ["--quality", "0"], ["--format", "gif"],
+                                     ["--model", "no-such-model"]])
+def test_bad_options_exit_2(invoke, make_image, tmp_path, options):
+    result = invoke("upscale", make_image("in.png"), "-o", tmp_path / "o.png", *options)
+    assert result.exit_code == 2, result.output
+    one_error_line(result)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_missing_file(invoke, tmp_path):
+    result = invoke("upscale", tmp_path / "nope.png")
+    assert result.exit_code == 1
+    assert "nope.png" in one_error_line(result)
+
+
+def test_text_file_named_png(invoke, tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("hello\n")
+    result = invoke("upscale", path, "--scale", "2")
+    assert result.exit_code == 1
+    assert "notes.png" in one_error_line(result)
+
+
+def test_refuses_to_overwrite_the_input(invoke, make_image):
+    path = make_image("in.png")
+    before = path.read_bytes()
+    result = invoke("upscale", path, "-o", path, "--scale", "2")
+    assert result.exit_code == 1
+    assert "input" in one_error_line(result)
+    assert path.read_bytes() == before
+
+
+def test_alpha_into_jpeg_is_refused(invoke, make_image, tmp_path):
+    result = invoke("upscale", make_image("a.png", "RGBA"), "-o", tmp_path / "a.jpg")
+    assert result.exit_code == 1
+    assert "transparency" in one_error_line(result)
+
+
+def test_rgba_keeps_alpha(invoke, make_image, tmp_path):
+    out = tmp_path / "out.png"
+    result = invoke("upscale", make_image("a.png", "RGBA"), "-o", out, "--scale", "2")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.mode == "RGBA" and im.size == (48, 40)
+        alpha = np.asarray(im)[..., 3].astype(np.float32)
+    assert alpha[:, :20].min() >= 250  # opaque half stays opaque, away from the edge
+    assert alpha[:, 28:].max() <= 5  # transparent half stays transparent
+    assert abs(alpha.mean() - 127.5) < 8
+
+
+def test_greyscale_stays_grey(invoke, make_image, tmp_path):
+    out = tmp_path / "out.png"
+    assert invoke("upscale", make_image("g.png", "L"), "-o", out, "--scale", "2").exit_code == 0
+    with Image.open(out) as im:
+        assert im.mode == "L" and im.size == (48, 40)
+
+
+def test_sixteen_bit_grey_stays_16_bit(invoke, make_image, tmp_path):
+    out = tmp_path / "out.png"
+    result = invoke("upscale", make_image("g16.png", "I;16"), "-o", out, "--scale", "2")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.mode == "I;16" and im.size == (48, 40)
+        values = np.asarray(im).astype(np.int64)
+    assert np.any(values % 257 != 0)  # finer than 8-bit levels
+
+
+def test_exif_rotated_jpeg(invoke, make_image, tmp_path):
+    out = tmp_path / "out.jpg"
+    path = make_image("rot.jpg", orientation=6, quality=95)  # stored 24x20, upright 20x24
+    result = invoke("upscale", path, "-o", out, "--scale", "2")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.size == (40, 48)
+        assert im.getexif().get(ORIENTATION) == 1
+
+
+def test_json_report(invoke, make_image, tmp_path):
+    out = tmp_path / "out.webp"
+    result = invoke("upscale", make_image("in.png"), "-o", out, "--scale", "2", "--json",
+                    "--quality", "80")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["output"] == str(out)
+    assert report["in_size"] == [24, 20] and report["out_size"] == [48, 40]
+    assert report["seconds"] >= 0
+    assert Image.open(out).format == "WEBP"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_usage_error(invoke, make_image):
+    result = invoke("upscale", make_image("in.png"), "--device", "cuda")
+    assert result.exit_code == 2
+    assert "CUDA" in one_error_line(result)
+
+
+def test_tiled_matches_whole_image(invoke, make_image, tmp_path):
+    path = make_image("in.png", size=(70, 50))
+    outputs = {}
+    for tile in (32, 0):
+        out = tmp_path / f"t{tile}.png"
+        result = invoke("upscale", path, "-o", out, "--scale", "2", "--tile", tile)
+        assert result.exit_code == 0, result.output
+        with Image.open(out) as im:
+            assert im.size == (140, 100)
+            outputs[tile] = np.asarray(im).astype(np.int16)
+    assert np.abs(outputs[32] - outputs[0]).max() <= 1
+
+
+def test_atomic_write_leaves_no_temp_file(invoke, make_image, tmp_path):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"old")
+    assert invoke("upscale", make_image("in.png"), "-o", out, "--scale", "2").exit_code == 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert Image.open(out).size == (48, 40)
+
+
+def test_batch(invoke, make_image, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_bytes(make_image("a.png").read_bytes())
+    (src / "b.jpg").write_bytes(make_image("b.jpg", "L").read_bytes())
+    (src / "notes.txt").write_text("not an image\n")
+    data = make_image("big.png", size=(64, 48)).read_bytes()
+    (src / "broken.png").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    result = invoke("batch", src, out, "--scale", "2")
+    assert result.exit_code == 1, result.output
+    assert sorted(os.listdir(out)) == ["a.png", "b.jpg"]
+    assert Image.open(out / "a.png").size == (48, 40)
+    assert Image.open(out / "b.jpg").mode == "L"
+    assert "broken.png" in result.stderr
+    assert "2 done, 1 skipped" in result.stderr and "1 failed" in result.stderr
+
+
+def test_batch_all_good_exits_0(invoke, make_image, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.gif").write_bytes(make_image("a.gif", "P").read_bytes())
+    result = invoke("batch", src, tmp_path / "out", "--width", "30")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "a.png").size == (30, 25)
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from sirenup.cli.app import app; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -1,0 +1,209 @@
+"""The training loop and ``sirenup train`` on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sirenup.training.loop import (
+    CHECKPOINT,
+    METRICS,
+    WEIGHTS,
+    TrainConfig,
+    Trainer,
+    learning_rate,
+)
+
+
+def photo(seed: int, width: int, height: int) -> Image.Image:
+    """A random-ish image with smooth structure and some texture."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((height // 10 + 1, width // 10 + 1, 3))
+    smooth = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize(
+        (width, height), Image.BICUBIC), dtype=np.float64)
+    noise = rng.normal(0, 12, (height, width, 3))
+    return Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    for i in range(3):
+        photo(i, 120, 100).save(root / f"photo{i}.png")
+    photo(9, 10, 10).save(root / "tiny.png")  # smaller than a training crop: skipped
+    (root / "notes.png").write_text("this is not an image\n")  # unreadable: skipped
+    (root / "readme.txt").write_text("ignored: not an image suffix\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def val_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("val")
+    (root / "Tiny").mkdir()
+    for i in range(2):
+        photo(20 + i, 48, 48).save(root / "Tiny" / f"img{i}.png")
+    return root
+
+
+def config(data_dir: Path, out: Path, **overrides) -> TrainConfig:
+    values = dict(data=[str(data_dir)], out=str(out), val=None, steps=6, batch=2, patch=16,
+                  queries=64, warmup=2, checkpoint_every=3, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_data_loading_skips_bad_files_with_warnings(data_dir, tmp_path):
+    messages = []
+    trainer = Trainer(config(data_dir, tmp_path / "run"), log=messages.append)
+    assert len(trainer.sampler.images) == 3
+    assert all(tuple(im.shape) == (3, 100, 120) for im in trainer.sampler.images)
+    warnings = [m for m in messages if m.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert any("tiny.png" in w and "smaller" in w for w in warnings)
+    assert any("notes.png" in w and "not a readable image" in w for w in warnings)
+
+
+def test_batches_have_the_documented_shapes(data_dir, tmp_path):
+    trainer = Trainer(config(data_dir, tmp_path / "run"), log=lambda m: None)
+    batch = trainer.sampler.sample(torch.Generator().manual_seed(1))
+    assert batch.lr.shape == (2, 3, 16, 16)
+    assert batch.coords.shape == (2, 64, 2)
+    assert batch.cell.shape == (2, 2)
+    assert batch.target.shape == (2, 64, 3)
+    assert 1.0 <= batch.scale <= 4.0
+    assert batch.lr.min() >= 0 and batch.lr.max() <= 1
+    assert torch.allclose(batch.lr * 255, (batch.lr * 255).round(), atol=1e-4)  # 8-bit levels
+    assert batch.coords.min() >= -0.5 and batch.coords.max() <= 15.5
+    assert torch.allclose(batch.cell, torch.full((2, 2), 1.0 / batch.scale), atol=1e-6)
+
+
+def test_loss_decreases(data_dir, tmp_path):
+    trainer = Trainer(config(data_dir, tmp_path / "run", lr=1e-3, warmup=1, steps=100),
+                      log=lambda m: None)
+    # real batches: the loop runs and gives finite losses
+    losses = [trainer.train_step() for _ in range(3)]
+    assert all(math.isfinite(loss) and loss > 0 for loss in losses)
+    # a fixed batch: the optimisation must fit it
+    batch = trainer.sampler.sample(torch.Generator().manual_seed(7))
+    trainer.sampler.sample = lambda gen: batch
+    fixed = [trainer.train_step() for _ in range(15)]
+    assert fixed[-1] < 0.9 * fixed[0], fixed
+    assert trainer.step == 18
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    quiet = lambda m: None  # noqa: E731
+    straight = Trainer(config(data_dir, tmp_path / "A"), log=quiet)
+    straight.run()
+    assert straight.step == 6
+
+    first = Trainer(config(data_dir, tmp_path / "B"), log=quiet)
+    for _ in range(3):
+        first.train_step()
+    first.save_checkpoint()
+    # a different global RNG state before resuming must not matter
+    torch.manual_seed(1234)
+    torch.rand(100)
+
+    messages = []
+    second = Trainer(config(data_dir, tmp_path / "B"), log=messages.append)
+    assert second.resume()
+    assert second.step == 3
+    assert any("resumed" in m for m in messages)
+    second.run()
+    assert second.step == 6
+
+    a = straight.model.state_dict()
+    b = second.model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert torch.equal(straight.gen.get_state(), second.gen.get_state())
+
+    # the exported weights are those of the last step
+    from sirenup.models.weights import load_weights
+
+    model, metadata = load_weights(tmp_path / "B" / WEIGHTS)
+    assert metadata["steps"] == 6
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, b[name]), name
+
+
+def test_resume_without_checkpoint_is_false(data_dir, tmp_path):
+    trainer = Trainer(config(data_dir, tmp_path / "empty"), log=lambda m: None)
+    assert not trainer.resume()
+    assert trainer.step == 0
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(data=[], out="x", steps=1000, warmup=100, lr=1e-3, lr_final=1e-5)
+    assert learning_rate(0, cfg) == pytest.approx(1e-3 / 100)
+    assert learning_rate(49, cfg) == pytest.approx(1e-3 * 50 / 100)
+    assert learning_rate(99, cfg) == pytest.approx(1e-3)
+    assert learning_rate(100, cfg) == pytest.approx(1e-3)  # decay starts at the peak
+    assert learning_rate(550, cfg) == pytest.approx((1e-3 + 1e-5) / 2)  # cosine midpoint
+    assert learning_rate(1000, cfg) == pytest.approx(1e-5)
+    assert learning_rate(5000, cfg) == pytest.approx(1e-5)  # past the end: stays at the floor
+    rates = [learning_rate(s, cfg) for s in range(1001)]
+    assert all(b > a for a, b in pairwise(rates[:100]))  # warm-up rises
+    assert all(b <= a for a, b in pairwise(rates[100:]))  # decay never rises
+    assert max(rates) == pytest.approx(1e-3)
+    no_warmup = TrainConfig(data=[], out="x", steps=10, warmup=0, lr=2e-4, lr_final=0.0)
+    assert learning_rate(0, no_warmup) == pytest.approx(2e-4)
+    assert learning_rate(10, no_warmup) == pytest.approx(0.0)
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+def test_cli_train(data_dir, val_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from sirenup.cli.app import app
+
+    run_dir = tmp_path / "RUN"
+    runner = CliRunner()
+    args = ["train", str(data_dir), "--out", str(run_dir), "--steps", "4", "--batch", "2",
+            "--patch", "16", "--queries", "32", "--val", str(val_dir), "--val-every", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (run_dir / WEIGHTS).is_file()
+    assert (run_dir / CHECKPOINT).is_file()
+    records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    for r in records:
+        table = r["psnr_y"]["Tiny"]
+        assert set(table) == {"x2", "x3", "x4"}
+        assert all(math.isfinite(v) and 10 < v < 60 for v in table.values())
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert state["step"] == 4
+
+    # --resume continues from the checkpoint
+    result = runner.invoke(app, args[:4] + ["--steps", "6"] + args[6:] + ["--resume"])
+    assert result.exit_code == 0, result.output
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert state["step"] == 6
+    records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+
+
+def test_cli_train_usage_errors(data_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from sirenup.cli.app import app
+
+    runner = CliRunner()
+    base = ["train", "--out", str(tmp_path / "RUN"), "--steps", "1"]
+    result = runner.invoke(app, base + [str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    result = runner.invoke(app, base + [str(data_dir), "--val", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    result = runner.invoke(app, base + [str(data_dir), "--scale-min", "3", "--scale-max", "2"])
+    assert result.exit_code == 2
+    assert not (tmp_path / "RUN" / CHECKPOINT).exists()
