@@ -170,6 +170,21 @@ def markdown(raw: dict, summary: dict, *, command: str = "") -> str:
     return "\n".join(lines)
 
 
+def stamp_weights(path: Path, summary: dict, command: str) -> None:
+    """Write the set means (model, bicubic, Lanczos per scale) into the weights metadata."""
+    from sirenup.models.weights import update_metadata
+
+    table = {
+        set_name: {key: {m: round(row[m], 2) for m in METHODS} for key, row in by_scale.items()}
+        for set_name, by_scale in summary["means"].items()
+    }
+    update_metadata(path, {"measured_quality": {
+        "metric": "Y-PSNR dB, protocol of shared/data/SOURCES.md", "sets": table,
+        "command": command,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+    }})
+
+
 def parse_floats(text: str) -> list[float]:
     return [float(t) for t in text.replace(" ", "").split(",") if t]
 
@@ -186,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--tile", type=int, default=0, help="LR tile side (0: whole image)")
     parser.add_argument("--json", type=Path, dest="json_out", help="write raw per-image numbers")
+    parser.add_argument("--stamp", action="store_true",
+                        help="record the set means in the weights file's metadata "
+                             "(measured_quality); the tensors are not touched")
     args = parser.parse_args(argv)
 
     try:
@@ -215,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(raw)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     print(markdown(raw, summary, command=command))
+    if args.stamp:
+        stamp_weights(Path(raw["model_path"]), summary, command)
+        print(f"recorded the measured quality in {raw['model_path']}", file=sys.stderr)
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps({**raw, "summary": summary, "command": command},

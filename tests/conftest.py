@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,6 +82,116 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+def write_png16(path: Path, array: np.ndarray, *, exif: bytes | None = None) -> Path:
+    """Write (H, W, 3|4) uint16 as a 16-bit RGB/RGBA PNG, cycling through the five PNG row
+    filters (None, Sub, Up, Average, Paeth): Pillow cannot write 16-bit colour itself."""
+    import struct
+    import zlib
+
+    height, width, channels = array.shape
+    raw = array.astype(">u2").reshape(height, -1).view(np.uint8).astype(np.int32)
+    bpp = 2 * channels
+    rows = []
+    for y in range(height):
+        cur = raw[y]
+        up = raw[y - 1] if y else np.zeros_like(cur)
+        left = np.concatenate([np.zeros(bpp, np.int32), cur[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int32), up[:-bpp]])
+        kind = y % 5
+        if kind == 0:
+            pred = np.zeros_like(cur)
+        elif kind == 1:
+            pred = left
+        elif kind == 2:
+            pred = up
+        elif kind == 3:
+            pred = (left + up) // 2
+        else:
+            p = left + up - upleft
+            pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        rows.append(bytes([kind]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    colour = {3: 2, 4: 6}[channels]
+    data = (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))
+            + (chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif") else exif) if exif else b"")
+            + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))
+    path.write_bytes(data)
+    return path
+
+
+def deep_pattern(width: int, height: int, channels: int = 3) -> np.ndarray:
+    """(H, W, C) uint16 with values that are not multiples of 257 (true 16-bit data)."""
+    y, x = np.mgrid[0:height, 0:width]
+    planes = [(x * 2311 + y * 977 + 1234 + c * 7919) % 65536 for c in range(channels)]
+    return np.stack(planes, axis=-1).astype(np.uint16)
+
+
+def png_bit_depth(path: Path) -> int:
+    """The bit depth in a PNG's IHDR (Pillow reports 16-bit colour as 8-bit RGB)."""
+    return Path(path).read_bytes()[24]
+
+
+def build_corpus(root: Path) -> dict:
+    """The batch test corpus under ``root``: -> {'done': {relative output: (size, mode)},
+    'failed': {input name: reason fragment}, 'not_images': [names]}. Inputs are 24x20 (the
+    bomb 64x48: run with --max-input-pixels 2000), outputs at --scale 2."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sub" / "nested").mkdir(parents=True)
+    build_image("RGB").save(root / "photo.png")
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    build_image("RGB").save(root / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    build_image("I;16").save(root / "deep.png")
+    write_png16(root / "deep_rgb.png", deep_pattern(24, 20))
+    build_image("RGBA").save(root / "rgba.png")
+    build_image("LA").save(root / "la.png")
+    build_image("P-transparent").save(root / "palette.png", transparency=0)
+    build_image("CMYK").save(root / "cmyk.jpg", quality=95)
+    build_image("RGB", (1, 1)).save(root / "tiny.png")
+    build_image("RGB", (64, 48)).save(root / "bomb.png")
+    build_image("L").save(root / "sub" / "nested" / "inner.png")
+    (root / "empty.png").write_bytes(b"")
+    buffer = io.BytesIO()
+    build_image("RGB", (40, 30)).save(buffer, "PNG")
+    (root / "truncated.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    buffer = io.BytesIO()
+    build_image("RGB", (40, 30)).save(buffer, "JPEG", quality=95)
+    (root / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (root / "notes.png").write_text("this is not a picture\n")
+    (root / "Thumbs.db").write_bytes(bytes.fromhex("D0CF11E0A1B11AE1") + bytes(500))
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(200))
+    (root / "sub" / "readme.txt").write_text("hello\n")
+    return {
+        "done": {
+            "photo.png": ((48, 40), "RGB"),
+            "rotated.jpg": ((40, 48), "RGB"),
+            "deep.png": ((48, 40), "I;16"),
+            "deep_rgb.png": ((48, 40), "RGB"),  # 16-bit: see png_bit_depth
+            "rgba.png": ((48, 40), "RGBA"),
+            "la.png": ((48, 40), "LA"),
+            "palette.png": ((48, 40), "RGBA"),
+            "cmyk.jpg": ((48, 40), "RGB"),
+            "tiny.png": ((2, 2), "RGB"),
+            "sub/nested/inner.png": ((48, 40), "L"),
+        },
+        "failed": {
+            "empty.png": "empty",
+            "truncated.png": "decode",
+            "truncated.jpg": "decode",
+            "notes.png": "not an image",
+            "bomb.png": "--max-input-pixels",
+        },
+        "not_images": ["Thumbs.db", ".DS_Store", "sub/readme.txt"],
+    }
 
 
 @pytest.fixture

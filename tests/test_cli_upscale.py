@@ -183,31 +183,57 @@ def test_atomic_write_leaves_no_temp_file(invoke, make_image, tmp_path):
     assert Image.open(out).size == (48, 40)
 
 
-def test_batch(invoke, make_image, tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "a.png").write_bytes(make_image("a.png").read_bytes())
-    (src / "b.jpg").write_bytes(make_image("b.jpg", "L").read_bytes())
-    (src / "notes.txt").write_text("not an image\n")
-    data = make_image("big.png", size=(64, 48)).read_bytes()
-    (src / "broken.png").write_bytes(data[: len(data) // 2])
-    out = tmp_path / "out"
-    result = invoke("batch", src, out, "--scale", "2")
-    assert result.exit_code == 1, result.output
-    assert sorted(os.listdir(out)) == ["a.png", "b.jpg"]
-    assert Image.open(out / "a.png").size == (48, 40)
-    assert Image.open(out / "b.jpg").mode == "L"
-    assert "broken.png" in result.stderr
-    assert "2 done, 1 skipped" in result.stderr and "1 failed" in result.stderr
-
-
-def test_batch_all_good_exits_0(invoke, make_image, tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "a.gif").write_bytes(make_image("a.gif", "P").read_bytes())
-    result = invoke("batch", src, tmp_path / "out", "--width", "30")
+def test_background_flattens_into_jpeg(invoke, make_image, tmp_path):
+    out = tmp_path / "a.jpg"
+    result = invoke("upscale", make_image("a.png", "RGBA"), "-o", out, "--scale", "2",
+                    "--background", "white")
     assert result.exit_code == 0, result.output
-    assert Image.open(tmp_path / "out" / "a.png").size == (30, 25)
+    with Image.open(out) as im:
+        assert im.mode == "RGB" and im.size == (48, 40)
+        assert np.asarray(im)[:, 30:].min() >= 240  # the transparent half is now white
+
+
+def test_bad_background_exit_2(invoke, make_image, tmp_path):
+    result = invoke("upscale", make_image("a.png", "RGBA"), "-o", tmp_path / "a.jpg",
+                    "--background", "nope")
+    assert result.exit_code == 2
+    assert "--background" in one_error_line(result)
+
+
+@pytest.mark.parametrize(("options", "name"), [
+    (["--max-input-pixels", "100"], "--max-input-pixels"),
+    (["--max-output-pixels", "1000"], "--max-output-pixels"),
+])
+def test_pixel_limits_name_the_option(invoke, make_image, tmp_path, options, name):
+    out = tmp_path / "o.png"
+    result = invoke("upscale", make_image("in.png"), "-o", out, "--scale", "2", *options)
+    assert result.exit_code == 1, result.output
+    assert name in one_error_line(result)
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_sixteen_bit_colour_stays_16_bit(invoke, tmp_path):
+    from conftest import deep_pattern, png_bit_depth, write_png16
+
+    from sirenup.engine.imageio import read_image
+
+    src = write_png16(tmp_path / "deep.png", deep_pattern(24, 20, 4))
+    for ext in ("png", "tif"):
+        out = tmp_path / f"out.{ext}"
+        result = invoke("upscale", src, "-o", out, "--scale", "2")
+        assert result.exit_code == 0, result.output
+        image = read_image(out)
+        assert image.bit_depth == 16 and image.size == (48, 40) and image.alpha is not None
+        values = np.round(image.rgb * 65535).astype(np.int64)
+        assert np.any(values % 257 != 0)  # finer than 8-bit levels
+    assert png_bit_depth(tmp_path / "out.png") == 16
+
+
+def test_one_pixel_image(invoke, make_image, tmp_path):
+    out = tmp_path / "o.png"
+    result = invoke("upscale", make_image("one.png", size=(1, 1)), "-o", out, "--scale", "3")
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (3, 3)
 
 
 def test_help_does_not_import_torch():

@@ -7,9 +7,17 @@ import stat
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
-from sirenup.engine.imageio import DecodedImage, read_image, write_image
+from sirenup.engine.imageio import (
+    DecodedImage,
+    check_output_size,
+    is_temp_of,
+    parse_color,
+    probe_image,
+    read_image,
+    write_image,
+)
 from sirenup.errors import SirenupError, UsageError
 
 ORIENTATION = 0x0112  # EXIF tag
@@ -133,7 +141,7 @@ def test_truncated_png(make_image, tmp_path):
 
 def test_decompression_bomb_limit(make_image):
     saved = Image.MAX_IMAGE_PIXELS
-    with pytest.raises(SirenupError, match="100 pixels"):
+    with pytest.raises(SirenupError, match="over --max-input-pixels 100"):
         read_image(make_image("big.png"), max_pixels=100)
     assert Image.MAX_IMAGE_PIXELS == saved
     assert read_image(make_image("ok.png"), max_pixels=480).size == (24, 20)
@@ -200,3 +208,154 @@ def test_grey_written_grey_from_rgb_planes(tmp_path):
         assert im.mode == "L"
         assert np.all(np.asarray(im) == round(0.587 * 255))
 
+
+
+# --------------------------------------------------------------------------------------------
+# 16-bit colour, orientation, flattening, limits
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_png_read_exactly(tmp_path, channels):
+    from conftest import deep_pattern, write_png16
+
+    values = deep_pattern(24, 20, channels)
+    image = read_image(write_png16(tmp_path / "deep.png", values))
+    assert image.bit_depth == 16 and not image.grey
+    assert np.array_equal(np.round(image.rgb * 65535).astype(np.uint16), values[..., :3])
+    if channels == 4:
+        assert np.array_equal(np.round(image.alpha * 65535).astype(np.uint16), values[..., 3])
+    else:
+        assert image.alpha is None
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_sixteen_bit_colour_round_trip(tmp_path, channels, ext):
+    from conftest import deep_pattern, png_bit_depth, write_png16
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    values = deep_pattern(24, 20, channels)
+    image = read_image(write_png16(tmp_path / "deep.png", values))
+    image.icc_profile = icc
+    out = tmp_path / f"out.{ext}"
+    write_image(out, image)
+    again = read_image(out)
+    assert again.bit_depth == 16 and again.icc_profile == icc
+    assert np.array_equal(np.round(again.rgb * 65535).astype(np.uint16), values[..., :3])
+    assert (again.alpha is not None) is (channels == 4)
+    if ext == "png":
+        assert png_bit_depth(out) == 16
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_sixteen_bit_colour_tiff_from_tifffile(tmp_path):
+    import tifffile
+    from conftest import deep_pattern
+
+    values = deep_pattern(24, 20)
+    for order in "<>":
+        tifffile.imwrite(tmp_path / "t.tif", values.astype(f"{order}u2"), photometric="rgb",
+                         compression="zlib", byteorder=order)
+        image = read_image(tmp_path / "t.tif")
+        assert image.bit_depth == 16
+        assert np.array_equal(np.round(image.rgb * 65535).astype(np.uint16), values)
+
+
+def test_sixteen_bit_colour_to_jpeg_is_8_bit(tmp_path):
+    from conftest import deep_pattern, write_png16
+
+    image = read_image(write_png16(tmp_path / "deep.png", deep_pattern(24, 20)))
+    write_image(tmp_path / "out.jpg", image)
+    with Image.open(tmp_path / "out.jpg") as im:
+        assert im.mode == "RGB" and im.size == (24, 20)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_orientation_matches_pillow(tmp_path, orientation):
+    from conftest import deep_pattern, write_png16
+
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    path = write_png16(tmp_path / "o.png", deep_pattern(24, 20), exif=exif.tobytes())
+    image = read_image(path)
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im))  # 8-bit: the high bytes
+    assert np.array_equal((np.round(image.rgb * 65535).astype(np.uint16) >> 8), expected)
+
+
+def test_colour_key_transparency_becomes_alpha(tmp_path):
+    path = tmp_path / "key.png"
+    im = Image.new("RGB", (8, 6), (10, 20, 30))
+    im.putpixel((0, 0), (200, 100, 50))
+    im.save(path, transparency=(10, 20, 30))
+    image = read_image(path)
+    assert image.alpha is not None
+    assert image.alpha[0, 0] == 1.0 and image.alpha[3, 3] == 0.0
+
+
+def test_one_pixel_image(make_image, tmp_path):
+    image = read_image(make_image("one.png", size=(1, 1)))
+    assert image.size == (1, 1)
+    write_image(tmp_path / "out.png", image)
+    assert Image.open(tmp_path / "out.png").size == (1, 1)
+
+
+@pytest.mark.parametrize(("mode", "color", "out_mode"), [
+    ("RGBA", "white", "RGB"), ("LA", "white", "L"), ("LA", "#ff0000", "RGB")])
+def test_background_flattens_alpha(make_image, tmp_path, mode, color, out_mode):
+    image = read_image(make_image("a.png", mode))
+    out = tmp_path / "out.jpg"
+    write_image(out, image, background=parse_color(color), quality=100)
+    with Image.open(out) as im:
+        assert im.mode == out_mode
+        right = np.asarray(im.convert("RGB"))[:, 16:].reshape(-1, 3)  # transparent half
+    expected = np.array(parse_color(color))
+    assert np.abs(right.astype(int) - expected).max() <= 8
+
+
+def test_background_is_not_applied_where_alpha_fits(make_image, tmp_path):
+    image = read_image(make_image("a.png", "RGBA"))
+    write_image(tmp_path / "out.png", image, background=(255, 255, 255))
+    assert Image.open(tmp_path / "out.png").mode == "RGBA"
+
+
+def test_alpha_error_names_background(make_image, tmp_path):
+    with pytest.raises(SirenupError, match="--background"):
+        write_image(tmp_path / "out.jpg", read_image(make_image("a.png", "RGBA")))
+
+
+def test_bad_colour():
+    with pytest.raises(UsageError, match="--background"):
+        parse_color("not-a-colour")
+
+
+def test_input_limit_names_the_option(make_image):
+    with pytest.raises(SirenupError, match="--max-input-pixels 100"):
+        read_image(make_image("big.png"), max_pixels=100)
+    assert read_image(make_image("ok.png"), max_pixels=0).size == (24, 20)  # 0: no limit
+
+
+def test_output_limit_names_the_option():
+    with pytest.raises(SirenupError, match="--max-output-pixels"):
+        check_output_size((1000, 1000), 999_999)
+    check_output_size((1000, 1000), 1_000_000)
+    check_output_size((100_000, 100_000), 0)  # 0: no limit
+    with pytest.raises(SirenupError, match="--max-output-pixels"):
+        check_output_size((30_000, 20_000))  # 600 MP > the 400 MP default
+
+
+def test_pillow_limit_untouched_after_reads(make_image):
+    saved = Image.MAX_IMAGE_PIXELS
+    read_image(make_image("a.png"))
+    with pytest.raises(SirenupError):
+        read_image(make_image("b.png"), max_pixels=10)
+    assert Image.MAX_IMAGE_PIXELS == saved
+
+
+def test_probe_and_temp_names(make_image, tmp_path):
+    assert probe_image(make_image("a.png"))["format"] == "PNG"
+    (tmp_path / "x.png").write_text("text")
+    assert probe_image(tmp_path / "x.png") is None
+    assert is_temp_of(".photo.png.ab_cd123.tmp", "photo.png")
+    assert not is_temp_of(".photo.png.ab_cd123.tmp", "photo")
+    assert not is_temp_of("photo.png.tmp", "photo.png")

@@ -40,6 +40,6 @@ def test_python_dash_m_works():
 def test_help_lists_commands():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("train", "upscale", "batch", "bench"):
+    for command in ("train", "upscale", "batch", "compare", "bench"):
         assert command in result.output
 

@@ -17,6 +17,7 @@ from sirenup.models.weights import (
     load_weights,
     read_header,
     save_weights,
+    update_metadata,
 )
 
 CONFIG = LiifSirenConfig(channels=8, n_blocks=1, hidden=16, n_hidden=2, w0_first=25.0,
@@ -215,3 +216,14 @@ def test_corrupt_header_raises_weights_error(tmp_path, make):
     make(path)
     with pytest.raises(WeightsError):
         load_weights(path)
+
+
+def test_update_metadata_keeps_tensors(tmp_path):
+    path = tmp_path / "m.safetensors"
+    model = make_model()
+    save_weights(path, model, {"name": "x", "steps": 3})
+    merged = update_metadata(path, {"measured_quality": {"Set5": {"x4": 30.1}}})
+    assert merged == {"name": "x", "steps": 3, "measured_quality": {"Set5": {"x4": 30.1}}}
+    loaded, metadata = load_weights(path)
+    assert metadata == merged
+    assert torch.equal(run(loaded), run(model))

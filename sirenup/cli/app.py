@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from sirenup import __version__
-from sirenup.cli import batch, bench, train, upscale
+from sirenup.cli import batch, bench, compare, doctor, models, train, upscale
 from sirenup.cli.console import state
 
 app = typer.Typer(
@@ -37,12 +37,18 @@ def main_options(
 ) -> None:
     state["debug"] = debug
     state["quiet"] = quiet
+    from sirenup.hub import download  # stdlib only: no torch at start-up
+
+    download.verbose = not quiet  # download messages and progress bar
 
 
 app.command("train")(train.train)
 app.command("upscale")(upscale.upscale)
 app.command("batch")(batch.batch)
+app.command("compare")(compare.compare)
 app.command("bench")(bench.bench)
+app.add_typer(models.app, name="models")
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

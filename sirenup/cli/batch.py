@@ -1,4 +1,4 @@
-"""``sirenup batch``: upscale every image of a folder into another folder."""
+"""``sirenup batch``: upscale many images (folders, files, patterns) into one folder."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, state, warn
+from sirenup.cli.console import console, handle_errors, print_json, state, warn
 
 
 @handle_errors
 def batch(
-    input_dir: Annotated[Path, typer.Argument(
-        help="Folder of images (not searched recursively).", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(
+        help="Folders, image files or glob patterns ('photos/**/*.jpg').",
+        metavar="INPUT", show_default=False)],
     output_dir: Annotated[Path, typer.Argument(
-        help="Folder for the results (created if needed).", show_default=False)],
+        help="Folder for the results (created if needed).", metavar="OUTPUT_DIR",
+        show_default=False)],
     scale: Annotated[float | None, typer.Option(
         "--scale", "-s", show_default=False,
         help="Scale factor, any real >= 1 (default: 4).")] = None,
@@ -30,36 +32,164 @@ def batch(
         help="Model name or weights file (default: sirenup-base).")] = None,
     device: Annotated[str, typer.Option(
         "--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")] = "auto",
     tile: Annotated[int, typer.Option(
         "--tile", help="Tile side in input pixels; 0 = whole image.")] = 256,
     overlap: Annotated[int, typer.Option(
         "--overlap", help="Overlap between tiles in input pixels.")] = 8,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r",
+        help="Go through subfolders too, mirrored under OUTPUT_DIR.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Redo outputs that exist (default: skip them, so a stopped run "
+                            "resumes).")] = False,
+    suffix: Annotated[str, typer.Option(
+        "--suffix", help="Appended to each output's stem, e.g. _x4.")] = "",
+    format: Annotated[str | None, typer.Option(
+        "--format", "-f", show_default=False,
+        help="png, jpg, webp, tif or bmp (default: the input's format when sirenup writes it, "
+             "else png).")] = None,
+    quality: Annotated[int | None, typer.Option(
+        "--quality", show_default=False, help="JPEG/WebP quality, 1-100 (default: 95).")] = None,
+    background: Annotated[str | None, typer.Option(
+        "--background", show_default=False, metavar="COLOR",
+        help="Flatten transparency onto this colour for formats without alpha (jpg, bmp).")
+    ] = None,
+    max_input_pixels: Annotated[int | None, typer.Option(
+        "--max-input-pixels", show_default=False,
+        help="Refuse inputs with more pixels (default: Pillow's decompression-bomb limit, "
+             "about 89.5 MP; 0 = no limit).")] = None,
+    max_output_pixels: Annotated[int, typer.Option(
+        "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")
+    ] = 400_000_000,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", show_default=False, metavar="K/N",
+        help="Process only the K-th of N deterministic parts (K from 1), e.g. one per "
+             "machine or job-array task.")] = None,
+    json: Annotated[bool, typer.Option(
+        "--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
-    """Upscale every image directly in INPUT_DIR into OUTPUT_DIR, loading the model once."""
+    """Upscale every image of the INPUTs into OUTPUT_DIR, loading the model once.
+
+    Exit code: 0 if every image succeeded, 1 if any failed, 2 for bad usage.
+    """
     from rich.markup import escape
 
-    from sirenup.engine.upscaler import load_upscaler, upscale_folder
+    from sirenup.engine.batch import BatchOptions, run_batch
+    from sirenup.engine.upscaler import check_tiling, load_upscaler
 
-    def say(message: str, *, always: bool = False) -> None:
-        if always or not state["quiet"]:
-            console.print(escape(message), soft_wrap=True)
+    check_tiling(tile, overlap)
+    options = BatchOptions(
+        scale=scale, width=width, height=height, recursive=recursive, overwrite=overwrite,
+        suffix=suffix, format=format, quality=quality, background=background,
+        max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels, shard=shard)
+    view = _Progress(enabled=not state["quiet"])
 
     def on_event(kind: str, record: dict) -> None:
-        name = Path(record["input"]).name
-        if kind == "done":
-            (w, h), (ow, oh) = record["in_size"], record["out_size"]
-            say(f"{name} {w}x{h} -> {record['output']} {ow}x{oh} ({record['seconds']:.1f}s)")
+        if kind == "start":
+            view.start(record)
+        elif kind == "done":
+            view.advance(record)
         elif kind == "warning":
             warn(escape(record["message"]))
         elif kind == "failed":
-            console.print(f"[red]failed:[/] {escape(name)}: {escape(record['error'])}",
-                          soft_wrap=True)
+            console.print(f"[red]failed:[/] {escape(record['input'])}: "
+                          f"{escape(record['error'])}", soft_wrap=True)
+            view.advance(None)
 
-    upscaler = load_upscaler(model, device=device, tile=tile, overlap=overlap)
-    summary = upscale_folder(upscaler, input_dir, output_dir, scale=scale, width=width,
-                             height=height, on_event=on_event)
-    say(f"batch: {summary['done']} done, {summary['skipped']} skipped (not images), "
-        f"{summary['failed']} failed in {summary['seconds']:.1f}s "
-        f"({upscaler.model_name} on {upscaler.device})", always=summary["failed"] > 0)
-    if summary["failed"]:
+    try:
+        report = run_batch(
+            inputs, output_dir, options,
+            lambda: load_upscaler(model, device=device, precision=precision, tile=tile,
+                                  overlap=overlap),
+            on_event=on_event)
+    finally:
+        view.stop()
+    if not state["quiet"]:
+        console.print(_summary(report))
+    elif report["failed"]:
+        console.print(f"batch: {report['failed']} failed", soft_wrap=True)
+    if json:
+        print_json(report)
+    if report["failed"]:
         raise typer.Exit(1)
+
+
+class _Progress:
+    """Images done/total, output MP/s and ETA on stderr (rich), while the batch runs."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.progress, self.task = enabled, None, None
+        self.pixels, self.started = 0, 0.0
+
+    def start(self, record: dict) -> None:
+        import time
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.started = time.perf_counter()
+        if not self.enabled or record["total"] == 0:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("images"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+        self.progress.start()
+        self.task = self.progress.add_task(f"{record['model']} on {record['device']}",
+                                           total=record["total"], rate="")
+
+    def advance(self, record: dict | None) -> None:
+        import time
+
+        if self.progress is None:
+            return
+        if record is not None:
+            self.pixels += record["out_size"][0] * record["out_size"][1]
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, advance=1,
+                             rate=f"{self.pixels / 1e6 / seconds:.2f} MP/s")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _summary(report: dict):
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"sirenup batch: {escape(str(report['model']))} on "
+                        f"{escape(report['device'])}"
+                        + (f", shard {report['shard']}" if report["shard"] else ""),
+                  show_header=False, title_justify="left")
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    rate = report["megapixels_per_second"]
+    table.add_row("done", str(report["done"]))
+    table.add_row("skipped (output exists)", str(report["skipped_existing"]))
+    table.add_row("skipped (not images)", str(report["not_images"]))
+    other = report["skipped"] - report["skipped_existing"] - report["not_images"]
+    if other:
+        table.add_row("skipped (other)", str(other))
+    table.add_row("failed", f"[red]{report['failed']}[/]" if report["failed"] else "0")
+    table.add_row("output", f"{report['output_megapixels']:.2f} MP")
+    table.add_row("time", f"{report['seconds']:.1f} s"
+                  + (f" ({rate:.2f} MP/s)" if rate else ""))
+    if not report["failures"]:
+        return table
+    failures = Table(title="failures", title_justify="left")
+    failures.add_column("file", overflow="fold")
+    failures.add_column("reason", overflow="fold")
+    for record in report["failures"]:
+        failures.add_row(escape(record["input"]), escape(record["error"]))
+    return Group(table, failures)

@@ -10,6 +10,8 @@ from sirenup.cli.console import console, handle_errors, info, print_json
 @handle_errors
 def bench(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16."),
     model: str = typer.Option("sirenup-base", "--model", "-m",
                               help="Registry name or path to a weights file."),
     sizes: str = typer.Option("256,512", "--sizes",
@@ -35,8 +37,8 @@ def bench(
 
     from sirenup.engine.bench import run_benchmark
 
-    result = run_benchmark(model=model, device=device, sizes=side_list, scale=scale,
-                           repeats=repeats, warmup=warmup, tile=tile, threads=threads,
+    result = run_benchmark(model=model, device=device, precision=precision, sizes=side_list,
+                           scale=scale, repeats=repeats, warmup=warmup, tile=tile, threads=threads,
                            log=lambda message: info(f"[dim]timing {message}[/]"))
     console.print(results_table(result))
     if as_json:

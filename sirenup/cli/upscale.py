@@ -30,6 +30,8 @@ def upscale(
         help="Model name or weights file (default: sirenup-base).")] = None,
     device: Annotated[str, typer.Option(
         "--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")] = "auto",
     tile: Annotated[int, typer.Option(
         "--tile", help="Tile side in input pixels; 0 = whole image.")] = 256,
     overlap: Annotated[int, typer.Option(
@@ -39,6 +41,17 @@ def upscale(
         help="png, jpg, webp, tif or bmp (default: from the output extension).")] = None,
     quality: Annotated[int | None, typer.Option(
         "--quality", show_default=False, help="JPEG/WebP quality, 1-100 (default: 95).")] = None,
+    background: Annotated[str | None, typer.Option(
+        "--background", show_default=False, metavar="COLOR",
+        help="Flatten transparency onto this colour for formats without alpha (jpg, bmp).")
+    ] = None,
+    max_input_pixels: Annotated[int | None, typer.Option(
+        "--max-input-pixels", show_default=False,
+        help="Refuse inputs with more pixels (default: Pillow's decompression-bomb limit, "
+             "about 89.5 MP; 0 = no limit).")] = None,
+    max_output_pixels: Annotated[int, typer.Option(
+        "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")
+    ] = 400_000_000,
     json: Annotated[bool, typer.Option(
         "--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
@@ -47,9 +60,12 @@ def upscale(
 
     from sirenup.engine.upscaler import load_upscaler, upscale_file
 
-    upscaler = load_upscaler(model, device=device, tile=tile, overlap=overlap)
+    upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
+                             overlap=overlap)
     report = upscale_file(upscaler, input, output, scale=scale, width=width, height=height,
-                          format=format, quality=quality,
+                          format=format, quality=quality, background=background,
+                          max_input_pixels=max_input_pixels,
+                          max_output_pixels=max_output_pixels,
                           on_warning=lambda message: warn(escape(message)))
     if not state["quiet"]:
         (w, h), (ow, oh) = report["in_size"], report["out_size"]

@@ -173,7 +173,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto",
+def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",
                   sizes: Sequence[int] = (256, 512), scale: float = 4.0, repeats: int = 5,
                   warmup: int = 1, tile: int = 256, overlap: int = 8, threads: int | None = None,
                   seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
@@ -182,7 +182,8 @@ def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto",
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    upscaler = load_upscaler(model, device=device, tile=tile, overlap=overlap)
+    upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
+                             overlap=overlap)
     load_s = time.perf_counter() - t0
     dev = upscaler.device
     cpu = torch.device("cpu")
@@ -190,6 +191,7 @@ def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto",
         "model": upscaler.model_name,
         "model_path": str(upscaler.model_path),
         "device": str(dev),
+        "precision": upscaler.precision,
         "device_name": device_name(dev),
         "cpu": cpu_model(),
         "torch_version": torch.__version__,

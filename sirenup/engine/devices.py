@@ -1,15 +1,38 @@
-"""Device selection: auto takes CUDA, then MPS, then the CPU; a requested device that is not
-available is an error, never a silent fallback."""
+"""Devices and precision.
+
+Device: auto takes CUDA, then MPS, then the CPU; a requested device that is not available is an
+error, never a silent fallback. Precision: ``auto`` is fp16 on CUDA and fp32 elsewhere; fp16
+and bf16 run the model's convolutions and matrix products under ``torch.autocast`` while
+coordinates, sampling and the blending canvas stay fp32 (a SIREN's first layer multiplies its
+input by w0 = 30, so fp16 coordinates would visibly shift the output). Plus a hardware report
+for ``sirenup doctor``.
+"""
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import warnings
+
 import torch
+from torch import nn
 
 from sirenup.errors import UsageError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16",
+            "bfloat16": "bf16"}
 
 
 def cuda_available() -> bool:
     return torch.cuda.is_available()
+
+
+def mps_built() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_built())
 
 
 def mps_available() -> bool:
@@ -49,3 +72,187 @@ def resolve_device(spec: str = "auto") -> torch.device:
                                  f"({torch.cuda.device_count()} visible)")
         return torch.device(spec)
     raise UsageError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+# -- precision ---------------------------------------------------------------------------------
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """'auto' | 'fp32' | 'fp16' | 'bf16' on ``device`` -> 'fp32' | 'fp16' | 'bf16', or UsageError.
+
+    auto: fp16 on CUDA, fp32 elsewhere. fp16 on the CPU is refused (slow, and it is what a
+    forgotten --device cuda looks like); bf16 on CUDA needs a GPU that supports it (Ampere+).
+    """
+    name = (spec or "auto").strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in PRECISIONS:
+        raise UsageError(f"--precision {spec}: expected auto, fp32, fp16 or bf16")
+    if name == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type == "cpu":
+        raise UsageError("--precision fp16: not supported on the CPU (use fp32 or bf16, or "
+                         "--device cuda/mps)")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"--precision bf16: {device} does not support bfloat16 "
+                         "(use fp16 or fp32)")
+    if name != "fp32":
+        _check_autocast(device, DTYPES[name], name)
+    return name
+
+
+def _check_autocast(device: torch.device, dtype: torch.dtype, name: str) -> None:
+    """torch only warns (and turns autocast off) for an unsupported dtype: make that an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            torch.autocast(device_type=device.type, dtype=dtype)
+        except (RuntimeError, UserWarning) as error:
+            raise UsageError(f"--precision {name}: not supported on {device} ({error})") \
+                from None
+
+
+class AutocastModel(nn.Module):
+    """Runs a model's ``encode``/``decode`` under ``torch.autocast(dtype)``.
+
+    The encoding is returned as fp32, so the tiler keeps coordinates and cells in fp32 (it casts
+    them to the encoding's dtype); the outputs are cast back to fp32 for blending.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        self.model = model
+        self.device_type = device.type
+        self.dtype = dtype
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.model.receptive_radius
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def encode(self, lr: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.model.encode(lr).float()
+
+    def decode(self, pre: torch.Tensor, lr: torch.Tensor, coords: torch.Tensor,
+               cell: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.model.decode(pre, lr, coords, cell).float()
+
+    def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(lr), lr, coords, cell)
+
+
+def with_precision(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    """``model`` itself for fp32, else wrapped to run under autocast with that dtype."""
+    if precision == "fp32":
+        return model
+    return AutocastModel(model, device, DTYPES[precision])
+
+
+# -- hardware report ---------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                 capture_output=True, text=True, timeout=5)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_report() -> dict:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "model": cpu_model(),
+        "arch": platform.machine(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver version from nvidia-smi, or None (no driver, no tool)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return lines[0] if out.returncode == 0 and lines else None
+
+
+def cuda_report() -> dict:
+    """CUDA build, driver and each GPU; ``error`` holds why CUDA is unusable, if it says."""
+    report = {
+        "built": torch.backends.cuda.is_built(),
+        "build_version": torch.version.cuda,
+        "cudnn_version": None,
+        "available": False,
+        "driver": None,
+        "device_count": 0,
+        "devices": [],
+        "error": None,
+    }
+    try:
+        report["available"] = cuda_available()
+    except Exception as error:  # a broken driver can raise here
+        report["error"] = f"{type(error).__name__}: {error}"
+    report["driver"] = nvidia_driver_version()  # also when torch is CPU-only: a hint
+    if not report["available"]:
+        return report
+    try:
+        report["cudnn_version"] = torch.backends.cudnn.version()
+        report["device_count"] = torch.cuda.device_count()
+        for index in range(report["device_count"]):
+            props = torch.cuda.get_device_properties(index)
+            report["devices"].append({
+                "index": index,
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "memory_gib": round(props.total_memory / 2**30, 2),
+                "bf16": bool(torch.cuda.is_bf16_supported()) if index == 0 else None,
+            })
+    except Exception as error:
+        report["error"] = f"{type(error).__name__}: {error}"
+    return report
+
+
+def mps_report() -> dict:
+    return {"built": mps_built(), "available": mps_available()}
+
+
+def available_devices() -> list[str]:
+    """Every device a command could run on here: cpu, each CUDA GPU, mps."""
+    names = ["cpu"]
+    if cuda_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if mps_available():
+        names.append("mps")
+    return names
+
+
+def describe(device: torch.device) -> str:
+    """'cuda:0 (NVIDIA H100 80GB HBM3)', 'mps', 'cpu (AMD EPYC ...)'."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({cpu_model()})"
+    return str(device)

@@ -2,18 +2,35 @@
 
 ``read_image`` decodes any image Pillow can open into a ``DecodedImage``: colour as float32
 (H, W, 3) in [0, 1] (greyscale expanded to three channels, remembered as grey), alpha apart,
-EXIF orientation applied, EXIF and ICC profile kept. ``write_image`` writes one atomically
-(temporary file in the target folder, fsync, rename), in the format the extension names.
+EXIF orientation applied, EXIF and ICC profile kept, CMYK converted to RGB, the first frame of
+an animation (with a warning). ``write_image`` writes one atomically (temporary file in the
+target folder, flush, fsync, rename), in the format the extension (or ``format``) names.
+
+Bit depth: 16-bit greyscale PNG/TIFF and 16-bit RGB/RGBA PNG/TIFF are decoded without rounding
+to 8 bits and written back with 16 bits when the output is PNG or TIFF. Pillow itself holds
+colour at 8 bits per channel, so 16-bit colour is read by decoding the file twice (high and low
+bytes) and written by ``_encode_png16`` (PNG) or tifffile (TIFF; EXIF is not carried there).
+Limits: 16-bit grey+alpha is read at 8 bits; 16-bit colour PNG with a tRNS colour key is read
+at 8 bits; formats other than PNG/TIFF give 8-bit output.
+
+Limits on size: ``max_pixels`` of ``read_image`` (the CLI's --max-input-pixels, default Pillow's
+decompression-bomb limit) and ``check_output_size`` (--max-output-pixels, default 400 MP).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import struct
+import sys
 import tempfile
-import warnings
-from dataclasses import dataclass, field
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,8 +52,15 @@ ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 LOSSY_FORMATS = {"JPEG", "WEBP"}
 DEFAULT_QUALITY = 95
+DEFAULT_MAX_INPUT_PIXELS = int(Image.MAX_IMAGE_PIXELS or 1024 * 1024 * 1024 // 4 // 3)
+DEFAULT_MAX_OUTPUT_PIXELS = 400_000_000
 ORIENTATION = 0x0112  # EXIF tag
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
+TEMP_SUFFIX = ".tmp"
+
+# Pillow's pixel limit is a global and warnings filters are process-wide: every open goes
+# through this lock, which sets the global off and applies sirenup's own limit instead.
+_OPEN_LOCK = threading.RLock()
 
 
 @dataclass
@@ -47,7 +71,7 @@ class DecodedImage:
     alpha: np.ndarray | None = None  # (H, W) float32 in [0, 1]
     mode: str = "RGB"  # Pillow mode of the file as decoded (before conversion)
     grey: bool = False  # write back as greyscale
-    bit_depth: int = 8  # 8, or 16 for 16-bit greyscale
+    bit_depth: int = 8  # 8, or 16 (grey, RGB or RGBA read from a 16-bit PNG/TIFF)
     exif: bytes | None = None
     icc_profile: bytes | None = None
     format: str | None = None  # Pillow format of the source file ("PNG", "JPEG", ...)
@@ -68,26 +92,75 @@ class DecodedImage:
 
 
 # --------------------------------------------------------------------------------------------
+# Limits and options
+
+
+def input_limit(max_pixels: int | None) -> int | None:
+    """--max-input-pixels value -> limit in pixels (None: no limit). None -> Pillow's default,
+    0 -> no limit."""
+    if max_pixels is None:
+        return DEFAULT_MAX_INPUT_PIXELS
+    if max_pixels < 0:
+        raise UsageError(f"--max-input-pixels {max_pixels}: must be 0 (no limit) or more")
+    return max_pixels or None
+
+
+def check_output_size(size: tuple[int, int], max_pixels: int | None = None,
+                      path: str | os.PathLike | None = None) -> None:
+    """Refuse an output of ``size`` = (W, H) over ``max_pixels`` (None: 400 MP, 0: no limit)."""
+    limit = DEFAULT_MAX_OUTPUT_PIXELS if max_pixels is None else max_pixels
+    if limit < 0:
+        raise UsageError(f"--max-output-pixels {limit}: must be 0 (no limit) or more")
+    pixels = size[0] * size[1]
+    if limit and pixels > limit:
+        where = f"{path}: " if path is not None else ""
+        raise SirenupError(f"{where}output {size[0]}x{size[1]} = {_mp(pixels)} is over "
+                           f"--max-output-pixels {limit} ({_mp(limit)}); raise the option "
+                           "or choose a smaller size")
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """--background COLOR (a name, #rgb, #rrggbb, rgb(...)) -> (r, g, b) 0..255."""
+    from PIL import ImageColor
+
+    try:
+        color = ImageColor.getrgb(text.strip())
+    except (ValueError, AttributeError):
+        raise UsageError(f"--background {text}: not a colour (try white, black, #rrggbb)") \
+            from None
+    return int(color[0]), int(color[1]), int(color[2])
+
+
+def check_quality(quality: int | None) -> None:
+    if quality is not None and not 1 <= quality <= 100:
+        raise UsageError(f"--quality {quality}: must be between 1 and 100")
+
+
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 100_000 else f"{pixels} pixels"
+
+
+# --------------------------------------------------------------------------------------------
 # Reading
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> DecodedImage:
     """Decode ``path`` (first frame of an animation) -> DecodedImage, or SirenupError.
 
-    ``max_pixels`` bounds width x height (default: Pillow's decompression-bomb limit).
+    ``max_pixels`` bounds width x height (None: Pillow's decompression-bomb limit; 0: none);
+    the size is checked from the header, before any pixel is decoded.
     """
     path = Path(path)
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    saved_limit = Image.MAX_IMAGE_PIXELS
+    limit = input_limit(max_pixels)
     try:
-        Image.MAX_IMAGE_PIXELS = limit
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return _decode(path, im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise SirenupError(f"{path}: too many pixels for the limit of {limit} pixels "
-                           f"(decompression-bomb protection; {_first_line(error)})") from None
+        with _pillow_unlimited(), Image.open(path) as im:
+            pixels = im.size[0] * im.size[1]
+            if limit is not None and pixels > limit:
+                raise SirenupError(
+                    f"{path}: {im.size[0]}x{im.size[1]} = {_mp(pixels)} is over "
+                    f"--max-input-pixels {limit} (decompression-bomb protection; raise the "
+                    "option if you trust the file)")
+            return _decode(path, im)
     except FileNotFoundError:
         raise SirenupError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -95,29 +168,56 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Dec
     except PermissionError:
         raise SirenupError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
-        raise SirenupError(f"{path}: not an image (or a format Pillow cannot read)") from None
+        what = "empty file" if _is_empty(path) else \
+            "not an image (or a format Pillow cannot read)"
+        raise SirenupError(f"{path}: {what}") from None
     except SirenupError:
         raise
+    except MemoryError:
+        raise SirenupError(f"{path}: out of memory while decoding") from None
     except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
         raise SirenupError(f"{path}: cannot decode the image ({_first_line(error)})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved_limit
 
 
 def probe_image(path: str | os.PathLike) -> dict | None:
     """Cheap check (header only): {'format', 'mode', 'size', 'alpha'} or None if Pillow does
-    not recognise ``path`` as an image. A recognised file may still fail to decode."""
+    not recognise the content of ``path`` as an image. A recognised file may still fail to
+    decode (truncated, too big)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                alpha = im.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (
-                    "transparency" in im.info)
-                return {"format": im.format, "mode": im.mode, "size": im.size, "alpha": alpha}
-    except Image.DecompressionBombError:
-        return {"format": None, "mode": None, "size": None, "alpha": False}
+        with _pillow_unlimited(), Image.open(path) as im:
+            alpha = im.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in im.info
+            return {"format": im.format, "mode": im.mode, "size": im.size, "alpha": alpha}
     except Exception:
         return None
+
+
+@functools.cache
+def image_extensions() -> frozenset[str]:
+    """Lower-case extensions ('.png', ...) Pillow associates with image formats: a file with
+    one of these that does not decode "claims to be an image" and is a failure, not a skip."""
+    return frozenset({ext.lower() for ext in Image.registered_extensions()}
+                     | {".heic", ".heif", ".avif", ".jxl"})
+
+
+class _pillow_unlimited:
+    """Hold the open lock with Pillow's own pixel limit off (sirenup checks its own)."""
+
+    def __enter__(self):
+        _OPEN_LOCK.acquire()
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+
+    def __exit__(self, *exc):
+        Image.MAX_IMAGE_PIXELS = self.saved
+        _OPEN_LOCK.release()
+        return False
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _decode(path: Path, im: Image.Image) -> DecodedImage:
@@ -128,6 +228,18 @@ def _decode(path: Path, im: Image.Image) -> DecodedImage:
     source_mode, source_format = im.mode, im.format
     exif = im.info.get("exif")
     icc = im.info.get("icc_profile")
+
+    deep = _read_16_bit_colour(path, im, found)
+    if deep is not None:
+        orientation = _orientation(im)
+        deep = _orient(deep, orientation)
+        values = deep.astype(np.float32) / 65535.0
+        return DecodedImage(
+            rgb=np.ascontiguousarray(values[..., :3]),
+            alpha=np.ascontiguousarray(values[..., 3]) if values.shape[2] == 4 else None,
+            mode=source_mode, bit_depth=16, exif=exif, icc_profile=icc,
+            format=source_format, warnings=found)
+
     im.load()
     im = ImageOps.exif_transpose(im)
 
@@ -149,6 +261,9 @@ def _decode(path: Path, im: Image.Image) -> DecodedImage:
     elif mode == "CMYK":
         im, icc = _cmyk_to_rgb(im, icc), None  # a CMYK profile does not describe the RGB output
         mode = "RGB"
+    elif mode in {"L", "RGB"} and im.info.get("transparency") is not None:
+        im = im.convert("LA" if mode == "L" else "RGBA")  # a tRNS colour key becomes alpha
+        mode = im.mode
 
     if mode in {"I;16", "I;16L", "I;16B", "I;16N", "I"}:
         values = np.asarray(im).astype(np.float32)
@@ -179,6 +294,83 @@ def _decode(path: Path, im: Image.Image) -> DecodedImage:
                         icc_profile=icc, format=source_format, warnings=found)
 
 
+_DEEP_RAWMODES = {"RGB;16B", "RGB;16L", "RGB;16N", "RGBA;16B", "RGBA;16L", "RGBA;16N"}
+
+
+def _read_16_bit_colour(path: Path, im: Image.Image, found: list[str]) -> np.ndarray | None:
+    """(H, W, 3|4) uint16 for a 16-bit RGB/RGBA PNG or TIFF, else None (8-bit path).
+
+    Pillow unpacks 16-bit colour to 8 bits with the rawmode of the file's tile ('RGB;16B':
+    keep the high byte of each big-endian sample). Decoding the same tile again with the
+    opposite byte order keeps the low bytes instead; high * 256 + low is the exact value.
+    """
+    if im.format not in {"PNG", "TIFF"} or im.mode not in {"RGB", "RGBA"} or not im.tile:
+        return None
+    rawmodes = {_rawmode(tile) for tile in im.tile}
+    if len(rawmodes) != 1 or not rawmodes <= _DEEP_RAWMODES:
+        return None
+    if im.info.get("transparency") is not None:
+        found.append(f"{path}: 16-bit colour with a transparent colour key: read at 8 bits")
+        return None
+    rawmode = rawmodes.pop()
+    native = "16L" if sys.byteorder == "little" else "16B"
+    order = rawmode.split(";")[1].replace("16N", native)
+    swapped = f"{im.mode};{'16L' if order == '16B' else '16B'}"
+    try:
+        im.load()
+        high = np.asarray(im)
+        with Image.open(path) as again:
+            again.tile = [_with_rawmode(tile, swapped) for tile in again.tile]
+            again.load()
+            low = np.asarray(again)
+        if low.shape != high.shape:
+            raise ValueError("shape mismatch")
+    except Exception:
+        found.append(f"{path}: 16-bit colour could not be read at 16 bits: read at 8 bits")
+        return None
+    return high.astype(np.uint16) * 256 + low.astype(np.uint16)
+
+
+def _rawmode(tile) -> str | None:
+    args = tile.args if hasattr(tile, "args") else tile[3]
+    if isinstance(args, str):
+        return args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return None
+
+
+def _with_rawmode(tile, rawmode: str):
+    args = tile.args
+    return tile._replace(args=rawmode if isinstance(args, str) else (rawmode, *args[1:]))
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(ORIENTATION, 1))
+    except Exception:
+        return 1
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF ``orientation`` to an (H, W, ...) array, as ImageOps.exif_transpose does."""
+    if orientation == 2:
+        array = array[:, ::-1]
+    elif orientation == 3:
+        array = array[::-1, ::-1]
+    elif orientation == 4:
+        array = array[::-1]
+    elif orientation == 5:
+        array = array.swapaxes(0, 1)
+    elif orientation == 6:
+        array = np.rot90(array, -1)
+    elif orientation == 7:
+        array = array[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        array = np.rot90(array, 1)
+    return np.ascontiguousarray(array)
+
+
 def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     """CMYK -> sRGB through the embedded profile when there is one, else Pillow's formula."""
     if icc:
@@ -202,14 +394,14 @@ def _first_line(error: BaseException) -> str:
 # Writing
 
 
-def output_format(path: str | os.PathLike, format: str | None = None) -> str:
+def output_format(path: str | os.PathLike | None, format: str | None = None) -> str:
     """Pillow format name for ``format`` (png, jpg, ...) or else the extension of ``path``."""
     if format:
         name = format.lower().lstrip(".")
         if name not in FORMATS:
             raise UsageError(f"--format {format}: expected one of {_known()}")
         return _available(FORMATS[name])
-    suffix = Path(path).suffix.lower().lstrip(".")
+    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
     if suffix not in FORMATS:
         what = f"extension '.{suffix}'" if suffix else "no extension"
         raise UsageError(f"{path}: {what}: cannot tell the output format "
@@ -217,35 +409,78 @@ def output_format(path: str | os.PathLike, format: str | None = None) -> str:
     return _available(FORMATS[suffix])
 
 
-def check_writable(path: str | os.PathLike, image: DecodedImage,
-                   format: str | None = None) -> str:
+def check_writable(path: str | os.PathLike, image: DecodedImage, format: str | None = None,
+                   background: tuple[int, int, int] | None = None) -> str:
     """Raise SirenupError if ``image`` cannot be written to ``path``; -> Pillow format."""
     fmt = output_format(path, format)
-    if image.alpha is not None and fmt not in ALPHA_FORMATS:
+    if image.alpha is not None and fmt not in ALPHA_FORMATS and background is None:
         raise SirenupError(f"{path}: {fmt} cannot store transparency and the image has an "
-                           "alpha channel; write .png, .webp or .tif instead")
+                           "alpha channel; write .png, .webp or .tif, or flatten it with "
+                           "--background COLOR")
     return fmt
 
 
+def flatten(image: DecodedImage, background: tuple[int, int, int]) -> DecodedImage:
+    """Composite ``image`` over an opaque ``background`` colour -> image without alpha (grey
+    stays grey when the colour is grey)."""
+    if image.alpha is None:
+        return image
+    bg = np.asarray(background, dtype=np.float32) / 255.0
+    a = np.clip(image.alpha, 0.0, 1.0)[..., None]
+    rgb = image.rgb * a + bg * (1.0 - a)
+    grey = image.grey and background[0] == background[1] == background[2]
+    return replace(image, rgb=np.ascontiguousarray(rgb, dtype=np.float32), alpha=None,
+                   grey=grey)
+
+
 def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | None = None,
-                quality: int | None = None) -> None:
-    """Write ``image`` to ``path`` atomically, in ``format`` or the one its extension names."""
+                quality: int | None = None,
+                background: tuple[int, int, int] | None = None) -> None:
+    """Write ``image`` to ``path`` atomically, in ``format`` or the one its extension names.
+
+    Alpha into a format without alpha: an error unless ``background`` flattens it.
+    """
     path = Path(path)
-    fmt = check_writable(path, image, format)
-    if quality is not None and not 1 <= quality <= 100:
-        raise UsageError(f"--quality {quality}: must be between 1 and 100")
+    fmt = check_writable(path, image, format, background)
+    check_quality(quality)
+    if image.alpha is not None and fmt not in ALPHA_FORMATS:
+        image = flatten(image, background)
+    if image.bit_depth == 16 and not image.grey and fmt in SIXTEEN_BIT_FORMATS:
+        deep = _to_uint16(image)
+        if fmt == "PNG":
+            data = _encode_png16(deep, icc=image.icc_profile, exif=_exif_bytes(image.exif))
+            atomic_write(path, lambda f: f.write(data))
+        else:
+            atomic_write(path, lambda f: _write_tiff16(f, deep, image.icc_profile))
+        return
     pil = to_pil(image, sixteen_bit=fmt in SIXTEEN_BIT_FORMATS)
     options = _save_options(fmt, image, pil.mode, quality)
+    atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
+
+
+def save_pil(path: str | os.PathLike, pil: Image.Image, format: str | None = None) -> None:
+    """Write a Pillow image atomically (montages and other pictures sirenup draws)."""
+    fmt = output_format(path, format)
+    atomic_write(path, lambda f: pil.save(f, format=fmt))
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], object]) -> None:
+    """Call ``writer(file)`` on a temporary file beside ``path``, flush, fsync, rename.
+
+    A crash leaves either the old file or the new one under ``path``, never a partial one;
+    the temporary file is named ``.<name>.<random>.tmp`` and removed on any error.
+    """
+    path = Path(path)
     folder = path.parent
     if not folder.is_dir():
         raise SirenupError(f"{path}: the folder {folder} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=folder)
     except OSError as error:
-        raise SirenupError(f"{path}: cannot write ({_first_line(error)})") from None
+        raise SirenupError(f"{path}: cannot write ({_os_reason(error)})") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt, **options)
+            writer(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
@@ -253,13 +488,21 @@ def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | N
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError):
-            raise SirenupError(f"{path}: cannot write ({_first_line(error)})") from None
+            raise SirenupError(f"{path}: cannot write ({_os_reason(error)})") from None
         raise
     _fsync_folder(folder)
 
 
+def is_temp_of(name: str, target: str) -> bool:
+    """Whether ``name`` is a temporary file ``atomic_write`` made for a file named ``target``
+    (left behind only when the process was killed)."""
+    prefix = f".{target}."
+    return (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)
+            and "." not in name[len(prefix):-len(TEMP_SUFFIX)])
+
+
 def to_pil(image: DecodedImage, *, sixteen_bit: bool = True) -> Image.Image:
-    """DecodedImage -> Pillow image: L / I;16 / LA for grey, RGB / RGBA for colour."""
+    """DecodedImage -> Pillow image: L / I;16 / LA for grey, RGB / RGBA for colour (8-bit)."""
     rgb = np.clip(np.asarray(image.rgb, dtype=np.float32), 0.0, 1.0)
     if image.grey:
         y = rgb @ LUMA if rgb.ndim == 3 else rgb
@@ -277,6 +520,55 @@ def to_pil(image: DecodedImage, *, sixteen_bit: bool = True) -> Image.Image:
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _to_uint16(image: DecodedImage) -> np.ndarray:
+    """(H, W, 3|4) uint16 of a colour image (alpha last)."""
+    planes = np.clip(np.asarray(image.rgb, dtype=np.float32), 0.0, 1.0)
+    if image.alpha is not None:
+        planes = np.dstack([planes, np.clip(image.alpha, 0.0, 1.0)])
+    return np.round(planes * 65535.0).astype(np.uint16)
+
+
+def _encode_png16(array: np.ndarray, *, icc: bytes | None = None,
+                  exif: bytes | None = None) -> bytes:
+    """(H, W, 3|4) uint16 -> a 16-bit RGB/RGBA PNG file (filter 'Up' on every row)."""
+    height, width, channels = array.shape
+    colour_type = {3: 2, 4: 6}[channels]
+    rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # Up: each byte minus the byte above it
+    filtered[0, 1:] = rows[0]
+    filtered[1:, 1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps modulo 256
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    parts = [b"\x89PNG\r\n\x1a\n",
+             chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))]
+    if icc:
+        parts.append(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
+    if exif:
+        parts.append(chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    parts.append(chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
+    parts.append(chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _write_tiff16(f: BinaryIO, array: np.ndarray, icc: bytes | None) -> None:
+    import tifffile  # a dependency of scikit-image
+
+    extra = ["unassalpha"] if array.shape[2] == 4 else None
+    buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare descriptor
+    tifffile.imwrite(buffer, array, photometric="rgb", extrasamples=extra, compression="zlib",
+                     iccprofile=icc, metadata=None)
+    f.write(buffer.getvalue())
+
+
+def _exif_bytes(exif: bytes | None) -> bytes | None:
+    parsed = _reset_orientation(exif)
+    return parsed.tobytes() if parsed is not None else None
 
 
 def _save_options(fmt: str, image: DecodedImage, mode: str, quality: int | None) -> dict:
@@ -327,6 +619,10 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _os_reason(error: OSError) -> str:
+    return error.strerror.lower() if error.strerror else _first_line(error)
 
 
 def _available(fmt: str) -> str:

@@ -47,6 +47,17 @@ def save_weights(path: Path, model: LiifSiren, metadata: dict | None = None) -> 
         raise
 
 
+def update_metadata(path: Path, extra: dict) -> dict:
+    """Merge ``extra`` into the metadata of a weights file, tensors untouched -> new metadata.
+
+    Used to record measured quality in a file that ``sirenup train`` exported.
+    """
+    model, metadata = load_weights(path)
+    metadata = {**metadata, **extra}
+    save_weights(path, model, metadata)
+    return metadata
+
+
 def read_header(path: Path) -> dict:
     """The safetensors header of ``path`` (config and metadata decoded), without tensors."""
     from safetensors import safe_open

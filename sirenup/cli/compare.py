@@ -1,0 +1,113 @@
+"""``sirenup compare``: classical resampling and models on one image, with pictures and
+numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sirenup.cli.console import console, handle_errors, info, print_json, state, warn
+
+
+@handle_errors
+def compare(
+    input: Annotated[Path, typer.Argument(
+        help="Image to upscale (with --self: the high-resolution image).", show_default=False)],
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", show_default=False, metavar="HR",
+        help="The high-resolution original of INPUT: score every method against it.")] = None,
+    self_reference: Annotated[bool, typer.Option(
+        "--self", help="Downscale INPUT by --scale (Pillow bicubic) and score against INPUT.")
+    ] = False,
+    scale: Annotated[float | None, typer.Option(
+        "--scale", "-s", show_default=False, help="Scale factor (default: 4).")] = None,
+    width: Annotated[int | None, typer.Option(
+        "--width", show_default=False, help="Output width (without a reference).")] = None,
+    height: Annotated[int | None, typer.Option(
+        "--height", show_default=False, help="Output height (without a reference).")] = None,
+    methods: Annotated[str | None, typer.Option(
+        "--methods", show_default=False,
+        help="Comma-separated: nearest, bilinear, bicubic, lanczos, box, hamming, and model "
+             "names or weights files (default: nearest,bilinear,bicubic,lanczos,sirenup-base)."
+    )] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", "-d", show_default=False,
+        help="Folder for the outputs and the montage (default: <stem>_compare beside INPUT).")
+    ] = None,
+    crop: Annotated[str | None, typer.Option(
+        "--crop", show_default=False, metavar="X,Y,W,H",
+        help="Region to enlarge in the montage, in output pixels (default: the most detailed "
+             "one).")] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")] = "auto",
+    tile: Annotated[int, typer.Option(
+        "--tile", help="Tile side in input pixels; 0 = whole image.")] = 256,
+    overlap: Annotated[int, typer.Option(
+        "--overlap", help="Overlap between tiles in input pixels.")] = 8,
+    json: Annotated[bool, typer.Option(
+        "--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Compare upscaling methods on one image: outputs, a montage, PSNR/SSIM and time.
+
+    Scores (with --reference or --self) follow the benchmark protocol: 8-bit RGB, a border of
+    ceil(scale) pixels shaved, PSNR on RGB and on Y (BT.601), SSIM on Y (scikit-image).
+    """
+    from rich.markup import escape
+
+    from sirenup.engine.compare import CompareOptions, run_compare
+    from sirenup.engine.upscaler import check_tiling, load_upscaler
+
+    check_tiling(tile, overlap)
+    options = CompareOptions(reference=reference, self_reference=self_reference, scale=scale,
+                             width=width, height=height, methods=methods,
+                             output_dir=output_dir, crop=crop)
+
+    def on_event(kind: str, record: dict) -> None:
+        if kind == "method":
+            info(escape(f"{record['method']}: {record['seconds']:.3f} s -> {record['output']}"))
+
+    report = run_compare(
+        input, options,
+        lambda name: load_upscaler(name, device=device, precision=precision, tile=tile,
+                                   overlap=overlap),
+        on_event=on_event)
+    for message in report["warnings"]:
+        warn(escape(message))
+    if not state["quiet"]:
+        console.print(_table(report))
+        console.print(escape(f"montage: {report['montage']}"), soft_wrap=True)
+    if json:
+        print_json(report)
+
+
+def _table(report: dict):
+    from rich.markup import escape
+    from rich.table import Table
+
+    (w, h), (ow, oh) = report["in_size"], report["out_size"]
+    scored = report["mode"] != "plain"
+    table = Table(title=f"{escape(report['input'])}: {w}x{h} -> {ow}x{oh} "
+                        f"(x{report['scale']:g}, {report['mode']})", title_justify="left",
+                  caption=escape(report["protocol"]) if report["protocol"] else None)
+    table.add_column("method")
+    columns = [("PSNR RGB\ndB", "psnr_rgb", 2), ("PSNR Y\ndB", "psnr_y", 2),
+               ("SSIM", "ssim", 4)] if scored else []
+    for title, _, _ in columns:
+        table.add_column(title, justify="right")
+    table.add_column("time\ns", justify="right")
+    best = {key: max((r[key] for r in report["methods"] if r.get(key) is not None),
+                     default=None) for _, key, _ in columns}
+    for record in report["methods"]:
+        cells = [escape(record["method"])]
+        for _, key, digits in columns:
+            value = record.get(key)
+            text = "inf" if value is None else f"{value:.{digits}f}"
+            cells.append(f"[bold]{text}[/]" if value is not None and value == best[key]
+                         else text)
+        cells.append(f"{record['seconds']:.3f}")
+        table.add_row(*cells)
+    return table

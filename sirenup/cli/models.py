@@ -1,0 +1,223 @@
+"""``sirenup models``: list, download, verify, locate and remove model weights.
+
+Models are registry names (``sirenup models list``), http(s)/file URLs (optionally ending in
+``#sha256=<hex>``) or cache ids. Downloads go to the cache folder (``sirenup models path``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sirenup.cli.console import console, handle_errors, info, print_json
+
+app = typer.Typer(help="List, download, verify, locate and remove models.",
+                  no_args_is_help=True)
+
+
+def _complete_model(incomplete: str) -> list[str]:
+    from sirenup.hub.registry import REGISTRY
+
+    return [name for name in REGISTRY if name.startswith(incomplete)]
+
+
+ModelArg = Annotated[str, typer.Argument(
+    help="Registry name, http(s)/file URL (optionally #sha256=<hex>) or cache id.",
+    show_default=False, autocompletion=_complete_model)]
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _mark(verified: bool | None) -> str:
+    return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[verified]
+
+
+@app.command("list")
+@handle_errors
+def list_models(
+    json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")]
+    = False,
+) -> None:
+    """Known models: name, size, bundled or cached, and whether the file verifies."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from sirenup.hub import cache
+    from sirenup.hub.registry import catalogue
+
+    rows = catalogue(verify=True)
+    if json:
+        print_json({"cache_dir": str(cache.cache_dir()), "models": rows})
+        return
+    table = Table(title="sirenup models", caption=f"cache: {escape(str(cache.cache_dir()))}")
+    for column in ("name", "size", "where", "verified"):
+        table.add_column(column)
+    table.add_column("path or URL", overflow="fold")
+    where = {"bundled": "bundled", "cached": "cached", "remote": "not downloaded"}
+    for row in rows:
+        table.add_row(escape(row["name"]), _size(row["size"]), where[row["source"]],
+                      _mark(row["verified"]), escape(row["path"] or row["url"] or ""))
+    console.print(table)
+
+
+@app.command("download")
+@handle_errors
+def download(
+    model: ModelArg,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Download again even if the cached file verifies.")] = False,
+) -> None:
+    """Fetch a model into the cache (verified); print its path on stdout."""
+    from rich.markup import escape
+
+    from sirenup.errors import SirenupError, UsageError
+    from sirenup.hub import cache
+    from sirenup.hub.registry import REGISTRY, bundled_path, bundled_problem, is_url
+
+    spec = model.strip()
+    if spec in REGISTRY and REGISTRY[spec].bundled:
+        entry = REGISTRY[spec]
+        problem = bundled_problem(entry)
+        if problem:
+            raise SirenupError(f"{spec}: bundled file fails verification: {problem}")
+        info(f"{spec} is bundled with sirenup (verified); nothing to download")
+        typer.echo(bundled_path(entry))
+        return
+    if spec in REGISTRY:
+        entry = REGISTRY[spec]
+        if not entry.url:
+            raise SirenupError(f"{spec}: the registry gives no URL to fetch it from")
+        cached = cache.ensure(entry.url, sha256=entry.sha256, size=entry.size, name=spec,
+                              force=force)
+    elif is_url(spec):
+        cached = cache.ensure(spec, force=force)
+    else:
+        raise UsageError(f"{spec}: not a registry name or an http(s)/file URL "
+                         "(see 'sirenup models list')")
+    info(escape(f"{cached.name}: {_size(cached.meta['size'])}, sha256 {cached.sha256}"))
+    typer.echo(cached.path)
+
+
+@app.command("verify")
+@handle_errors
+def verify(
+    models: Annotated[list[str] | None, typer.Argument(
+        help="Models to check (default: every bundled and cached one).", show_default=False,
+        autocompletion=_complete_model)] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
+    = False,
+) -> None:
+    """Re-hash bundled and cached models against their recorded sha256 and size; exit 1 if
+    any fails."""
+    from rich.markup import escape
+
+    from sirenup.hub.registry import REGISTRY, cached_entry, catalogue
+
+    if models:
+        rows = []
+        for spec in (m.strip() for m in models):
+            model = REGISTRY.get(spec)
+            if model is not None and model.bundled:
+                rows += [r for r in catalogue(verify=True) if r["name"] == spec]
+            elif (entry := cached_entry(spec)) is not None:
+                problem = entry.check(model.sha256 if model else None,
+                                      model.size if model else None)
+                rows.append({"name": entry.name, "id": entry.id, "path": str(entry.path),
+                             "url": entry.url, "verified": problem is None,
+                             "problem": problem})
+            else:
+                rows.append({"name": spec, "id": None, "path": None,
+                             "url": model.url if model else None, "verified": False,
+                             "problem": "not downloaded"})
+    else:
+        rows = [r for r in catalogue(verify=True) if r["source"] != "remote"]
+    failed = [r for r in rows if not r["verified"]]
+    if json:
+        print_json({"ok": not failed, "models": rows})
+    else:
+        for row in rows:
+            state = "ok" if row["verified"] else f"[red]FAILED[/]: {escape(row['problem'])}"
+            console.print(f"{escape(row['name'])}: {state}", soft_wrap=True)
+        if not rows:
+            info("nothing to verify (no bundled or cached models)")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("path")
+@handle_errors
+def path(
+    model: Annotated[str | None, typer.Argument(
+        help="A model (default: print the cache folder).", show_default=False,
+        autocompletion=_complete_model)] = None,
+) -> None:
+    """Print the cache folder, or where a model's weights file is."""
+    from sirenup.errors import SirenupError
+    from sirenup.hub import cache
+    from sirenup.hub.registry import REGISTRY, bundled_path, cached_entry
+
+    if model is None:
+        typer.echo(cache.cache_dir())
+        return
+    spec = model.strip()
+    if spec in REGISTRY and REGISTRY[spec].bundled:
+        typer.echo(bundled_path(REGISTRY[spec]))
+        return
+    entry = cached_entry(spec)
+    if entry is None:
+        raise SirenupError(f"{spec} is not in the cache; run: sirenup models download {spec}")
+    typer.echo(entry.path)
+
+
+@app.command("remove")
+@handle_errors
+def remove(
+    models: Annotated[list[str] | None, typer.Argument(
+        help="Cached models to delete.", show_default=False,
+        autocompletion=_complete_model)] = None,
+    all: Annotated[bool, typer.Option(
+        "--all", help="Delete every cached model and partial download.")] = False,
+) -> None:
+    """Delete models from the cache (bundled models cannot be removed)."""
+    import shutil
+
+    from rich.markup import escape
+
+    from sirenup.errors import SirenupError, UsageError
+    from sirenup.hub import cache
+    from sirenup.hub.registry import REGISTRY, cached_entry
+
+    if all:
+        root = cache.models_dir()
+        freed = cache.folder_size(root) if root.is_dir() else 0
+        count = len(cache.entries())
+        for entry in cache.entries():
+            cache.remove(entry)
+        shutil.rmtree(root, ignore_errors=True)
+        info(f"removed {count} cached model(s), {_size(freed)}")
+        return
+    if not models:
+        raise UsageError("name the models to remove, or pass --all")
+    missing = []
+    for spec in models:
+        spec = spec.strip()
+        if spec in REGISTRY and REGISTRY[spec].bundled:
+            raise UsageError(f"{spec} is bundled with sirenup and cannot be removed")
+        entry = cached_entry(spec)
+        if entry is None:
+            missing.append(spec)
+            continue
+        freed = cache.folder_size(entry.dir)
+        cache.remove(entry)
+        info(escape(f"removed {entry.name} ({entry.id}, {_size(freed)})"))
+    if missing:
+        raise SirenupError(f"not in the cache: {', '.join(missing)}")

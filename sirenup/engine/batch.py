@@ -1,0 +1,420 @@
+"""Upscale many images into one folder (``sirenup batch``).
+
+- Inputs are folders (their files; with ``recursive`` the whole tree, hidden folders aside,
+  mirrored under the output folder), files, or glob patterns (``**`` included).
+- Files are recognised by content (Pillow's header check), not by extension. A file Pillow does
+  not recognise is skipped as "not an image" (Thumbs.db, .DS_Store, notes.txt) unless its
+  extension claims an image (.png, .jpg, ...): then it is a failure, as is any image that does
+  not decode (empty, truncated, over --max-input-pixels).
+- Output names: ``<stem><suffix><ext>``, ext = the --format's, else the input's when sirenup
+  writes that format, else .png (a converted name already taken becomes ``<name><suffix>.png``).
+  An existing output is skipped unless ``overwrite``, so an interrupted run resumes.
+- ``shard`` "K/N" keeps the files whose relative path hashes to K (1..N): N processes given the
+  same inputs split the work with no coordination.
+- One model; decoding the next images and encoding the previous one run in a small thread pool
+  while the model works on the current image. Every write is atomic (imageio.atomic_write), and
+  temporary files a killed run left for this run's outputs are removed.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sirenup.engine.imageio import (
+    EXTENSIONS,
+    FORMATS,
+    check_output_size,
+    check_quality,
+    check_writable,
+    image_extensions,
+    input_limit,
+    is_temp_of,
+    output_format,
+    parse_color,
+    probe_image,
+    read_image,
+    write_image,
+)
+from sirenup.engine.sizing import target_size
+from sirenup.errors import SirenupError, UsageError
+
+Event = Callable[[str, dict], None]
+
+
+@dataclass
+class BatchOptions:
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    recursive: bool = False
+    overwrite: bool = False
+    suffix: str = ""
+    format: str | None = None
+    quality: int | None = None
+    background: str | None = None
+    max_input_pixels: int | None = None  # None: Pillow's limit; 0: none
+    max_output_pixels: int | None = None  # None: 400 MP; 0: none
+    shard: str | None = None  # "K/N"
+    prefetch: int = 2  # images decoded ahead of the model
+
+
+@dataclass
+class Job:
+    src: Path
+    rel: Path  # path relative to its INPUT folder (what the output mirrors)
+    dst: Path | None = None
+    error: str | None = None  # a planning failure
+    skip: str | None = None  # a planning skip
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'2/4' -> (2, 4); K counts from 1."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(part) for part in text.strip().split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text}: expected K/N, e.g. 1/4") from None
+    if n < 1 or not 1 <= k <= n:
+        raise UsageError(f"--shard {text}: K must be between 1 and N (N >= 1)")
+    return k, n
+
+
+def in_shard(rel: Path, shard: tuple[int, int] | None) -> bool:
+    """Whether the file at ``rel`` belongs to ``shard`` (stable across runs and machines)."""
+    if shard is None:
+        return True
+    digest = hashlib.sha1(rel.as_posix().encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0] - 1
+
+
+def find_inputs(inputs: list[str | os.PathLike], output_dir: Path, *,
+                recursive: bool = False) -> list[Job]:
+    """Jobs (src, rel) for every file the INPUTs name, in a stable order, each file once."""
+    exclude = _resolved(output_dir)
+    jobs: list[Job] = []
+    seen: set[Path] = set()
+
+    def add(src: Path, rel: Path) -> None:
+        key = _resolved(src)
+        if key not in seen:
+            seen.add(key)
+            jobs.append(Job(src=src, rel=rel))
+
+    for spec in inputs:
+        spec = str(spec)
+        path = Path(spec)
+        if path.is_dir():
+            matches = [path]
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(spec):
+            matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
+            if not matches:
+                raise UsageError(f"{spec}: no file matches this pattern")
+        else:
+            raise UsageError(f"{spec}: no such file or folder")
+        for match in matches:
+            if match.is_dir():
+                for src in _walk(match, recursive, exclude):
+                    add(src, src.relative_to(match))
+            elif match.is_file():
+                add(match, Path(match.name))
+    return jobs
+
+
+def plan_outputs(jobs: list[Job], output_dir: Path, *, suffix: str = "",
+                 format: str | None = None) -> None:
+    """Set ``job.dst`` for every job, no two alike (case-insensitive), deterministically.
+
+    Names that keep their extension are claimed first, then converted ones from image
+    extensions, then the rest (likely non-images), so a stray file never takes an image's name.
+    """
+    forced = EXTENSIONS[output_format(None, format)] if format else None
+
+    def rank(job: Job) -> int:
+        ext = job.src.suffix.lower()
+        if forced is None and ext.lstrip(".") in FORMATS:
+            return 0
+        return 1 if ext in image_extensions() else 2
+
+    claimed: dict[str, Job] = {}
+    for job in sorted(jobs, key=rank):  # sorted() is stable: input order within a rank
+        folder = output_dir / job.rel.parent
+        stem, name = Path(job.rel.name).stem, job.rel.name
+        if forced is not None:
+            candidates = [f"{stem}{suffix}{forced}", f"{name}{suffix}{forced}"]
+        elif rank(job) == 0:
+            candidates = [f"{stem}{suffix}{job.src.suffix}"]
+        else:
+            candidates = [f"{stem}{suffix}.png", f"{name}{suffix}.png"]
+        for candidate in candidates:
+            key = (folder / candidate).as_posix().lower()
+            if key not in claimed:
+                claimed[key] = job
+                job.dst = folder / candidate
+                break
+        else:
+            other = claimed[(folder / candidates[0]).as_posix().lower()]
+            job.dst = folder / candidates[0]
+            job.error = f"output {job.dst} is also the output of {other.src}"
+    outputs = {_resolved(job.dst): job for job in jobs if job.error is None}
+    for job in jobs:
+        source = _resolved(job.src)
+        owner = outputs.get(source)
+        if owner is not None and owner is not job:  # e.g. OUTPUT_DIR inside an INPUT folder
+            job.error, job.skip = None, f"it is the output of {owner.src}"
+        elif job.error is None and source == _resolved(job.dst):
+            job.error = "the output would replace the input (use another folder or --suffix)"
+
+
+def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
+              options: BatchOptions, load_upscaler: Callable[[], object], *,
+              on_event: Event | None = None) -> dict:
+    """Upscale every image the INPUTs name into ``output_dir``; one bad file never stops it.
+
+    ``load_upscaler()`` is called once, after the options and inputs are checked.
+    ``on_event(kind, record)``, from the calling thread: 'failed' ({input, output, error}),
+    'skipped' ({input, output, reason}), 'start' ({total, model, device}: the images to
+    process), 'warning' ({input, message}), 'done' (the image's record).
+    -> the report (see ``sirenup batch --json``).
+    """
+    start = time.perf_counter()
+    emit = on_event or (lambda kind, record: None)
+    output_dir = Path(output_dir)
+    if not inputs:
+        raise UsageError("give at least one INPUT and an OUTPUT_DIR")
+    shard = parse_shard(options.shard)
+    check_quality(options.quality)
+    input_limit(options.max_input_pixels)
+    check_output_size((1, 1), options.max_output_pixels)
+    color = parse_color(options.background) if options.background is not None else None
+    if options.format:
+        output_format(None, options.format)
+    target_size(1, 1, scale=options.scale, out_width=options.width, out_height=options.height)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"{output_dir}: exists and is not a folder")
+    if not options.suffix and not options.format:
+        for spec in inputs:
+            if Path(spec).is_dir() and _resolved(Path(spec)) == _resolved(output_dir):
+                raise UsageError(f"{output_dir}: is the input folder, so the outputs would "
+                                 "replace the inputs; choose another folder or --suffix")
+
+    jobs = find_inputs(inputs, output_dir, recursive=options.recursive)
+    plan_outputs(jobs, output_dir, suffix=options.suffix, format=options.format)
+    jobs = [job for job in jobs if in_shard(job.rel, shard)]
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SirenupError(f"{output_dir}: cannot create the folder "
+                           f"({error.strerror or error})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise SirenupError(f"{output_dir}: the output folder is not writable")
+    _remove_stale_temps(jobs)
+
+    results: list[dict] = []
+    failures: list[dict] = []
+    skipped: list[dict] = []
+    not_images = 0
+
+    def fail(job: Job, error: Exception | str) -> None:
+        record = {"input": str(job.src), "output": str(job.dst), "error": _reason(error, job)}
+        failures.append(record)
+        emit("failed", record)
+
+    def skip(job: Job, reason: str) -> None:
+        record = {"input": str(job.src), "output": str(job.dst), "reason": reason}
+        skipped.append(record)
+        emit("skipped", record)
+
+    todo: list[Job] = []
+    claims_image = image_extensions()
+    for job in jobs:
+        if job.error is not None:
+            fail(job, job.error)
+        elif job.skip is not None:
+            skip(job, job.skip)
+        elif job.dst.exists() and not options.overwrite:
+            skip(job, "output exists (use --overwrite to redo it)")
+        elif probe_image(job.src) is not None:
+            todo.append(job)
+        elif job.src.suffix.lower() in claims_image:
+            try:  # the reason read_image gives: empty, not an image, permission denied
+                read_image(job.src, max_pixels=options.max_input_pixels)
+                todo.append(job)
+            except Exception as error:
+                fail(job, error)
+        else:
+            not_images += 1
+            skip(job, "not an image")
+
+    upscaler = load_upscaler()
+    model, device = getattr(upscaler, "model_name", None), str(getattr(upscaler, "device", ""))
+    emit("start", {"total": len(todo), "model": model, "device": device})
+    out_pixels = 0
+
+    def prepare(job: Job):
+        image = read_image(job.src, max_pixels=options.max_input_pixels)
+        size = target_size(image.width, image.height, scale=options.scale,
+                           out_width=options.width, out_height=options.height)
+        check_writable(job.dst, image, options.format, color)
+        check_output_size(size, options.max_output_pixels, job.dst)
+        return image, size
+
+    def write(job: Job, result) -> None:
+        try:
+            job.dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SirenupError(f"cannot create the folder {job.dst.parent} "
+                               f"({(error.strerror or str(error)).lower()})") from None
+        write_image(job.dst, result, format=options.format, quality=options.quality,
+                    background=color)
+
+    def finish(pending: tuple[Job, Future, dict] | None) -> None:
+        nonlocal out_pixels
+        if pending is None:
+            return
+        job, future, record = pending
+        try:
+            future.result()
+        except Exception as error:
+            fail(job, error)
+            return
+        out_pixels += record["out_size"][0] * record["out_size"][1]
+        results.append(record)
+        emit("done", record)
+
+    prefetch = max(1, options.prefetch)
+    pool = ThreadPoolExecutor(max_workers=prefetch + 1, thread_name_prefix="sirenup-io")
+    decoding: deque[tuple[Job, Future]] = deque()
+    queue = deque(todo)
+    writing: tuple[Job, Future, dict] | None = None
+    try:
+        while queue or decoding:
+            while queue and len(decoding) < prefetch:
+                job = queue.popleft()
+                decoding.append((job, pool.submit(prepare, job)))
+            job, future = decoding.popleft()
+            if queue:
+                nxt = queue.popleft()
+                decoding.append((nxt, pool.submit(prepare, nxt)))
+            try:
+                image, size = future.result()
+            except Exception as error:
+                fail(job, error)
+                continue
+            finally:
+                future = None  # the decoded image lives only as long as it is needed
+            for message in image.warnings:
+                emit("warning", {"input": str(job.src), "message": message})
+            began = time.perf_counter()
+            try:
+                result = upscaler.upscale_image(image, size)
+            except Exception as error:
+                fail(job, error)
+                continue
+            record = {
+                "input": str(job.src),
+                "output": str(job.dst),
+                "in_size": list(image.size),
+                "out_size": list(size),
+                "bit_depth": image.bit_depth,
+                "seconds": round(time.perf_counter() - began, 3),
+                "warnings": list(image.warnings),
+            }
+            del image
+            finish(writing)  # the previous write overlapped this image's compute
+            writing = (job, pool.submit(write, job, result), record)
+            del result
+        finish(writing)
+        writing = None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    seconds = time.perf_counter() - start
+    megapixels = out_pixels / 1e6
+    return {
+        "inputs": [str(spec) for spec in inputs],
+        "output_dir": str(output_dir),
+        "model": model,
+        "device": device,
+        "shard": options.shard,
+        "files": len(jobs),
+        "done": len(results),
+        "skipped": len(skipped),
+        "skipped_existing": sum(r["reason"].startswith("output exists") for r in skipped),
+        "not_images": not_images,
+        "failed": len(failures),
+        "output_megapixels": round(megapixels, 3),
+        "seconds": round(seconds, 3),
+        "megapixels_per_second": round(megapixels / seconds, 3) if seconds > 0 else None,
+        "results": results,
+        "failures": failures,
+        "skipped_files": skipped,
+    }
+
+
+def _walk(root: Path, recursive: bool, exclude: Path) -> list[Path]:
+    """Files of ``root`` (the whole tree if ``recursive``; hidden folders and ``exclude``
+    not entered), sorted by relative path."""
+    if not recursive:
+        files = [p for p in root.iterdir() if p.is_file()]
+    else:
+        files = []
+        for folder, dirs, names in os.walk(root):
+            here = Path(folder)
+            dirs[:] = [d for d in dirs
+                       if not d.startswith(".") and _resolved(here / d) != exclude]
+            files.extend(here / name for name in names if (here / name).is_file())
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _remove_stale_temps(jobs: list[Job]) -> None:
+    """Remove temporary files a killed run left for the outputs of ``jobs`` (only those: a
+    concurrent process working on another shard keeps its own)."""
+    targets: dict[Path, set[str]] = {}
+    for job in jobs:
+        if job.dst is not None:
+            targets.setdefault(job.dst.parent, set()).add(job.dst.name)
+    for folder, names in targets.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith(".") and entry.endswith(".tmp"):
+                target = entry[1:-len(".tmp")].rsplit(".", 1)[0]
+                if target in names and is_temp_of(entry, target):
+                    try:
+                        (folder / entry).unlink()
+                    except OSError:
+                        pass
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(os.path.abspath(path))
+
+
+def _reason(error: Exception | str, job: Job) -> str:
+    """The error's message without a leading '<path>: ' (the record names the file)."""
+    if isinstance(error, str):
+        return error
+    text = str(error) if isinstance(error, SirenupError) else \
+        f"{type(error).__name__}: {error}"
+    text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    for path in (job.src, job.dst):
+        prefix = f"{path}: "
+        if path is not None and text.startswith(prefix):
+            return text[len(prefix):]
+    return text

@@ -1,0 +1,261 @@
+"""``sirenup compare``: one image through classical resampling and models, side by side.
+
+Three modes:
+- plain: INPUT is upscaled to the size --scale / --width / --height give; no metrics;
+- ``reference``: INPUT is the low-resolution image and the reference the high-resolution one;
+  every method produces the reference's size and is scored against it;
+- ``self_reference``: INPUT is the high-resolution image; the pair is made with the protocol
+  of ``metrics.protocol_pair`` (HR cropped to a multiple of the scale, Pillow-bicubic LR).
+
+Scores follow ``metrics``: PSNR on RGB and on Y (BT.601, 0..255) and SSIM (scikit-image, Y),
+all after shaving ceil(scale) pixels from every border. Images are compared as 8-bit RGB
+(alpha is ignored, 16-bit inputs are rounded to 8 bits), as in the papers' benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sirenup.engine.imageio import DecodedImage, check_output_size, read_image, save_pil
+from sirenup.engine.metrics import protocol_pair, psnr_rgb, psnr_y, ssim
+from sirenup.engine.montage import make_montage, most_detailed_region
+from sirenup.engine.sizing import DEFAULT_SCALE, target_size
+from sirenup.errors import UsageError
+from sirenup.hub.registry import DEFAULT_MODEL
+
+CLASSICAL = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+DEFAULT_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", DEFAULT_MODEL)
+
+
+@dataclass
+class CompareOptions:
+    reference: Path | None = None
+    self_reference: bool = False
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    methods: str | None = None  # comma-separated; None: DEFAULT_METHODS
+    output_dir: Path | None = None  # None: <stem>_compare beside INPUT
+    crop: str | None = None  # "x,y,w,h" in output pixels; None: the most detailed region
+    max_input_pixels: int | None = None
+    max_output_pixels: int | None = None
+
+
+def parse_methods(text: str | None) -> list[str]:
+    if text is None:
+        return list(DEFAULT_METHODS)
+    methods: list[str] = []
+    for name in (part.strip() for part in text.split(",")):
+        if name and name not in methods:
+            methods.append(name.lower() if name.lower() in CLASSICAL else name)
+    if not methods:
+        raise UsageError(f"--methods {text!r}: give at least one method")
+    return methods
+
+
+def parse_crop(text: str | None, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """'x,y,w,h' (output pixels) -> a box inside ``size`` = (W, H), or UsageError."""
+    if text is None:
+        return None
+    try:
+        x, y, w, h = (int(part) for part in text.replace(" ", "").split(","))
+    except ValueError:
+        raise UsageError(f"--crop {text}: expected x,y,w,h in output pixels, e.g. "
+                         "100,80,64,64") from None
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > size[0] or y + h > size[1]:
+        raise UsageError(f"--crop {text}: must lie inside the {size[0]}x{size[1]} output")
+    return x, y, w, h
+
+
+def run_compare(input: str | os.PathLike, options: CompareOptions,
+                load_model: Callable[[str], object], *,
+                on_event: Callable[[str, dict], None] | None = None) -> dict:
+    """Upscale INPUT with every method, save each output and a montage, score them.
+
+    ``load_model(name)`` -> an Upscaler (called once per model method, before any work).
+    ``on_event('method', record)`` after each method. -> the report (``compare --json``).
+    """
+    emit = on_event or (lambda kind, record: None)
+    input = Path(input)
+    methods = parse_methods(options.methods)
+    sizing = any(v is not None for v in (options.scale, options.width, options.height))
+    if options.reference is not None and options.self_reference:
+        raise UsageError("give either --reference HR or --self, not both")
+    if options.reference is not None and sizing:
+        raise UsageError("--reference fixes the output size (the reference's); "
+                         "drop --scale/--width/--height")
+    if options.self_reference and (options.width is not None or options.height is not None):
+        raise UsageError("--self works with --scale S (the input is downscaled by S)")
+    if options.self_reference and options.scale is not None and not options.scale > 1:
+        raise UsageError(f"--scale {options.scale:g}: --self needs a scale above 1")
+
+    source = read_image(input, max_pixels=options.max_input_pixels)
+    warnings = list(source.warnings)
+    if source.alpha is not None:
+        warnings.append(f"{input}: transparency is ignored (colour is compared)")
+    if options.self_reference:
+        scale = options.scale if options.scale is not None else DEFAULT_SCALE
+        if min(source.size) < 4 * math.ceil(scale):
+            raise UsageError(f"{input}: {source.width}x{source.height} is too small for --self "
+                             f"--scale {scale:g}")
+        hr, lr = protocol_pair(_rgb8(source), scale)
+        size = hr.size
+        mode = "self"
+    elif options.reference is not None:
+        lr = _rgb8(source)
+        hr = _rgb8(read_image(options.reference, max_pixels=options.max_input_pixels))
+        if hr.size[0] < lr.size[0] or hr.size[1] < lr.size[1]:
+            raise UsageError(f"--reference {options.reference}: {hr.size[0]}x{hr.size[1]} is "
+                             f"smaller than the input {lr.size[0]}x{lr.size[1]}")
+        sx, sy = hr.size[0] / lr.size[0], hr.size[1] / lr.size[1]
+        if abs(sx - sy) > 0.02 * max(sx, sy):
+            warnings.append(f"the reference's aspect ratio differs from the input's "
+                            f"(x{sx:.3g} wide, x{sy:.3g} high)")
+        scale, size = (sx + sy) / 2, hr.size
+        mode = "reference"
+    else:
+        lr, hr = _rgb8(source), None
+        size = target_size(lr.size[0], lr.size[1], scale=options.scale,
+                           out_width=options.width, out_height=options.height)
+        scale = (size[0] / lr.size[0] + size[1] / lr.size[1]) / 2
+        mode = "plain"
+    check_output_size(size, options.max_output_pixels)
+    crop = parse_crop(options.crop, size)
+
+    models: dict[str, tuple[object, float]] = {}
+    for name in methods:
+        if name in CLASSICAL:
+            continue
+        began = time.perf_counter()
+        try:
+            models[name] = (load_model(name), time.perf_counter() - began)
+        except UsageError as error:
+            raise UsageError(f"--methods {name}: not one of {', '.join(CLASSICAL)} nor a "
+                             f"usable model ({error})") from None
+
+    out_dir = Path(options.output_dir) if options.output_dir else \
+        input.with_name(f"{input.stem}_compare")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{out_dir}: cannot create the folder ({error.strerror or error})") \
+            from None
+    stem = _safe(input.stem)
+    images: list[str] = []
+
+    def save(image: Image.Image, name: str) -> str:
+        path = out_dir / f"{stem}_{_safe(name)}.png"
+        save_pil(path, image)
+        images.append(str(path))
+        return str(path)
+
+    if mode == "self":
+        save(lr, f"lr_x{scale:g}")
+        save(hr, "hr")
+    lr_array = np.asarray(lr, dtype=np.float32) / 255.0
+
+    records: list[dict] = []
+    outputs: dict[str, Image.Image] = {}
+    for name in methods:
+        if name in CLASSICAL:
+            began = time.perf_counter()
+            out = lr.resize(size, CLASSICAL[name])
+            seconds = time.perf_counter() - began
+            record = {"method": name, "kind": "classical"}
+        else:
+            upscaler, load_seconds = models[name]
+            _warm_up(upscaler, lr_array)
+            began = time.perf_counter()
+            rgb = upscaler.upscale_rgb(lr_array, size)
+            seconds = time.perf_counter() - began
+            out = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")
+            record = {"method": name, "kind": "model",
+                      "model": getattr(upscaler, "model_name", name),
+                      "device": str(getattr(upscaler, "device", "")),
+                      "load_seconds": round(load_seconds, 3)}
+        record["seconds"] = round(seconds, 4)
+        record["output"] = save(out, name)
+        if hr is not None:
+            record["psnr_rgb"] = _finite(psnr_rgb(out, hr, scale))
+            record["psnr_y"] = _finite(psnr_y(out, hr, scale))
+            record["ssim"] = round(ssim(out, hr, scale), 4)
+        outputs[name] = out
+        records.append(record)
+        emit("method", record)
+
+    auto = crop is None
+    if auto:
+        crop = most_detailed_region(hr if hr is not None else lr.resize(size, CLASSICAL["bicubic"]))
+    panels = []
+    if hr is not None:
+        panels.append(("reference (HR)", [f"{size[0]}x{size[1]}"], hr))
+    for record in records:
+        lines = []
+        if hr is not None:
+            lines.append(f"PSNR {_fmt(record['psnr_rgb'])} dB, Y {_fmt(record['psnr_y'])} dB")
+            lines.append(f"SSIM {record['ssim']:.4f}")
+        lines.append(f"{record['seconds']:.3f} s")
+        panels.append((record["method"], lines, outputs[record["method"]]))
+    montage_path = save(make_montage(panels, crop), "montage")
+
+    return {
+        "input": str(input),
+        "mode": mode,
+        "reference": str(options.reference) if options.reference is not None else
+        ("self" if mode == "self" else None),
+        "scale": round(scale, 4),
+        "in_size": list(lr.size),
+        "out_size": list(size),
+        "crop": list(crop),
+        "crop_auto": auto,
+        "output_dir": str(out_dir),
+        "montage": montage_path,
+        "images": images,
+        "methods": records,
+        "protocol": (f"8-bit RGB; {math.ceil(scale)}-pixel border shaved; PSNR-Y on BT.601 "
+                     "studio-range luma; SSIM (scikit-image) on Y") if hr is not None else None,
+        "warnings": warnings,
+    }
+
+
+def _rgb8(image: DecodedImage) -> Image.Image:
+    """8-bit RGB of a decoded image (grey as grey RGB, alpha dropped)."""
+    array = np.round(np.clip(image.rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return Image.fromarray(array, "RGB")
+
+
+def _warm_up(upscaler, lr_array: np.ndarray) -> None:
+    """One tiny run first, so one-time set-up does not count in the model's time."""
+    patch = lr_array[:16, :16]
+    upscaler.upscale_rgb(patch, (patch.shape[1] * 2, patch.shape[0] * 2))
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 4) if math.isfinite(value) else None  # identical images: no number
+
+
+def _fmt(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}"
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a method name ('runs/best.safetensors' -> 'best')."""
+    if "/" in name or "\\" in name or name.endswith((".safetensors", ".pt", ".pth")):
+        name = Path(name.replace("\\", "/")).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "method"

@@ -1,0 +1,135 @@
+"""--precision (auto: fp16 on CUDA, fp32 elsewhere), autocast for fp16/bf16, device selection
+with CUDA and MPS reported unavailable, and the hardware report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sirenup.engine import devices
+from sirenup.engine.devices import AutocastModel, resolve_precision, with_precision
+from sirenup.engine.tiler import upscale_tensor
+from sirenup.errors import UsageError
+
+CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+
+
+@pytest.fixture
+def no_accelerators(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """CUDA 'available' for the decisions only (nothing runs on it)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(devices, "_check_autocast", lambda *args: None)
+
+
+def test_auto_precision_per_device():
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("auto", CUDA) == "fp16"
+    assert resolve_precision("auto", MPS) == "fp32"
+    assert resolve_precision("", CPU) == "fp32"
+
+
+def test_explicit_precisions_on_the_cpu():
+    assert resolve_precision("fp32", CPU) == "fp32"
+    assert resolve_precision("FP32", CPU) == "fp32"
+    assert resolve_precision("bf16", CPU) == "bf16"
+    assert resolve_precision("bfloat16", CPU) == "bf16"
+    with pytest.raises(UsageError, match="fp16: not supported on the CPU"):
+        resolve_precision("fp16", CPU)
+    with pytest.raises(UsageError, match="expected auto, fp32, fp16 or bf16"):
+        resolve_precision("int8", CPU)
+
+
+def test_cuda_precisions(fake_cuda):
+    assert resolve_precision("fp16", CUDA) == "fp16"
+    assert resolve_precision("half", CUDA) == "fp16"
+    with pytest.raises(UsageError, match="bfloat16"):
+        resolve_precision("bf16", CUDA)  # a GPU without bf16
+
+
+def test_autocast_model_matches_fp32(no_accelerators):
+    from sirenup.hub.registry import resolve_model
+    from sirenup.models.weights import load_weights
+
+    model, _ = load_weights(resolve_model("sirenup-base")[1])
+    wrapped = with_precision(model, CPU, "bf16")
+    assert isinstance(wrapped, AutocastModel) and with_precision(model, CPU, "fp32") is model
+    assert wrapped.receptive_radius == model.receptive_radius
+    lr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = upscale_tensor(model, lr, (32, 32), tile=0)
+        low = upscale_tensor(wrapped, lr, (32, 32), tile=0)
+        tiled = upscale_tensor(wrapped, lr, (32, 32), tile=32)
+    assert low.dtype == torch.float32 and tiled.dtype == torch.float32
+    assert (low - ref).abs().max() < 0.05
+    assert (tiled - ref).abs().max() < 0.05
+
+
+def test_upscaler_precision(no_accelerators):
+    from sirenup.engine.upscaler import load_upscaler
+
+    upscaler = load_upscaler(None, device="auto", precision="auto", tile=0)
+    assert upscaler.device == CPU and upscaler.precision == "fp32"
+    bf16 = load_upscaler(None, device="cpu", precision="bf16", tile=0)
+    assert bf16.precision == "bf16"
+    out = bf16.upscale_rgb(np.full((8, 8, 3), 0.5, np.float32), (16, 16))
+    assert out.shape == (16, 16, 3) and out.dtype == np.float32
+
+
+def one_line(result) -> str:
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_cli_unavailable_device_is_exit_2(invoke, make_image, tmp_path, no_accelerators,
+                                          device):
+    result = invoke("upscale", make_image("in.png", size=(16, 16)), "-o", tmp_path / "o.png",
+                    "--device", device)
+    assert result.exit_code == 2
+    assert "not available" in one_line(result)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_auto_reports_the_cpu(invoke, make_image, tmp_path, no_accelerators):
+    result = invoke("upscale", make_image("in.png", size=(16, 16)), "-o", tmp_path / "o.png",
+                    "--scale", "2", "--device", "auto", "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    assert " on cpu" in result.stderr
+
+
+def test_cli_fp16_on_cpu_is_exit_2(invoke, make_image, tmp_path):
+    result = invoke("upscale", make_image("in.png", size=(16, 16)), "-o", tmp_path / "o.png",
+                    "--device", "cpu", "--precision", "fp16")
+    assert result.exit_code == 2
+    assert "--precision fp16" in one_line(result)
+
+
+def test_hardware_report_without_accelerators(no_accelerators, monkeypatch):
+    monkeypatch.setattr(devices, "nvidia_driver_version", lambda: None)
+    cuda = devices.cuda_report()
+    assert cuda["available"] is False and cuda["devices"] == [] and cuda["driver"] is None
+    assert set(cuda) >= {"built", "build_version", "available", "driver", "devices"}
+    assert devices.mps_report()["available"] is False
+    assert devices.available_devices() == ["cpu"]
+    cpu = devices.cpu_report()
+    assert cpu["cores"] >= 1 and cpu["torch_threads"] >= 1 and cpu["model"]
+    device, why = devices.auto_device()
+    assert device == CPU and "no CUDA or MPS" in why
+
+
+def test_available_devices_lists_each_gpu(fake_cuda, monkeypatch):
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+    assert devices.available_devices() == ["cpu", "cuda:0", "cuda:1"]
+    assert devices.auto_device()[0] == CUDA
