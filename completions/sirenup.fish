@@ -128,7 +128,7 @@ complete -c sirenup -n '__sirenup_at sirenup doctor' -l help -s h -d 'Show this 
 
 complete -c sirenup -n '__sirenup_at sirenup models' -a list -d 'Known models: name, size, bundled or cached, and whether the file verifies.'
 complete -c sirenup -n '__sirenup_at sirenup models' -a download -d 'Fetch a model into the cache (verified); print its path on stdout.'
-complete -c sirenup -n '__sirenup_at sirenup models' -a verify -d 'Re-hash bundled and cached models against their recorded sha256 and size; exit 1 if any fails.'
+complete -c sirenup -n '__sirenup_at sirenup models' -a verify -d 'Re-hash bundled and cached models against their sha256 and size; exit 1 on a failure.'
 complete -c sirenup -n '__sirenup_at sirenup models' -a path -d 'Print the cache folder, or where a model\'s weights file is.'
 complete -c sirenup -n '__sirenup_at sirenup models' -a remove -d 'Delete models from the cache (bundled models cannot be removed).'
 complete -c sirenup -n '__sirenup_at sirenup models' -l help -s h -d 'Show this message and exit.'

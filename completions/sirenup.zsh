@@ -65,7 +65,7 @@ _sirenup() {
       ;;
     ("sirenup models")
       opts=('--help:Show this message and exit.' '-h:Show this message and exit.')
-      subs=('list:Known models: name, size, bundled or cached, and whether the file verifies.' 'download:Fetch a model into the cache (verified); print its path on stdout.' 'verify:Re-hash bundled and cached models against their recorded sha256 and size; exit 1 if any fails.' 'path:Print the cache folder, or where a model'\''s weights file is.' 'remove:Delete models from the cache (bundled models cannot be removed).')
+      subs=('list:Known models: name, size, bundled or cached, and whether the file verifies.' 'download:Fetch a model into the cache (verified); print its path on stdout.' 'verify:Re-hash bundled and cached models against their sha256 and size; exit 1 on a failure.' 'path:Print the cache folder, or where a model'\''s weights file is.' 'remove:Delete models from the cache (bundled models cannot be removed).')
       ;;
     ("sirenup models list")
       opts=('--json:Print the list as JSON on stdout.' '--help:Show this message and exit.' '-h:Show this message and exit.')

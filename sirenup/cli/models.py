@@ -116,8 +116,7 @@ def verify(
     json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
     = False,
 ) -> None:
-    """Re-hash bundled and cached models against their recorded sha256 and size; exit 1 if
-    any fails."""
+    """Re-hash bundled and cached models against their sha256 and size; exit 1 on a failure."""
     from rich.markup import escape
 
     from sirenup.hub.registry import REGISTRY, cached_entry, catalogue

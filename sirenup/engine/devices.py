@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import warnings
 
@@ -187,15 +188,22 @@ def cpu_report() -> dict:
 
 
 def nvidia_driver_version() -> str | None:
-    """The NVIDIA driver version from nvidia-smi, or None (no driver, no tool)."""
+    """The NVIDIA driver version (nvidia-smi, else /proc/driver/nvidia/version), or None."""
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
                               "--format=csv,noheader"], capture_output=True, text=True,
                              timeout=10)
+        lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        if out.returncode == 0 and lines:
+            return lines[0]
     except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as f:
+            match = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d[\w.-]*)", f.read())
+        return match[1] if match else None
+    except OSError:
         return None
-    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    return lines[0] if out.returncode == 0 and lines else None
 
 
 def cuda_report() -> dict:
