@@ -178,7 +178,7 @@ def stamp_weights(path: Path, summary: dict, command: str) -> None:
         set_name: {key: {m: round(row[m], 2) for m in METHODS} for key, row in by_scale.items()}
         for set_name, by_scale in summary["means"].items()
     }
-    update_metadata(path, {"measured_quality": {
+    update_metadata(path, {"quality": {
         "metric": "Y-PSNR dB, protocol of shared/data/SOURCES.md", "sets": table,
         "command": command,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, dest="json_out", help="write raw per-image numbers")
     parser.add_argument("--stamp", action="store_true",
                         help="record the set means in the weights file's metadata "
-                             "(measured_quality); the tensors are not touched")
+                             "(quality: read by the registry); the tensors are not touched")
     args = parser.parse_args(argv)
 
     try:

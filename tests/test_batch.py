@@ -332,17 +332,15 @@ def test_decode_and_encode_overlap_the_model(tmp_path, monkeypatch):
     monkeypatch.setattr(batch, "read_image", slow("read", batch.read_image))
     monkeypatch.setattr(batch, "write_image", slow("write", batch.write_image))
     model = SlowUpscaler()
-    began = time.perf_counter()
     report = batch.run_batch([src], tmp_path / "out", batch.BatchOptions(scale=2), lambda: model)
-    wall = time.perf_counter() - began
     assert report["done"] == 6 and report["failed"] == 0
     assert threads == {False}  # decoding and encoding never ran on the model's thread
 
     def overlaps(kind):
         return sum(1 for a, b in spans[kind] for c, d in model.spans if a < d and c < b)
 
+    # Structural, not a timing bar: reads and writes happened while the model was busy.
     assert overlaps("read") >= 3 and overlaps("write") >= 3
-    assert wall < 0.85 * 6 * (0.04 + 0.03 + 0.03)  # well under the serial time
 
 
 # --------------------------------------------------------------------------------------------

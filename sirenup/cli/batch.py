@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sirenup.cli.console import console, handle_errors, print_json, state, warn
+from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 @handle_errors
@@ -35,9 +36,9 @@ def batch(
     precision: Annotated[str, typer.Option(
         "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")] = "auto",
     tile: Annotated[int, typer.Option(
-        "--tile", help="Tile side in input pixels; 0 = whole image.")] = 256,
+        "--tile", help="Tile side in input pixels; 0 = whole image.")] = DEFAULT_TILE,
     overlap: Annotated[int, typer.Option(
-        "--overlap", help="Overlap between tiles in input pixels.")] = 8,
+        "--overlap", help="Overlap between tiles in input pixels.")] = DEFAULT_OVERLAP,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r",
         help="Go through subfolders too, mirrored under OUTPUT_DIR.")] = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sirenup.cli.console import console, handle_errors, info, print_json
+from sirenup.defaults import DEFAULT_TILE
 
 
 @handle_errors
@@ -19,7 +20,8 @@ def bench(
     scale: float = typer.Option(4.0, "--scale", "-s", min=1.0, help="Upscaling factor."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs per method and size."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed runs before timing."),
-    tile: int = typer.Option(256, "--tile", min=0, help="LR tile side (0: whole image)."),
+    tile: int = typer.Option(DEFAULT_TILE, "--tile", min=0,
+                             help="LR tile side (0: whole image)."),
     threads: int | None = typer.Option(None, "--threads", min=1,
                                        help="torch CPU threads (default: torch's choice)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sirenup.cli.console import console, handle_errors, info, print_json, state, warn
+from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 @handle_errors
@@ -45,9 +46,9 @@ def compare(
     precision: Annotated[str, typer.Option(
         "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")] = "auto",
     tile: Annotated[int, typer.Option(
-        "--tile", help="Tile side in input pixels; 0 = whole image.")] = 256,
+        "--tile", help="Tile side in input pixels; 0 = whole image.")] = DEFAULT_TILE,
     overlap: Annotated[int, typer.Option(
-        "--overlap", help="Overlap between tiles in input pixels.")] = 8,
+        "--overlap", help="Overlap between tiles in input pixels.")] = DEFAULT_OVERLAP,
     json: Annotated[bool, typer.Option(
         "--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:

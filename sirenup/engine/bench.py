@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.engine.upscaler import load_upscaler
 from sirenup.hub.registry import DEFAULT_MODEL
 
@@ -175,7 +176,8 @@ def cpu_model() -> str:
 
 def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",
                   sizes: Sequence[int] = (256, 512), scale: float = 4.0, repeats: int = 5,
-                  warmup: int = 1, tile: int = 256, overlap: int = 8, threads: int | None = None,
+                  warmup: int = 1, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                  threads: int | None = None,
                   seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
     """Time the model and the bicubic baselines for each LR size -> a JSON-ready dict."""
     log = log or (lambda message: None)

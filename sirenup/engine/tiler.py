@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.models.patch_siren import LiifSiren, cell_size, output_coords
 
 MIN_TILE = 32
@@ -131,8 +132,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def upscale_tensor(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *, tile: int = 256,
-                   overlap: int = 8) -> torch.Tensor:
+def upscale_tensor(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *,
+                   tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
     """(1, 3, h, w) in [0, 1] -> (1, 3, H, W) in [0, 1].
 
     ``tile=0`` decodes the whole image at once. On out-of-memory, the tile is halved (down to

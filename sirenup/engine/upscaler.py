@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.engine.devices import resolve_device
 from sirenup.engine.imageio import (
     EXTENSIONS,
@@ -38,7 +39,7 @@ class Upscaler:
     """Load ``model`` (registry name or weights path) once; upscale many images."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto",
-                 precision: str = "auto", tile: int = 256, overlap: int = 8):
+                 precision: str = "auto", tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
         from sirenup.engine.devices import resolve_precision, with_precision
 
         self.device = resolve_device(device)
@@ -81,7 +82,8 @@ def check_tiling(tile: int, overlap: int) -> None:
 
 
 def load_upscaler(model: str | os.PathLike | None = None, *, device: str = "auto",
-                  precision: str = "auto", tile: int = 256, overlap: int = 8) -> Upscaler:
+                  precision: str = "auto", tile: int = DEFAULT_TILE,
+                  overlap: int = DEFAULT_OVERLAP) -> Upscaler:
     """Check the tiling options and load the model once; weights errors -> SirenupError."""
     check_tiling(tile, overlap)
     try:
