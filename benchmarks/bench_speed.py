@@ -94,7 +94,7 @@ def environment(device: str | None) -> dict:
         "torch.cuda.get_device_name(0)}))"))
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(),
+        "cpu": probe_python("from sirenup.engine.devices import cpu_model; print(cpu_model())"),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -104,17 +104,6 @@ def environment(device: str | None) -> dict:
         "gpu": torch_info["cuda"] or None,
         "device": device or "default (auto)",
     }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def stats(times: list[float]) -> dict:

@@ -8,6 +8,21 @@ from typing import Annotated
 import typer
 
 from sirenup.cli.console import console, handle_errors, print_json, state, warn
+from sirenup.cli.options import (
+    BackgroundOption,
+    DeviceOption,
+    HeightOption,
+    JsonOption,
+    MaxInputPixelsOption,
+    MaxOutputPixelsOption,
+    ModelOption,
+    OverlapOption,
+    PrecisionOption,
+    QualityOption,
+    ScaleOption,
+    TileOption,
+    WidthOption,
+)
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
@@ -19,26 +34,14 @@ def batch(
     output_dir: Annotated[Path, typer.Argument(
         help="Folder for the results (created if needed).", metavar="OUTPUT_DIR",
         show_default=False)],
-    scale: Annotated[float | None, typer.Option(
-        "--scale", "-s", show_default=False,
-        help="Scale factor, any real >= 1 (default: 4).")] = None,
-    width: Annotated[int | None, typer.Option(
-        "--width", show_default=False,
-        help="Output width; alone, the height keeps the aspect ratio.")] = None,
-    height: Annotated[int | None, typer.Option(
-        "--height", show_default=False,
-        help="Output height; alone, the width keeps the aspect ratio.")] = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", show_default=False,
-        help="Model name or weights file (default: sirenup-base).")] = None,
-    device: Annotated[str, typer.Option(
-        "--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(
-        "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")] = "auto",
-    tile: Annotated[int, typer.Option(
-        "--tile", help="Tile side in input pixels; 0 = whole image.")] = DEFAULT_TILE,
-    overlap: Annotated[int, typer.Option(
-        "--overlap", help="Overlap between tiles in input pixels.")] = DEFAULT_OVERLAP,
+    scale: ScaleOption = None,
+    width: WidthOption = None,
+    height: HeightOption = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    tile: TileOption = DEFAULT_TILE,
+    overlap: OverlapOption = DEFAULT_OVERLAP,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r",
         help="Go through subfolders too, mirrored under OUTPUT_DIR.")] = False,
@@ -51,25 +54,15 @@ def batch(
         "--format", "-f", show_default=False,
         help="png, jpg, webp, tif or bmp (default: the input's format when sirenup writes it, "
              "else png).")] = None,
-    quality: Annotated[int | None, typer.Option(
-        "--quality", show_default=False, help="JPEG/WebP quality, 1-100 (default: 95).")] = None,
-    background: Annotated[str | None, typer.Option(
-        "--background", show_default=False, metavar="COLOR",
-        help="Flatten transparency onto this colour for formats without alpha (jpg, bmp).")
-    ] = None,
-    max_input_pixels: Annotated[int | None, typer.Option(
-        "--max-input-pixels", show_default=False,
-        help="Refuse inputs with more pixels (default: Pillow's decompression-bomb limit, "
-             "about 89.5 MP; 0 = no limit).")] = None,
-    max_output_pixels: Annotated[int, typer.Option(
-        "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")
-    ] = 400_000_000,
+    quality: QualityOption = None,
+    background: BackgroundOption = None,
+    max_input_pixels: MaxInputPixelsOption = None,
+    max_output_pixels: MaxOutputPixelsOption = 400_000_000,
     shard: Annotated[str | None, typer.Option(
         "--shard", show_default=False, metavar="K/N",
         help="Process only the K-th of N deterministic parts (K from 1), e.g. one per "
              "machine or job-array task.")] = None,
-    json: Annotated[bool, typer.Option(
-        "--json", help="Print the report as JSON on stdout.")] = False,
+    json: JsonOption = False,
 ) -> None:
     """Upscale every image of the INPUTs into OUTPUT_DIR, loading the model once.
 

@@ -9,6 +9,13 @@ from typing import Annotated
 import typer
 
 from sirenup.cli.console import console, handle_errors, info, print_json, state, warn
+from sirenup.cli.options import (
+    DeviceOption,
+    JsonOption,
+    OverlapOption,
+    PrecisionOption,
+    TileOption,
+)
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
@@ -41,16 +48,11 @@ def compare(
         "--crop", show_default=False, metavar="X,Y,W,H",
         help="Region to enlarge in the montage, in output pixels (default: the most detailed "
              "one).")] = None,
-    device: Annotated[str, typer.Option(
-        "--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(
-        "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")] = "auto",
-    tile: Annotated[int, typer.Option(
-        "--tile", help="Tile side in input pixels; 0 = whole image.")] = DEFAULT_TILE,
-    overlap: Annotated[int, typer.Option(
-        "--overlap", help="Overlap between tiles in input pixels.")] = DEFAULT_OVERLAP,
-    json: Annotated[bool, typer.Option(
-        "--json", help="Print the report as JSON on stdout.")] = False,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    tile: TileOption = DEFAULT_TILE,
+    overlap: OverlapOption = DEFAULT_OVERLAP,
+    json: JsonOption = False,
 ) -> None:
     """Compare upscaling methods on one image: outputs, a montage, PSNR/SSIM and time.
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.engine.devices import cpu_model
 from sirenup.engine.upscaler import load_upscaler
 from sirenup.hub.registry import DEFAULT_MODEL
 
@@ -161,17 +162,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
     return cpu_model()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",

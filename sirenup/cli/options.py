@@ -1,0 +1,42 @@
+"""Options shared by the commands that compute, declared once (Typer ``Annotated`` aliases).
+
+Imports only typer, so CLI start-up stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ScaleOption = Annotated[float | None, typer.Option(
+    "--scale", "-s", show_default=False, help="Scale factor, any real >= 1 (default: 4).")]
+WidthOption = Annotated[int | None, typer.Option(
+    "--width", show_default=False,
+    help="Output width; alone, the height keeps the aspect ratio.")]
+HeightOption = Annotated[int | None, typer.Option(
+    "--height", show_default=False,
+    help="Output height; alone, the width keeps the aspect ratio.")]
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", "-m", show_default=False,
+    help="Registry name, weights file or URL, optionally ending in #sha256=HEX "
+         "(default: sirenup-base).")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOption = Annotated[str, typer.Option(
+    "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")]
+TileOption = Annotated[int, typer.Option(
+    "--tile", help="Tile side in input pixels; 0 = whole image.")]
+OverlapOption = Annotated[int, typer.Option(
+    "--overlap", help="Overlap between tiles in input pixels.")]
+QualityOption = Annotated[int | None, typer.Option(
+    "--quality", show_default=False, help="JPEG/WebP quality, 1-100 (default: 95).")]
+BackgroundOption = Annotated[str | None, typer.Option(
+    "--background", show_default=False, metavar="COLOR",
+    help="Flatten transparency onto this colour for formats without alpha (jpg, bmp).")]
+MaxInputPixelsOption = Annotated[int | None, typer.Option(
+    "--max-input-pixels", show_default=False,
+    help="Refuse inputs with more pixels (default: Pillow's decompression-bomb limit, "
+         "about 89.5 MP; 0 = no limit).")]
+MaxOutputPixelsOption = Annotated[int, typer.Option(
+    "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
