@@ -144,6 +144,11 @@ class AutocastModel(nn.Module):
         with self._autocast():
             return self.model.decode(pre, lr, coords, cell).float()
 
+    def decode_grid(self, pre: torch.Tensor, lr: torch.Tensor, xs: torch.Tensor,
+                    ys: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.model.decode_grid(pre, lr, xs, ys, cell).float()
+
     def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(lr), lr, coords, cell)
 

@@ -80,13 +80,22 @@ def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw:
     cell = cell_size(out_h, out_w, in_h, in_w, device=lr.device)
     rows_per_chunk = max(1, QUERIES_PER_CHUNK // max(x1 - x0, 1))
     chunks = []
+    xs = output_axis(out_w, in_w, x0, x1, origin[0], device=lr.device)
     for ys in range(y0, y1, rows_per_chunk):
         ye = min(ys + rows_per_chunk, y1)
-        coords = output_coords(out_h, out_w, in_h, in_w, y0=ys, y1=ye, x0=x0, x1=x1,
-                               origin=(float(origin[0]), float(origin[1])), device=lr.device)
-        rgb = model.decode(pre, lr, coords.to(pre.dtype), cell.to(pre.dtype))  # (1, N, 3)
-        chunks.append(rgb[0].T.reshape(3, ye - ys, x1 - x0))  # (B, N, 3) view of (3, N)
+        ys_lr = output_axis(out_h, in_h, ys, ye, origin[1], device=lr.device)
+        rgb = model.decode_grid(pre, lr, xs, ys_lr, cell)  # (1, 3, rows, cols)
+        chunks.append(rgb[0])
     return torch.cat(chunks, dim=1)
+
+
+def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
+                device=None) -> torch.Tensor:
+    """LR coordinates of output pixels [start, stop) along one axis, relative to ``origin``:
+    x = (X + 0.5) * in / out - 0.5 - origin (the convention of ``output_coords``)."""
+    grid = output_coords(out_len, 1, in_len, 1, y0=start, y1=stop, origin=(0.0, float(origin)),
+                         device=device)
+    return grid[0, :, 1]
 
 
 @torch.no_grad()

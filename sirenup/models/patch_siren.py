@@ -112,6 +112,35 @@ def sample(image: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor
     return out.squeeze(2)  # (B, C, N)
 
 
+def sample_grid_bilinear(image: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of (B, C, h, w) on the grid ys x xs (LR coords) -> (B, C, H, W).
+
+    Same values as ``sample(..., "bilinear")`` at every (x, y) of the grid (edges replicated),
+    but separable: interpolate along x at LR height, then along y with contiguous row copies,
+    much faster than grid_sample's per-point gather of many channels.
+    """
+    def taps(coords: torch.Tensor, size: int):
+        c = coords.clamp(0, size - 1)
+        lo = c.floor().long()
+        return lo, (lo + 1).clamp(max=size - 1), (c - lo).to(image.dtype)
+
+    x0, x1, tx = taps(xs, image.shape[-1])
+    y0, y1, ty = taps(ys, image.shape[-2])
+    top, bottom = int(y0.min()), int(y1.max()) + 1  # only the LR rows these queries touch
+    # Channels-last for the x gather: it then copies whole C-vectors instead of single floats.
+    band = image[..., top:bottom, :].permute(0, 2, 3, 1).contiguous()  # (B, h', w, C)
+    rows = torch.lerp(band.index_select(2, x0), band.index_select(2, x1), tx[:, None])
+    rows = rows.permute(0, 3, 1, 2).contiguous()  # (B, C, h', W)
+    return torch.lerp(rows.index_select(-2, y0 - top), rows.index_select(-2, y1 - top),
+                      ty[:, None])
+
+
+def offset_encoding_1d(coords: torch.Tensor) -> torch.Tensor:
+    """``offset_encoding`` of one axis: (N,) -> (2, N) = (sin, cos) of 2*pi*offset."""
+    phase = (2.0 * math.pi) * (coords - torch.round(coords))
+    return torch.stack([torch.sin(phase), torch.cos(phase)])
+
+
 class PatchConditionedSiren(nn.Module):
     """Decoder: (3x3 LR feature patch, offset, cell) -> RGB residual, through sine layers.
 
@@ -159,9 +188,28 @@ class PatchConditionedSiren(nn.Module):
             return torch.baddbmm(z + bias, offset_weight.expand(z.shape[0], -1, -1), offsets)
         return z.add_(bias).baddbmm_(offset_weight.expand(z.shape[0], -1, -1), offsets)
 
+    def first_layer_input_grid(self, pre: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
+                               cell: torch.Tensor) -> torch.Tensor:
+        """``first_layer_input`` for the queries of the grid ys x xs -> (B, D, H*W), no grad.
+
+        The offset encoding is separable (sin/cos of the x offset and of the y offset), so its
+        term is a per-column plus a per-row table instead of a product per query.
+        """
+        w0, weight = self.w0_first, self.offset_proj.weight  # (D, 4): sin x, sin y, cos x, cos y
+        per_col = (w0 * weight[:, 0::2]) @ offset_encoding_1d(xs)  # (D, W)
+        per_row = (w0 * weight[:, 1::2]) @ offset_encoding_1d(ys)  # (D, H)
+        per_row = per_row + (w0 * self.cell_proj(cell)).unsqueeze(-1)  # (B, D, H)
+        z = sample_grid_bilinear(pre, xs, ys)  # (B, D, H, W)
+        z += per_col[None, :, None, :]
+        z += per_row[..., None]
+        return z.flatten(2)
+
     def forward(self, pre: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) map, (B, N, 2) coords, (B, 2) cells -> RGB residual (B, 3, N)."""
-        h = _sin(self.first_layer_input(pre, coords, cell))  # (B, D, N)
+        return self.tail(_sin(self.first_layer_input(pre, coords, cell)))
+
+    def tail(self, h: torch.Tensor) -> torch.Tensor:
+        """First-layer activations (B, D, N) -> RGB residual (B, 3, N)."""
         for layer in self.hidden_layers:
             w0, linear = layer.w0, layer.linear
             h = _sin(torch.baddbmm((w0 * linear.bias).unsqueeze(-1),
@@ -209,6 +257,20 @@ class LiifSiren(nn.Module):
         """
         base = sample(lr, coords, "bicubic")  # (B, 3, N)
         return (base + self.decoder(pre, coords, self.cell_input(cell))).transpose(1, 2)
+
+    @torch.no_grad()
+    def decode_grid(self, pre: torch.Tensor, lr: torch.Tensor, xs: torch.Tensor,
+                    ys: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """Inference on the output grid ys x xs (LR coords (W,), (H,)) -> (B, 3, H, W).
+
+        Same result as ``decode`` at those points, computed the faster separable way.
+        """
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        coords = torch.stack([gx, gy], dim=-1).reshape(1, -1, 2).expand(pre.shape[0], -1, -1)
+        base = sample(lr, coords, "bicubic")  # (B, 3, N)
+        z = self.decoder.first_layer_input_grid(pre, xs, ys, self.cell_input(cell))
+        rgb = base + self.decoder.tail(_sin(z))
+        return rgb.reshape(pre.shape[0], 3, ys.numel(), xs.numel())
 
     def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(lr), lr, coords, cell)
