@@ -208,3 +208,15 @@ def invoke(runner: CliRunner) -> Callable:
         return runner.invoke(app, [str(a) for a in args])
 
     return run
+
+
+@pytest.fixture
+def no_accelerators(monkeypatch):
+    """CUDA and MPS reported unavailable, so device tests hold on any machine."""
+    import torch
+
+    from sirenup.engine import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)

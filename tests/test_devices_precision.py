@@ -16,13 +16,6 @@ CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
 
 @pytest.fixture
-def no_accelerators(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    monkeypatch.setattr(devices, "mps_available", lambda: False)
-
-
-@pytest.fixture
 def fake_cuda(monkeypatch):
     """CUDA 'available' for the decisions only (nothing runs on it)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -83,13 +83,6 @@ def test_scale_label():
 # -- devices -----------------------------------------------------------------------------------
 
 @pytest.fixture
-def no_accelerators(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    monkeypatch.setattr(devices, "mps_available", lambda: False)
-
-
-@pytest.fixture
 def one_cuda_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
