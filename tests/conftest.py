@@ -220,3 +220,15 @@ def no_accelerators(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(devices, "mps_available", lambda: False)
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    """An empty model cache for this test (SIRENUP_CACHE_DIR), online, fast retries."""
+    from sirenup.hub import download
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(root))
+    monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    return root

@@ -27,14 +27,11 @@ PATH = "/m.safetensors"
 
 
 @pytest.fixture
-def cache_root(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(root))
-    monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
-    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+def cache_root(cache_root, monkeypatch) -> Path:
+    """conftest's empty cache, plus short time-outs and download messages on."""
     monkeypatch.setattr(download, "TIMEOUT_S", 10.0)
     monkeypatch.setattr(download, "verbose", True)
-    return root
+    return cache_root
 
 
 @pytest.fixture

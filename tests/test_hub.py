@@ -26,14 +26,6 @@ BASE_BYTES = BASE.read_bytes()
 BASE_SHA = hashlib.sha256(BASE_BYTES).hexdigest()
 
 
-@pytest.fixture
-def cache_root(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(root))
-    monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
-    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
-    return root
-
 
 @pytest.fixture
 def server():
