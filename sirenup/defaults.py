@@ -7,3 +7,7 @@ import time, and ``sirenup --help`` must not import torch."""
 DEFAULT_TILE = 512
 # LR pixels over which neighbouring tiles are cross-faded.
 DEFAULT_OVERLAP = 8
+# zlib level of PNG outputs. Pillow's default, 6, takes 2.7x the time of 4 on upscaled photos
+# (4-9 MP; 3.62 s vs 1.30 s at 9.4 MP) for files only 2.5-6% smaller; 1 is faster still but
+# its files are ~18% bigger.
+DEFAULT_PNG_COMPRESSION = 4

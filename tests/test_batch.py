@@ -193,8 +193,8 @@ def test_stale_temporary_files_are_removed(invoke, tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["nope"], ["--shard", "0/3"], ["--shard", "4/3"], ["--shard", "x"], ["--format", "gif"],
-    ["--quality", "0"], ["--scale", "0.5"], ["--tile", "8"], ["--background", "nope"],
-    ["--max-input-pixels", "-1"], ["--model", "no-such-model"]])
+    ["--quality", "0"], ["--png-compression", "10"], ["--scale", "0.5"], ["--tile", "8"],
+    ["--background", "nope"], ["--max-input-pixels", "-1"], ["--model", "no-such-model"]])
 def test_bad_usage_exit_2(invoke, tmp_path, args):
     src = make_folder(tmp_path / "in", ["a.png"])
     extra = [tmp_path / "nope"] if args == ["nope"] else []
@@ -203,6 +203,17 @@ def test_bad_usage_exit_2(invoke, tmp_path, args):
     assert result.exit_code == 2, result.output
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
     assert not (tmp_path / "out").exists() or not files_under(tmp_path / "out")
+
+
+def test_png_compression(invoke, tmp_path):
+    src = make_folder(tmp_path / "in", ["a.png"])
+    for level in ("0", "9"):
+        result, _ = run(invoke, src, tmp_path / f"l{level}", "--scale", "2",
+                        "--png-compression", level)
+        assert result.exit_code == 0, result.output
+    lo, hi = tmp_path / "l0" / "a.png", tmp_path / "l9" / "a.png"
+    assert lo.stat().st_size > hi.stat().st_size
+    assert np.array_equal(np.asarray(Image.open(lo)), np.asarray(Image.open(hi)))
 
 
 def test_missing_output_dir_argument_exit_2(invoke, tmp_path):

@@ -65,13 +65,28 @@ def test_summary_line(invoke, make_image, tmp_path):
                                      ["--width", "30", "--height", "10"],
                                      ["--scale", "2", "--width", "48"],
                                      ["--tile", "8"], ["--overlap", "-1"],
-                                     ["--quality", "0"], ["--format", "gif"],
+                                     ["--quality", "0"], ["--png-compression", "10"],
+                                     ["--format", "gif"],
                                      ["--model", "no-such-model"]])
 def test_bad_options_exit_2(invoke, make_image, tmp_path, options):
     result = invoke("upscale", make_image("in.png"), "-o", tmp_path / "o.png", *options)
     assert result.exit_code == 2, result.output
     one_error_line(result)
     assert not (tmp_path / "o.png").exists()
+
+
+def test_png_compression(invoke, make_image, tmp_path):
+    src = make_image("in.png")
+    for level in ("0", "9"):
+        result = invoke("upscale", src, "-o", tmp_path / f"l{level}.png", "--scale", "2",
+                        "--png-compression", level)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "l0.png").stat().st_size > (tmp_path / "l9.png").stat().st_size
+    with Image.open(tmp_path / "l0.png") as lo, Image.open(tmp_path / "l9.png") as hi:
+        assert lo.size == (48, 40) and np.array_equal(np.asarray(lo), np.asarray(hi))
+    result = invoke("upscale", src, "-o", tmp_path / "bad.png", "--png-compression", "10")
+    assert result.exit_code == 2
+    assert "--png-compression 10: must be between 0 and 9" in one_error_line(result)
 
 
 def test_missing_file(invoke, tmp_path):

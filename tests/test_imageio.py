@@ -170,6 +170,25 @@ def test_quality_applies_to_lossy_formats(make_image, tmp_path):
     assert (tmp_path / "lo.jpg").stat().st_size < (tmp_path / "hi.jpg").stat().st_size
 
 
+def test_png_compression_level(make_image, tmp_path):
+    image = read_image(make_image("a.png", size=(64, 48)))
+    for level in (0, 9, 4):
+        write_image(tmp_path / f"l{level}.png", image, png_compression=level)
+    write_image(tmp_path / "default.png", image)
+    assert (tmp_path / "l0.png").stat().st_size > (tmp_path / "l9.png").stat().st_size
+    assert (tmp_path / "default.png").read_bytes() == (tmp_path / "l4.png").read_bytes()
+    with Image.open(tmp_path / "l0.png") as lo, Image.open(tmp_path / "l9.png") as hi:
+        assert np.array_equal(np.asarray(lo), np.asarray(hi))
+
+
+@pytest.mark.parametrize("level", [-1, 10])
+def test_png_compression_out_of_range(make_image, tmp_path, level):
+    image = read_image(make_image("a.png"))
+    with pytest.raises(UsageError, match=f"--png-compression {level}: must be between 0 and 9"):
+        write_image(tmp_path / "out.png", image, png_compression=level)
+    assert not list(tmp_path.glob("out.*"))
+
+
 def test_atomic_write_mode_and_no_temp_left(make_image, tmp_path):
     image = read_image(make_image("a.png"))
     out = tmp_path / "out.png"
@@ -246,6 +265,23 @@ def test_sixteen_bit_colour_round_trip(tmp_path, channels, ext):
     if ext == "png":
         assert png_bit_depth(out) == 16
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_sixteen_bit_png_compression_level(tmp_path):
+    from conftest import deep_pattern, png_bit_depth, write_png16
+
+    values = deep_pattern(32, 24)
+    image = read_image(write_png16(tmp_path / "deep.png", values))
+    for level in (0, 9, 4):
+        write_image(tmp_path / f"l{level}.png", image, png_compression=level)
+    write_image(tmp_path / "default.png", image)
+    assert (tmp_path / "l0.png").stat().st_size > (tmp_path / "l9.png").stat().st_size
+    assert (tmp_path / "default.png").read_bytes() == (tmp_path / "l4.png").read_bytes()
+    for level in (0, 9):
+        out = tmp_path / f"l{level}.png"
+        assert png_bit_depth(out) == 16
+        again = read_image(out)
+        assert np.array_equal(np.round(again.rgb * 65535).astype(np.uint16), values)
 
 
 def test_sixteen_bit_colour_tiff_from_tifffile(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sirenup.models import patch_siren
 from sirenup.models.patch_siren import (
     CELL_FEATURES,
     OFFSET_FEATURES,
@@ -256,11 +257,15 @@ def test_config_round_trip():
     assert model.config == config
 
 
+@pytest.mark.parametrize("block", [None, 7])
 @pytest.mark.parametrize("out_hw", [(40, 52), (23, 31), (17, 17)])
-def test_decode_grid_matches_pointwise_decode(out_hw):
-    """The separable inference path computes the same function as the training path."""
+def test_decode_grid_matches_pointwise_decode(out_hw, block, monkeypatch):
+    """The separable inference path computes the same function as the training path, also
+    when a band is decoded in several blocks of columns."""
     from sirenup.engine.tiler import output_axis
 
+    if block is not None:
+        monkeypatch.setattr(patch_siren, "QUERIES_PER_BLOCK", block)
     torch.manual_seed(3)
     model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=1, hidden=16)).eval()
     with torch.no_grad():
@@ -275,3 +280,18 @@ def test_decode_grid_matches_pointwise_decode(out_hw):
                                  output_axis(out_h, in_h, 0, out_h, 0), cell)
     expected = points[0].T.reshape(3, out_h, out_w)
     assert torch.allclose(grid[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_separable_sampler_matches_grid_sample(mode):
+    """Both passes, edges included (coordinates reach half a pixel past the border)."""
+    torch.manual_seed(5)
+    image = torch.randn(2, 5, 9, 12)
+    xs, ys = torch.linspace(-0.5, 11.5, 17), torch.linspace(-0.5, 8.5, 13)
+    taps = patch_siren.linear_taps if mode == "bilinear" else patch_siren.cubic_taps
+    sampler = patch_siren.SeparableSampler(image, xs, ys, taps)
+    got = torch.cat([sampler.columns(0, 6), sampler.columns(6, 17)], dim=2)  # (B, H, W, C)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    coords = torch.stack([gx, gy], dim=-1).reshape(1, -1, 2).expand(2, -1, -1)
+    expected = patch_siren.sample(image, coords, mode).view(2, 5, 13, 17).permute(0, 2, 3, 1)
+    assert torch.allclose(got, expected, atol=1e-5)

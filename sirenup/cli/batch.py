@@ -17,6 +17,7 @@ from sirenup.cli.options import (
     MaxOutputPixelsOption,
     ModelOption,
     OverlapOption,
+    PngCompressionOption,
     PrecisionOption,
     QualityOption,
     ScaleOption,
@@ -55,6 +56,7 @@ def batch(
         help="png, jpg, webp, tif or bmp (default: the input's format when sirenup writes it, "
              "else png).")] = None,
     quality: QualityOption = None,
+    png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
     max_output_pixels: MaxOutputPixelsOption = 400_000_000,
@@ -76,7 +78,8 @@ def batch(
     check_tiling(tile, overlap)
     options = BatchOptions(
         scale=scale, width=width, height=height, recursive=recursive, overwrite=overwrite,
-        suffix=suffix, format=format, quality=quality, background=background,
+        suffix=suffix, format=format, quality=quality, png_compression=png_compression,
+        background=background,
         max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels, shard=shard)
     view = _Progress(enabled=not state["quiet"])
 

@@ -30,6 +30,9 @@ OverlapOption = Annotated[int, typer.Option(
     "--overlap", help="Overlap between tiles in input pixels.")]
 QualityOption = Annotated[int | None, typer.Option(
     "--quality", show_default=False, help="JPEG/WebP quality, 1-100 (default: 95).")]
+PngCompressionOption = Annotated[int | None, typer.Option(
+    "--png-compression", show_default=False,
+    help="PNG zlib level 0-9: lower is faster, higher is smaller (default: 4).")]
 BackgroundOption = Annotated[str | None, typer.Option(
     "--background", show_default=False, metavar="COLOR",
     help="Flatten transparency onto this colour for formats without alpha (jpg, bmp).")]

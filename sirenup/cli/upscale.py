@@ -17,6 +17,7 @@ from sirenup.cli.options import (
     MaxOutputPixelsOption,
     ModelOption,
     OverlapOption,
+    PngCompressionOption,
     PrecisionOption,
     QualityOption,
     ScaleOption,
@@ -44,6 +45,7 @@ def upscale(
         "--format", "-f", show_default=False,
         help="png, jpg, webp, tif or bmp (default: from the output extension).")] = None,
     quality: QualityOption = None,
+    png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
     max_output_pixels: MaxOutputPixelsOption = 400_000_000,
@@ -57,7 +59,8 @@ def upscale(
     upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
                              overlap=overlap)
     report = upscale_file(upscaler, input, output, scale=scale, width=width, height=height,
-                          format=format, quality=quality, background=background,
+                          format=format, quality=quality, png_compression=png_compression,
+                          background=background,
                           max_input_pixels=max_input_pixels,
                           max_output_pixels=max_output_pixels,
                           on_warning=lambda message: warn(escape(message)))

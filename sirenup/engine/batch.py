@@ -32,6 +32,7 @@ from sirenup.engine.imageio import (
     EXTENSIONS,
     FORMATS,
     check_output_size,
+    check_png_compression,
     check_quality,
     check_writable,
     image_extensions,
@@ -59,6 +60,7 @@ class BatchOptions:
     suffix: str = ""
     format: str | None = None
     quality: int | None = None
+    png_compression: int | None = None  # None: DEFAULT_PNG_COMPRESSION
     background: str | None = None
     max_input_pixels: int | None = None  # None: Pillow's limit; 0: none
     max_output_pixels: int | None = None  # None: 400 MP; 0: none
@@ -194,6 +196,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         raise UsageError("give at least one INPUT and an OUTPUT_DIR")
     shard = parse_shard(options.shard)
     check_quality(options.quality)
+    check_png_compression(options.png_compression)
     input_limit(options.max_input_pixels)
     check_output_size((1, 1), options.max_output_pixels)
     color = parse_color(options.background) if options.background is not None else None
@@ -276,7 +279,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
             raise SirenupError(f"cannot create the folder {job.dst.parent} "
                                f"({(error.strerror or str(error)).lower()})") from None
         write_image(job.dst, result, format=options.format, quality=options.quality,
-                    background=color)
+                    background=color, png_compression=options.png_compression)
 
     def finish(pending: tuple[Job, Future, dict] | None) -> None:
         nonlocal out_pixels

@@ -35,6 +35,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sirenup.defaults import DEFAULT_PNG_COMPRESSION
 from sirenup.errors import SirenupError, UsageError
 
 # Pillow format name for each extension we write.
@@ -134,6 +135,11 @@ def parse_color(text: str) -> tuple[int, int, int]:
 def check_quality(quality: int | None) -> None:
     if quality is not None and not 1 <= quality <= 100:
         raise UsageError(f"--quality {quality}: must be between 1 and 100")
+
+
+def check_png_compression(level: int | None) -> None:
+    if level is not None and not 0 <= level <= 9:
+        raise UsageError(f"--png-compression {level}: must be between 0 and 9")
 
 
 def _mp(pixels: int) -> str:
@@ -435,33 +441,39 @@ def flatten(image: DecodedImage, background: tuple[int, int, int]) -> DecodedIma
 
 def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | None = None,
                 quality: int | None = None,
-                background: tuple[int, int, int] | None = None) -> None:
+                background: tuple[int, int, int] | None = None,
+                png_compression: int | None = None) -> None:
     """Write ``image`` to ``path`` atomically, in ``format`` or the one its extension names.
 
     Alpha into a format without alpha: an error unless ``background`` flattens it.
+    ``png_compression``: zlib level 0-9 of PNG outputs (None: DEFAULT_PNG_COMPRESSION).
     """
     path = Path(path)
     fmt = check_writable(path, image, format, background)
     check_quality(quality)
+    check_png_compression(png_compression)
+    level = DEFAULT_PNG_COMPRESSION if png_compression is None else png_compression
     if image.alpha is not None and fmt not in ALPHA_FORMATS:
         image = flatten(image, background)
     if image.bit_depth == 16 and not image.grey and fmt in SIXTEEN_BIT_FORMATS:
         deep = _to_uint16(image)
         if fmt == "PNG":
-            data = _encode_png16(deep, icc=image.icc_profile, exif=_exif_bytes(image.exif))
+            data = _encode_png16(deep, icc=image.icc_profile, exif=_exif_bytes(image.exif),
+                                 level=level)
             atomic_write(path, lambda f: f.write(data))
         else:
             atomic_write(path, lambda f: _write_tiff16(f, deep, image.icc_profile))
         return
     pil = to_pil(image, sixteen_bit=fmt in SIXTEEN_BIT_FORMATS)
-    options = _save_options(fmt, image, pil.mode, quality)
+    options = _save_options(fmt, image, pil.mode, quality, level)
     atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
 
 
 def save_pil(path: str | os.PathLike, pil: Image.Image, format: str | None = None) -> None:
     """Write a Pillow image atomically (montages and other pictures sirenup draws)."""
     fmt = output_format(path, format)
-    atomic_write(path, lambda f: pil.save(f, format=fmt))
+    options = {"compress_level": DEFAULT_PNG_COMPRESSION} if fmt == "PNG" else {}
+    atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], object]) -> None:
@@ -503,8 +515,9 @@ def is_temp_of(name: str, target: str) -> bool:
 
 def to_pil(image: DecodedImage, *, sixteen_bit: bool = True) -> Image.Image:
     """DecodedImage -> Pillow image: L / I;16 / LA for grey, RGB / RGBA for colour (8-bit)."""
-    rgb = np.clip(np.asarray(image.rgb, dtype=np.float32), 0.0, 1.0)
+    rgb = np.asarray(image.rgb, dtype=np.float32)
     if image.grey:
+        rgb = np.clip(rgb, 0.0, 1.0)
         y = rgb @ LUMA if rgb.ndim == 3 else rgb
         if image.bit_depth == 16 and sixteen_bit and image.alpha is None:
             return Image.fromarray(np.round(y * 65535.0).astype(np.uint16))  # mode I;16
@@ -519,7 +532,10 @@ def to_pil(image: DecodedImage, *, sixteen_bit: bool = True) -> Image.Image:
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """[0, 1] floats -> uint8, rounded; one temporary, updated in place (large outputs)."""
+    scaled = np.multiply(values, 255.0, dtype=np.float32)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 def _to_uint16(image: DecodedImage) -> np.ndarray:
@@ -530,9 +546,10 @@ def _to_uint16(image: DecodedImage) -> np.ndarray:
     return np.round(planes * 65535.0).astype(np.uint16)
 
 
-def _encode_png16(array: np.ndarray, *, icc: bytes | None = None,
-                  exif: bytes | None = None) -> bytes:
-    """(H, W, 3|4) uint16 -> a 16-bit RGB/RGBA PNG file (filter 'Up' on every row)."""
+def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | None = None,
+                  level: int = DEFAULT_PNG_COMPRESSION) -> bytes:
+    """(H, W, 3|4) uint16 -> a 16-bit RGB/RGBA PNG file (filter 'Up' on every row), pixel
+    data compressed at zlib ``level``."""
     height, width, channels = array.shape
     colour_type = {3: 2, 4: 6}[channels]
     rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
@@ -551,7 +568,7 @@ def _encode_png16(array: np.ndarray, *, icc: bytes | None = None,
         parts.append(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
     if exif:
         parts.append(chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    parts.append(chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
+    parts.append(chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)))
     parts.append(chunk(b"IEND", b""))
     return b"".join(parts)
 
@@ -571,8 +588,11 @@ def _exif_bytes(exif: bytes | None) -> bytes | None:
     return parsed.tobytes() if parsed is not None else None
 
 
-def _save_options(fmt: str, image: DecodedImage, mode: str, quality: int | None) -> dict:
+def _save_options(fmt: str, image: DecodedImage, mode: str, quality: int | None,
+                  png_compression: int = DEFAULT_PNG_COMPRESSION) -> dict:
     options: dict = {}
+    if fmt == "PNG":
+        options["compress_level"] = png_compression
     if fmt in LOSSY_FORMATS:
         options["quality"] = DEFAULT_QUALITY if quality is None else quality
         if fmt == "JPEG" and options["quality"] >= 90:

@@ -18,7 +18,9 @@ from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.models.patch_siren import LiifSiren, cell_size, output_coords
 
 MIN_TILE = 32
-QUERIES_PER_CHUNK = 1 << 14  # queries decoded at once: (64, 16k) fp32 activations stay in cache
+# Output rows per decode_grid call: enough that each band's x interpolation serves many rows,
+# few enough that its row-blending product stays cheap (about 10 LR rows per band).
+MIN_BAND_ROWS, MAX_BAND_ROWS = 8, 32
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def blend_weights(span: Span, length: int, overlap: int, lr_len: int, out_len: i
 def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: tuple[int, int],
                   image_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
                   origin: tuple[int, int]) -> torch.Tensor:
-    """Decode output rows x cols of the whole image from a tile's encoding -> (3, h, w).
+    """Decode output rows x cols of the whole image from a tile's encoding -> (h, w, 3).
 
     ``lr``/``pre`` cover the tile read from ``origin`` (x, y) of the image of ``image_hw``.
     """
@@ -78,15 +80,16 @@ def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw:
     in_h, in_w = image_hw
     (y0, y1), (x0, x1) = rows, cols
     cell = cell_size(out_h, out_w, in_h, in_w, device=lr.device)
-    rows_per_chunk = max(1, QUERIES_PER_CHUNK // max(x1 - x0, 1))
-    chunks = []
+    # Channels-last once per tile: every band's gather then reads whole feature vectors.
+    pre = pre.contiguous(memory_format=torch.channels_last)
+    band_rows = min(MAX_BAND_ROWS, max(MIN_BAND_ROWS, round(8 * out_h / in_h)))
     xs = output_axis(out_w, in_w, x0, x1, origin[0], device=lr.device)
-    for ys in range(y0, y1, rows_per_chunk):
-        ye = min(ys + rows_per_chunk, y1)
-        ys_lr = output_axis(out_h, in_h, ys, ye, origin[1], device=lr.device)
-        rgb = model.decode_grid(pre, lr, xs, ys_lr, cell)  # (1, 3, rows, cols)
-        chunks.append(rgb[0])
-    return torch.cat(chunks, dim=1)
+    out = lr.new_empty(y1 - y0, x1 - x0, 3)
+    for top in range(y0, y1, band_rows):
+        bottom = min(top + band_rows, y1)
+        ys = output_axis(out_h, in_h, top, bottom, origin[1], device=lr.device)
+        out[top - y0:bottom - y0] = model.decode_grid(pre, lr, xs, ys, cell)[0].permute(1, 2, 0)
+    return out
 
 
 def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
@@ -105,7 +108,7 @@ def upscale_whole(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int]) -
     pre = model.encode(lr)
     out = decode_region(model, pre, lr, out_hw, (in_h, in_w), (0, out_hw[0]), (0, out_hw[1]),
                         (0, 0))
-    return out.unsqueeze(0)
+    return out.permute(2, 0, 1).unsqueeze(0)  # a view: channels-last underneath
 
 
 @torch.no_grad()
@@ -115,8 +118,8 @@ def upscale_tiled(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *
     in_h, in_w = lr.shape[-2:]
     out_h, out_w = out_hw
     context = model.receptive_radius
-    canvas = torch.zeros(3, out_h, out_w, dtype=torch.float32, device=lr.device)
-    weight = torch.zeros(1, out_h, out_w, dtype=torch.float32, device=lr.device)
+    canvas = torch.zeros(out_h, out_w, 3, dtype=torch.float32, device=lr.device)
+    weight = torch.zeros(out_h, out_w, 1, dtype=torch.float32, device=lr.device)
     for sy in split_axis(in_h, tile, overlap, context):
         y0, y1 = output_range(sy.ext0, sy.ext1, in_h, out_h)
         if y1 <= y0:
@@ -131,10 +134,11 @@ def upscale_tiled(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *
             pre = model.encode(crop)
             rgb = decode_region(model, pre, crop, out_hw, (in_h, in_w), (y0, y1), (x0, x1),
                                 (sx.read0, sy.read0))
-            w = wy[:, None] * wx[None, :]  # (h, w)
-            canvas[:, y0:y1, x0:x1] += rgb.float() * w
-            weight[:, y0:y1, x0:x1] += w
-    return (canvas / weight.clamp_min(1e-12)).unsqueeze(0)
+            w = (wy[:, None] * wx[None, :]).unsqueeze(-1)  # (h, w, 1)
+            canvas[y0:y1, x0:x1] += rgb.float() * w
+            weight[y0:y1, x0:x1] += w
+    canvas /= weight.clamp_min(1e-12)
+    return canvas.permute(2, 0, 1).unsqueeze(0)  # a view: channels-last underneath
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -21,6 +21,7 @@ from sirenup.engine.imageio import (
     LUMA,
     DecodedImage,
     check_output_size,
+    check_png_compression,
     check_quality,
     check_writable,
     output_format,
@@ -57,7 +58,8 @@ class Upscaler:
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
         out = upscale_tensor(self.model, lr, (size[1], size[0]), tile=self.tile,
                              overlap=self.overlap)
-        return out[0].permute(1, 2, 0).float().cpu().numpy()  # (H, W, 3)
+        # HWC copy in torch: multi-threaded, unlike numpy's transposing copy.
+        return out[0].permute(1, 2, 0).float().contiguous().cpu().numpy()  # (H, W, 3)
 
     def upscale_image(self, image: DecodedImage, size: tuple[int, int]) -> DecodedImage:
         """Upscale a decoded image to ``size`` = (W, H): colour through the model, alpha with
@@ -113,20 +115,23 @@ def same_file(a: Path, b: Path) -> bool:
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathLike | None = None,
                  *, scale: float | None = None, width: int | None = None,
                  height: int | None = None, format: str | None = None,
-                 quality: int | None = None, background: str | None = None,
+                 quality: int | None = None, png_compression: int | None = None,
+                 background: str | None = None,
                  max_input_pixels: int | None = None, max_output_pixels: int | None = None,
                  overwrite_input: bool = False,
                  on_warning: Callable[[str], None] | None = None) -> dict:
     """Read ``src``, upscale it to the size the options give, write ``dst`` atomically.
 
     ``dst`` None: ``default_output`` beside the input. ``background``: a colour that flattens
-    alpha into formats without it. ``max_input_pixels`` / ``max_output_pixels``: limits
+    alpha into formats without it. ``png_compression``: zlib level 0-9 of a PNG output
+    (None: the default, 4). ``max_input_pixels`` / ``max_output_pixels``: limits
     (None: defaults, 0: none). -> report dict (input, output, in_size, out_size, bit_depth,
     seconds, model, device, warnings).
     """
     start = time.perf_counter()
     src = Path(src)
     check_quality(quality)
+    check_png_compression(png_compression)
     color = parse_color(background) if background is not None else None
     if dst is not None:
         dst = Path(dst)
@@ -146,7 +151,8 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
     check_writable(dst, image, format, color)
     check_output_size(size, max_output_pixels, dst)
     result = upscaler.upscale_image(image, size)
-    write_image(dst, result, format=format, quality=quality, background=color)
+    write_image(dst, result, format=format, quality=quality, background=color,
+                png_compression=png_compression)
     return {
         "input": str(src),
         "output": str(dst),
