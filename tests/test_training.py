@@ -136,6 +136,22 @@ def test_resume_continues_exactly(data_dir, tmp_path):
         assert torch.equal(value, b[name]), name
 
 
+def test_fine_tuning_records_its_lineage(data_dir, tmp_path):
+    """A run started with --init says in its weights what it started from, and the totals."""
+    from sirenup.models.weights import load_weights
+
+    parent = Trainer(config(data_dir, tmp_path / "parent", steps=3), log=lambda _: None)
+    parent.run()
+    child = Trainer(config(data_dir, tmp_path / "child", steps=2,
+                           init=str(tmp_path / "parent" / WEIGHTS)), log=lambda _: None)
+    child.run()
+    _, meta = load_weights(tmp_path / "child" / WEIGHTS)
+    assert meta["steps"] == 2
+    assert meta["init"]["steps"] == 3
+    assert meta["total_steps"] == 5
+    assert meta["total_train_seconds"] >= meta["train_seconds"]
+
+
 def test_resume_without_checkpoint_is_false(data_dir, tmp_path):
     trainer = Trainer(config(data_dir, tmp_path / "empty"), log=lambda m: None)
     assert not trainer.resume()

@@ -20,7 +20,7 @@ import torch
 
 from sirenup.engine.evaluate import evaluate_sets
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
-from sirenup.models.weights import load_weights, save_weights
+from sirenup.models.weights import load_weights, read_header, save_weights
 from sirenup.training.data import CropSampler, load_images
 
 CHECKPOINT = "checkpoint.pt"
@@ -78,6 +78,20 @@ def atomic_torch_save(obj, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fine_tune_lineage(init: Path, steps: int, train_seconds: float) -> dict:
+    """Metadata of a run started from ``init``: the parent's own record, and totals over the
+    whole lineage (so a fine-tuned model's header tells how much training it really had)."""
+    parent = read_header(init)["metadata"]
+    parent_steps = parent.get("total_steps", parent.get("steps", 0))
+    parent_seconds = parent.get("total_train_seconds", parent.get("train_seconds", 0.0))
+    keys = ("name", "steps", "train_seconds", "total_steps", "total_train_seconds")
+    return {
+        "init": {key: parent[key] for key in keys if key in parent},
+        "total_steps": parent_steps + steps,
+        "total_train_seconds": round(parent_seconds + train_seconds, 1),
+    }
 
 
 class Trainer:
@@ -139,6 +153,8 @@ class Trainer:
             "training_data": [str(d) for d in self.cfg.data],
             "scale_range": [self.cfg.scale_min, self.cfg.scale_max],
         }
+        if self.cfg.init:
+            meta.update(fine_tune_lineage(Path(self.cfg.init), self.step, self.train_seconds))
         meta.update(extra or {})
         save_weights(path, self.model, meta)
 
