@@ -80,8 +80,6 @@ def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw:
     in_h, in_w = image_hw
     (y0, y1), (x0, x1) = rows, cols
     cell = cell_size(out_h, out_w, in_h, in_w, device=lr.device)
-    # Channels-last once per tile: every band's gather then reads whole feature vectors.
-    pre = pre.contiguous(memory_format=torch.channels_last)
     band_rows = min(MAX_BAND_ROWS, max(MIN_BAND_ROWS, round(8 * out_h / in_h)))
     xs = output_axis(out_w, in_w, x0, x1, origin[0], device=lr.device)
     out = lr.new_empty(y1 - y0, x1 - x0, 3)

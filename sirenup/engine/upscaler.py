@@ -58,8 +58,8 @@ class Upscaler:
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
         out = upscale_tensor(self.model, lr, (size[1], size[0]), tile=self.tile,
                              overlap=self.overlap)
-        # HWC copy in torch: multi-threaded, unlike numpy's transposing copy.
-        return out[0].permute(1, 2, 0).float().contiguous().cpu().numpy()  # (H, W, 3)
+        # The tiler's canvas is channels-last: this permute is a view, not a copy.
+        return out[0].permute(1, 2, 0).float().cpu().numpy()  # (H, W, 3)
 
     def upscale_image(self, image: DecodedImage, size: tuple[int, int]) -> DecodedImage:
         """Upscale a decoded image to ``size`` = (W, H): colour through the model, alpha with

@@ -20,7 +20,7 @@ import torch
 
 from sirenup.engine.evaluate import evaluate_sets
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
-from sirenup.models.weights import load_weights, read_header, save_weights
+from sirenup.models.weights import load_weights, save_weights
 from sirenup.training.data import CropSampler, load_images
 
 CHECKPOINT = "checkpoint.pt"
@@ -60,13 +60,14 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
 
 
-def build_model(cfg: TrainConfig) -> LiifSiren:
+def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
+    """The model to train, and the metadata of the weights it starts from (None: fresh)."""
     if cfg.init:
-        model, _ = load_weights(Path(cfg.init))
-        return model.train()
+        model, metadata = load_weights(Path(cfg.init))
+        return model.train(), metadata
     overrides = dict(cfg.model)
     overrides.setdefault("max_cell_scale", cfg.scale_max)
-    return LiifSiren(config=LiifSirenConfig.from_dict(overrides))
+    return LiifSiren(config=LiifSirenConfig.from_dict(overrides)), None
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -80,10 +81,10 @@ def atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
-def fine_tune_lineage(init: Path, steps: int, train_seconds: float) -> dict:
-    """Metadata of a run started from ``init``: the parent's own record, and totals over the
-    whole lineage (so a fine-tuned model's header tells how much training it really had)."""
-    parent = read_header(init)["metadata"]
+def fine_tune_lineage(parent: dict, steps: int, train_seconds: float) -> dict:
+    """Metadata of a run started from weights whose metadata is ``parent``: the parent's own
+    record, and totals over the whole lineage (so a fine-tuned model's header tells how much
+    training it really had)."""
     parent_steps = parent.get("total_steps", parent.get("steps", 0))
     parent_seconds = parent.get("total_train_seconds", parent.get("train_seconds", 0.0))
     keys = ("name", "steps", "train_seconds", "total_steps", "total_train_seconds")
@@ -101,7 +102,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device)
-        self.model = build_model(cfg).to(self.device)
+        model, self.parent_metadata = build_model(cfg)
+        self.model = model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
@@ -153,8 +155,8 @@ class Trainer:
             "training_data": [str(d) for d in self.cfg.data],
             "scale_range": [self.cfg.scale_min, self.cfg.scale_max],
         }
-        if self.cfg.init:
-            meta.update(fine_tune_lineage(Path(self.cfg.init), self.step, self.train_seconds))
+        if self.parent_metadata is not None:
+            meta.update(fine_tune_lineage(self.parent_metadata, self.step, self.train_seconds))
         meta.update(extra or {})
         save_weights(path, self.model, meta)
 
