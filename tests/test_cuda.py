@@ -7,6 +7,8 @@ give the same pictures.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,7 @@ def lr_image() -> torch.Tensor:
 
 
 def upscale_on(model, lr, out_hw, device, **tiling) -> torch.Tensor:
+    """Upscale on ``device``, moving the (shared) model there first; the result on the CPU."""
     with torch.inference_mode():
         out = upscale_tensor(model.to(device), lr.to(device), out_hw, **tiling)
     return out.float().cpu()
@@ -49,7 +52,6 @@ def upscale_on(model, lr, out_hw, device, **tiling) -> torch.Tensor:
 def test_cuda_matches_cpu(bundled, lr_image, out_hw):
     cpu = upscale_on(bundled, lr_image, out_hw, CPU, tile=0)
     gpu = upscale_on(bundled, lr_image, out_hw, CUDA, tile=0)
-    bundled.to(CPU)
     assert gpu.shape == cpu.shape == (1, 3, *out_hw)
     assert (gpu - cpu).abs().max().item() <= LEVEL
 
@@ -60,7 +62,6 @@ def test_cuda_tiled_equals_untiled(bundled, lr_image, out_hw):
     for tile, overlap in ((32, 0), (32, 8), (40, 8)):
         tiled = upscale_on(bundled, lr_image, out_hw, CUDA, tile=tile, overlap=overlap)
         assert (tiled - whole).abs().max().item() <= LEVEL, (tile, overlap)
-    bundled.to(CPU)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -72,7 +73,6 @@ def test_half_precisions_stay_close_to_fp32(bundled, lr_image, precision):
     reference = upscale_on(bundled, lr_image, (240, 320), CUDA, tile=0)
     half = with_precision(bundled.to(CUDA), CUDA, precision)
     got = upscale_on(half, lr_image, (240, 320), CUDA, tile=0)
-    bundled.to(CPU)
     diff = (got - reference).abs()
     assert diff.mean().item() < LEVEL / 2 and diff.max().item() < 8 * LEVEL
 
@@ -107,9 +107,9 @@ def test_training_steps_on_cuda_export_cpu_loadable_weights(tmp_path):
     trainer = Trainer(cfg, log=lambda message: None)
     trainer.run()
     assert next(trainer.model.parameters()).is_cuda
-    model, metadata = load_weights(tmp_path / "run" / WEIGHTS)
+    _, metadata = load_weights(tmp_path / "run" / WEIGHTS)
     assert metadata["steps"] == 4
-    resumed = Trainer(TrainConfig(**{**cfg.__dict__, "steps": 6}), log=lambda message: None)
+    resumed = Trainer(dataclasses.replace(cfg, steps=6), log=lambda message: None)
     assert resumed.resume() and resumed.step == 4
     resumed.run()
     assert resumed.step == 6
