@@ -88,12 +88,12 @@ def test_loss_decreases(data_dir, tmp_path):
     trainer = Trainer(config(data_dir, tmp_path / "run", lr=1e-3, warmup=1, steps=100),
                       log=lambda m: None)
     # real batches: the loop runs and gives finite losses
-    losses = [trainer.train_step() for _ in range(3)]
+    losses = [trainer.train_step()["loss"] for _ in range(3)]
     assert all(math.isfinite(loss) and loss > 0 for loss in losses)
     # a fixed batch: the optimisation must fit it
     batch = trainer.sampler.sample(torch.Generator().manual_seed(7))
     trainer.sampler.sample = lambda gen: batch
-    fixed = [trainer.train_step() for _ in range(15)]
+    fixed = [trainer.train_step()["loss"] for _ in range(15)]
     assert fixed[-1] < 0.9 * fixed[0], fixed
     assert trainer.step == 18
 

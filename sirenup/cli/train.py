@@ -1,36 +1,127 @@
-"""``sirenup train``: train a model on folders of photos."""
+"""``sirenup train``: train a model on folders of photos (also under torchrun, on N processes)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from sirenup.cli.console import console, handle_errors, info, warn
+from sirenup.cli.options import DeviceOption
+
+GAN = "Adversarial training (--gan)"
+DEGRADE = "Realistic degradations (--degrade real)"
+
+
+def _range(text: str, name: str) -> tuple[float, float]:
+    """'MIN,MAX' -> (MIN, MAX)."""
+    from sirenup.errors import UsageError
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--{name} {text!r}: expected MIN,MAX") from None
+    return low, high
 
 
 @handle_errors
 def train(
-    data: list[Path] = typer.Argument(..., help="Folders (searched recursively) or image files."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint, metrics, weights."),
-    val: Path | None = typer.Option(None, "--val", help="Benchmark folder (a subfolder per set)."),
-    steps: int = typer.Option(20000, "--steps", min=1, help="Total optimisation steps."),
-    batch: int = typer.Option(16, "--batch", min=1, help="Crops per step."),
-    patch: int = typer.Option(48, "--patch", min=8, help="LR crop side in pixels."),
-    queries: int = typer.Option(2304, "--queries", min=1, help="HR pixels supervised per crop."),
-    scale_min: float = typer.Option(1.0, "--scale-min", min=1.0, help="Smallest training scale."),
-    scale_max: float = typer.Option(4.0, "--scale-max", min=1.0, help="Largest training scale."),
-    lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak Adam learning rate."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (crops, init)."),
-    val_every: int = typer.Option(1000, "--val-every", min=1, help="Validate every N steps."),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1,
-                                         help="Checkpoint and export weights every N steps."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
-    init: Path | None = typer.Option(None, "--init", help="Start from these weights."),
-    name: str = typer.Option("sirenup-custom", "--name", help="Model name in the weights file."),
+    data: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoint, metrics, "
+                                      "weights.")],
+    val: Annotated[Path | None, typer.Option(
+        "--val", help="Benchmark folder (a subfolder per set).")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 20000,
+    batch: Annotated[int, typer.Option(
+        "--batch", min=1, help="Crops per step, over all processes.")] = 16,
+    patch: Annotated[int, typer.Option("--patch", min=8, help="LR crop side in pixels.")] = 48,
+    queries: Annotated[int, typer.Option(
+        "--queries", min=1, help="HR pixels supervised per crop (without --gan).")] = 2304,
+    scale_min: Annotated[float, typer.Option(
+        "--scale-min", min=1.0, help="Smallest training scale.")] = 1.0,
+    scale_max: Annotated[float, typer.Option(
+        "--scale-max", min=1.0, help="Largest training scale.")] = 4.0,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", min=0.0, show_default=False,
+        help="Peak Adam learning rate (default: 5e-4; 1e-4 with --gan).")] = None,
+    device: DeviceOption = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (crops, init).")] = 0,
+    val_every: Annotated[int, typer.Option(
+        "--val-every", min=1, help="Validate every N steps.")] = 1000,
+    checkpoint_every: Annotated[int, typer.Option(
+        "--checkpoint-every", min=1, help="Checkpoint and export weights every N steps.")] = 500,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    init: Annotated[str | None, typer.Option(
+        "--init", help="Start from these weights: a file or a registry name.")] = None,
+    name: Annotated[str, typer.Option(
+        "--name", help="Model name in the weights file.")] = "sirenup-custom",
+    gan: Annotated[bool, typer.Option(
+        "--gan", rich_help_panel=GAN,
+        help="Adversarial fine-tuning against a patch discriminator (use with --init).")] = False,
+    gan_window: Annotated[int, typer.Option(
+        "--gan-window", min=24, rich_help_panel=GAN,
+        help="HR pixels per side decoded densely per crop.")] = 64,
+    gan_loss: Annotated[str, typer.Option(
+        "--gan-loss", rich_help_panel=GAN, help="ragan (relativistic average) or hinge.")
+    ] = "ragan",
+    lambda_pix: Annotated[float, typer.Option(
+        "--lambda-pix", min=0.0, rich_help_panel=GAN, help="Weight of the L1 loss.")] = 1.0,
+    lambda_adv: Annotated[float, typer.Option(
+        "--lambda-adv", min=0.0, rich_help_panel=GAN, help="Weight of the adversarial loss.")
+    ] = 0.05,
+    lambda_fm: Annotated[float, typer.Option(
+        "--lambda-fm", min=0.0, rich_help_panel=GAN,
+        help="Weight of feature matching on the discriminator's activations.")] = 1.0,
+    lambda_freq: Annotated[float, typer.Option(
+        "--lambda-freq", min=0.0, rich_help_panel=GAN,
+        help="Weight of the log-amplitude spectrum loss.")] = 0.5,
+    lr_d: Annotated[float, typer.Option(
+        "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 1e-4,
+    d_channels: Annotated[int, typer.Option(
+        "--d-channels", min=4, max=512, rich_help_panel=GAN,
+        help="Discriminator width.")] = 32,
+    ema: Annotated[float, typer.Option(
+        "--ema", min=0.0, max=0.99999, rich_help_panel=GAN,
+        help="EMA decay of the exported generator (0: raw weights).")] = 0.999,
+    degrade: Annotated[str, typer.Option(
+        "--degrade", rich_help_panel=DEGRADE,
+        help="LR degradations: clean (the bicubic protocol) or real (blur, resize, noise, "
+             "JPEG, twice).")] = "clean",
+    degrade_clean_prob: Annotated[float, typer.Option(
+        "--degrade-clean-prob", rich_help_panel=DEGRADE,
+        help="Share of crops left clean.")] = 0.1,
+    degrade_blur_prob: Annotated[float, typer.Option(
+        "--degrade-blur-prob", rich_help_panel=DEGRADE,
+        help="Probability of blur (first round).")] = 0.5,
+    degrade_blur_sigma: Annotated[str, typer.Option(
+        "--degrade-blur-sigma", rich_help_panel=DEGRADE,
+        help="Blur sigma range, LR pixels.")] = "0.2,1.5",
+    degrade_noise_prob: Annotated[float, typer.Option(
+        "--degrade-noise-prob", rich_help_panel=DEGRADE,
+        help="Probability of noise (first round).")] = 0.5,
+    degrade_noise_sigma: Annotated[str, typer.Option(
+        "--degrade-noise-sigma", rich_help_panel=DEGRADE,
+        help="Gaussian noise sigma range, 8-bit levels.")] = "1,20",
+    degrade_jpeg_prob: Annotated[float, typer.Option(
+        "--degrade-jpeg-prob", rich_help_panel=DEGRADE,
+        help="Probability of JPEG (first round).")] = 0.5,
+    degrade_final_jpeg_prob: Annotated[float, typer.Option(
+        "--degrade-final-jpeg-prob", rich_help_panel=DEGRADE,
+        help="Probability of a final JPEG.")] = 0.8,
+    degrade_jpeg_quality: Annotated[str, typer.Option(
+        "--degrade-jpeg-quality", rich_help_panel=DEGRADE,
+        help="JPEG quality range.")] = "30,95",
+    degrade_resize_range: Annotated[str, typer.Option(
+        "--degrade-resize-range", rich_help_panel=DEGRADE,
+        help="First-round size, x the LR size.")] = "0.7,1.3",
+    degrade_second_prob: Annotated[float, typer.Option(
+        "--degrade-second-prob", rich_help_panel=DEGRADE,
+        help="Probability of a second round of blur and noise.")] = 0.5,
 ) -> None:
-    """Train a model: random crops, L1 on HR queries, validation with the papers' protocol."""
+    """Train a model: random crops, L1 (and adversarial, with --gan) losses, validation with
+    the papers' protocol. Runs under torchrun for several processes or hosts."""
     from sirenup.errors import UsageError
 
     if scale_max < scale_min:
@@ -40,27 +131,35 @@ def train(
     for d in data:
         if not d.exists():
             raise UsageError(f"{d}: no such file or folder")
+    if degrade not in ("clean", "real"):
+        raise UsageError(f"--degrade {degrade}: expected clean or real")
 
-    from tqdm import tqdm
+    from sirenup.training.session import TrainSetup, start_training
 
-    from sirenup.training.loop import WEIGHTS, TrainConfig, Trainer
-
-    cfg = TrainConfig(
-        data=[str(d) for d in data], out=str(out), val=str(val) if val else None, steps=steps,
-        batch=batch, patch=patch, queries=queries, scale_min=scale_min, scale_max=scale_max,
-        lr=lr, device=device, seed=seed, val_every=val_every, checkpoint_every=checkpoint_every,
-        init=str(init) if init else None, name=name,
+    setup = TrainSetup(
+        data=data, out=out, val=val, steps=steps, batch=batch, patch=patch, queries=queries,
+        scale_min=scale_min, scale_max=scale_max, lr=lr, device=device, seed=seed,
+        val_every=val_every, checkpoint_every=checkpoint_every, resume=resume, init=init,
+        name=name,
+        gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
+             "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
+             "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
+        degrade={"clean_prob": degrade_clean_prob, "blur_prob": degrade_blur_prob,
+                 "blur_sigma": _range(degrade_blur_sigma, "degrade-blur-sigma"),
+                 "noise_prob": degrade_noise_prob,
+                 "noise_sigma": _range(degrade_noise_sigma, "degrade-noise-sigma"),
+                 "jpeg_prob": degrade_jpeg_prob, "final_jpeg_prob": degrade_final_jpeg_prob,
+                 "jpeg_quality": tuple(int(q) for q in _range(degrade_jpeg_quality,
+                                                              "degrade-jpeg-quality")),
+                 "resize_range": _range(degrade_resize_range, "degrade-resize-range"),
+                 "second_prob": degrade_second_prob} if degrade == "real" else None,
     )
-    trainer = Trainer(cfg, log=lambda m: warn(m[9:]) if m.startswith("warning: ") else info(m))
-    if resume and not trainer.resume():
-        warn(f"no checkpoint in {out}: starting from scratch")
-
-    def progress(total: int, initial: int):
-        return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                    disable=None, mininterval=1.0)
-
-    trainer.run(progress=progress, on_validate=lambda r: console.print(validation_table(r)))
-    info(f"weights: {out / WEIGHTS}  ({trainer.step} steps, {trainer.train_seconds / 60:.1f} min)")
+    trainer = start_training(
+        setup, log=lambda m: warn(m[9:]) if m.startswith("warning: ") else info(m),
+        on_validate=lambda r: console.print(validation_table(r)))
+    if trainer is not None:
+        info(f"weights: {out / 'model.safetensors'}  ({trainer.step} steps, "
+             f"{trainer.train_seconds / 60:.1f} min)")
 
 
 def validation_table(record: dict):

@@ -9,6 +9,7 @@ then rounded to 8-bit levels like a saved LR image.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,18 +58,34 @@ class Batch:
     cell: torch.Tensor  # (B, 2) output pixel size in LR pixels (h, w)
     target: torch.Tensor  # (B, Q, 3) HR values in [0, 1]
     scale: float
+    window: int = 0  # > 0: the queries are a dense window x window grid, rows major
+
+    def target_image(self) -> torch.Tensor:
+        """A dense batch's target as images (B, 3, window, window)."""
+        return as_image(self.target, self.window)
+
+
+def as_image(values: torch.Tensor, window: int) -> torch.Tensor:
+    """Dense query values (B, window*window, 3), rows major -> (B, 3, window, window)."""
+    return values.transpose(1, 2).reshape(values.shape[0], 3, window, window)
+
+
+Degrade = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]  # (HR, p, gen) -> LR
 
 
 class CropSampler:
     """Random (LR crop, HR queries) batches from images held in memory."""
 
     def __init__(self, images: list[torch.Tensor], *, patch: int, batch: int, queries: int,
-                 scale_min: float, scale_max: float):
+                 scale_min: float, scale_max: float, window: int = 0,
+                 degrade: Degrade | None = None):
         if not images:
             raise ValueError("no training images")
         self.images = images
         self.patch, self.batch, self.queries = patch, batch, queries
         self.scale_min, self.scale_max = scale_min, scale_max
+        self.window = window  # > 0: decode a dense HR window per crop (adversarial training)
+        self.degrade = degrade  # None: the clean bicubic protocol
         areas = torch.tensor([im.shape[1] * im.shape[2] for im in images], dtype=torch.float64)
         self.image_weights = areas / areas.sum()  # big photos hold more distinct crops
 
@@ -92,16 +109,42 @@ class CropSampler:
         picks = torch.multinomial(self.image_weights, self.batch, replacement=True, generator=gen)
         hr = torch.stack([self._crop(self.images[i], hr_size, gen) for i in picks.tolist()])
         hr = hr.float().div_(255.0)  # (B, 3, S, S)
-        lr = F.interpolate(hr, size=(self.patch, self.patch), mode="bicubic", antialias=True,
-                           align_corners=False)
-        lr = lr.clamp_(0, 1).mul_(255).round_().div_(255)  # 8-bit LR, as in a saved file
-        n_pix = hr_size * hr_size
-        q = min(self.queries, n_pix)
-        idx = torch.stack([torch.randperm(n_pix, generator=gen)[:q] for _ in range(self.batch)])
-        ys, xs = idx // hr_size, idx % hr_size  # (B, Q)
+        lr = self._low_res(hr, gen)
         ratio = self.patch / hr_size
+        if self.window:
+            xs, ys, idx = self._dense_queries(hr_size, gen)
+        else:
+            xs, ys, idx = self._random_queries(hr_size, gen)
         coords = torch.stack([(xs + 0.5) * ratio - 0.5, (ys + 0.5) * ratio - 0.5], dim=-1).float()
         flat = hr.flatten(2)  # (B, 3, S*S)
         target = torch.gather(flat, 2, idx.unsqueeze(1).expand(-1, 3, -1)).transpose(1, 2)
         cell = torch.full((self.batch, 2), ratio)
-        return Batch(lr=lr, coords=coords, cell=cell, target=target, scale=hr_size / self.patch)
+        window = min(self.window, hr_size) if self.window else 0
+        return Batch(lr=lr, coords=coords, cell=cell, target=target, scale=hr_size / self.patch,
+                     window=window)
+
+    def _low_res(self, hr: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """(B, 3, S, S) HR -> (B, 3, p, p) LR rounded to 8-bit levels, as in a saved file."""
+        if self.degrade is not None:
+            lr = self.degrade(hr, self.patch, gen)
+        else:
+            lr = F.interpolate(hr, size=(self.patch, self.patch), mode="bicubic",
+                               antialias=True, align_corners=False)
+        return lr.clamp_(0, 1).mul_(255).round_().div_(255)
+
+    def _random_queries(self, hr_size: int, gen: torch.Generator):
+        """``queries`` distinct random HR pixels per crop -> xs, ys, flat indices (B, Q)."""
+        n_pix = hr_size * hr_size
+        q = min(self.queries, n_pix)
+        idx = torch.stack([torch.randperm(n_pix, generator=gen)[:q] for _ in range(self.batch)])
+        return idx % hr_size, idx // hr_size, idx
+
+    def _dense_queries(self, hr_size: int, gen: torch.Generator):
+        """Every HR pixel of a random window x window square per crop, rows major."""
+        side = min(self.window, hr_size)
+        oy = torch.randint(0, hr_size - side + 1, (self.batch, 1), generator=gen)
+        ox = torch.randint(0, hr_size - side + 1, (self.batch, 1), generator=gen)
+        r = torch.arange(side)
+        ys = (oy + r[:, None].expand(side, side).reshape(1, -1))  # (B, side*side)
+        xs = (ox + r[None, :].expand(side, side).reshape(1, -1))
+        return xs, ys, ys * hr_size + xs

@@ -3,6 +3,11 @@
 L1 loss on random HR queries, Adam, cosine learning-rate decay after a short warm-up, periodic
 validation with the scoring protocol, checkpoints that hold the model, optimizer and RNG states
 (so ``--resume`` continues exactly), and a weights file exported at every checkpoint.
+
+Options on top of that: ``--gan`` (adversarial fine-tuning on dense HR windows, ``gan.py``),
+``--degrade real`` (realistic LR degradations, ``degrade.py``), and several processes under
+torchrun (DistributedDataParallel, ``distributed.py``): each rank draws its own crops for its
+share of the batch, gradients are averaged, and rank 0 alone logs, validates and writes files.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import torch
 from sirenup.engine.evaluate import evaluate_sets
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
-from sirenup.training.data import CropSampler, load_images
+from sirenup.training import distributed
+from sirenup.training.data import CropSampler, as_image, load_images
+from sirenup.training.degrade import DegradeConfig, degrade
+from sirenup.training.gan import Adversary, GanConfig
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
@@ -51,6 +59,9 @@ class TrainConfig:
     init: str | None = None  # start from these weights (fine-tuning), instead of random
     name: str = "sirenup-custom"  # model name written into the exported weights
     model: dict = field(default_factory=dict)  # LiifSirenConfig overrides
+    gan: dict | None = None  # GanConfig values: adversarial training on dense windows
+    degrade: dict | None = None  # DegradeConfig values: realistic LR degradations
+    log_every: int = 50  # training losses into metrics.jsonl every N steps
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -97,28 +108,59 @@ def fine_tune_lineage(parent: dict, steps: int, train_seconds: float) -> dict:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, log: Callable[[str], None] = print):
-        self.cfg, self.log = cfg, log
+        self.cfg = cfg
+        self.dist = distributed.current()
+        self.log = log if self.dist.is_main else (lambda message: None)
         self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.seed)
-        self.device = torch.device(cfg.device)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.device = self.dist.device if self.dist.enabled else torch.device(cfg.device)
         model, self.parent_metadata = build_model(cfg)
         self.model = model.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gan = GanConfig.from_dict(cfg.gan) if cfg.gan is not None else None
+        self.degrade = DegradeConfig.from_dict(cfg.degrade) if cfg.degrade is not None else None
+        # The adversary copies the generator for its EMA: build it before any DDP wrapper.
+        self.adversary = Adversary(self.gan, self.model, device=self.device) if self.gan else None
+        self.model_train = distributed.wrap(self.model, self.dist)  # what the steps call
+        if self.adversary is not None:
+            self.adversary.disc_train = distributed.wrap(self.adversary.disc, self.dist)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
+                                          betas=(0.9, 0.99) if self.gan else (0.9, 0.999))
+        # Each rank draws different crops: its own stream, seeded by seed and rank.
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1000003 * self.dist.rank)
         self.step = 0
         self.train_seconds = 0.0
+        self.sampler = self._sampler()
+
+    def _sampler(self) -> CropSampler:
+        cfg = self.cfg
         min_side = math.ceil(cfg.patch * cfg.scale_max) + 1
         images, warnings = load_images([Path(d) for d in cfg.data], min_side=min_side)
         for w in warnings:
             self.log(f"warning: {w}")
         self.log(f"{len(images)} training images, {sum(i[0].numel() for i in images) / 1e6:.1f} MP")
-        self.sampler = CropSampler(images, patch=cfg.patch, batch=cfg.batch, queries=cfg.queries,
-                                   scale_min=cfg.scale_min, scale_max=cfg.scale_max)
+        degrade_fn = None
+        if self.degrade is not None:
+            degrade_cfg = self.degrade
+
+            def degrade_fn(hr, lr_size, gen):
+                return degrade(hr, lr_size, degrade_cfg, gen)
+        return CropSampler(images, patch=cfg.patch, batch=self.dist.share(cfg.batch),
+                           queries=cfg.queries, scale_min=cfg.scale_min,
+                           scale_max=cfg.scale_max, window=self.gan.window if self.gan else 0,
+                           degrade=degrade_fn)
+
+    @property
+    def exported_model(self) -> LiifSiren:
+        """What validation scores and export writes: the EMA of the generator under --gan."""
+        if self.adversary is not None and self.gan.ema > 0:
+            return self.adversary.ema.model
+        return self.model
 
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "model_config": self.model.config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -128,6 +170,11 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "train_config": json.dumps(asdict(self.cfg)),
         }
+        if self.dist.enabled:  # every rank's crop stream, so a resume continues all of them
+            state["gen_per_rank"] = distributed.gather_states(self.gen.get_state(), self.dist)
+        if self.adversary is not None:
+            state["adversary"] = self.adversary.state_dict()
+        return state
 
     def resume(self) -> bool:
         path = self.out / CHECKPOINT
@@ -138,14 +185,32 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.gen.set_state(state["gen"])
+        self._restore_generator(state)
         torch.set_rng_state(state["torch_rng"])
+        if self.adversary is not None:
+            if "adversary" not in state:
+                raise ValueError(f"{path} holds no discriminator: it is not a --gan run "
+                                 "(start a new run with --init instead)")
+            self.adversary.load_state_dict(state["adversary"])
+        elif "adversary" in state:
+            raise ValueError(f"{path} is a --gan run: resume it with --gan")
         self.log(f"resumed from {path} at step {self.step}")
         return True
 
+    def _restore_generator(self, state: dict) -> None:
+        per_rank = state.get("gen_per_rank")
+        if self.dist.enabled and per_rank is not None and len(per_rank) == self.dist.world:
+            self.gen.set_state(per_rank[self.dist.rank])
+        elif self.dist.enabled:  # another number of processes: fresh, distinct streams
+            self.gen.manual_seed(self.cfg.seed + 1000003 * self.dist.rank + self.step)
+        else:
+            self.gen.set_state(state["gen"])
+
     def save_checkpoint(self) -> None:
-        atomic_torch_save(self.state(), self.out / CHECKPOINT)
-        self.export(self.out / WEIGHTS)
+        state = self.state()  # collective under DDP: every rank takes part
+        if self.dist.is_main:
+            atomic_torch_save(state, self.out / CHECKPOINT)
+            self.export(self.out / WEIGHTS)
 
     def export(self, path: Path, extra: dict | None = None) -> None:
         meta = {
@@ -154,59 +219,107 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 1),
             "training_data": [str(d) for d in self.cfg.data],
             "scale_range": [self.cfg.scale_min, self.cfg.scale_max],
+            "training": self.hyper_parameters(),
         }
         if self.parent_metadata is not None:
             meta.update(fine_tune_lineage(self.parent_metadata, self.step, self.train_seconds))
         meta.update(extra or {})
-        save_weights(path, self.model, meta)
+        save_weights(path, self.exported_model, meta)
+
+    def hyper_parameters(self) -> dict:
+        """Every setting of this run, for the exported weights' metadata."""
+        cfg = self.cfg
+        record = {key: getattr(cfg, key) for key in (
+            "steps", "batch", "patch", "queries", "lr", "lr_final", "warmup", "grad_clip",
+            "seed", "init")}
+        record["processes"] = self.dist.world
+        if self.gan is not None:
+            record["gan"] = self.gan.to_dict()
+        if self.degrade is not None:
+            record["degrade"] = self.degrade.to_dict()
+        return record
 
     # -- steps -----------------------------------------------------------------------------
-    def train_step(self) -> float:
+    def train_step(self) -> dict:
+        """One optimisation step -> its losses (and discriminator scores under --gan)."""
         batch = self.sampler.sample(self.gen)
         lr_img = batch.lr.to(self.device)
-        pred = self.model(lr_img, batch.coords.to(self.device), batch.cell.to(self.device))
-        loss = torch.nn.functional.l1_loss(pred, batch.target.to(self.device))
+        pred = self.model_train(lr_img, batch.coords.to(self.device), batch.cell.to(self.device))
+        target = batch.target.to(self.device)
+        lr_now = learning_rate(self.step, self.cfg)
+        if self.adversary is None:
+            loss = torch.nn.functional.l1_loss(pred, target)
+            parts = {"loss": loss.item()}
+        else:
+            fake, real = as_image(pred, batch.window), as_image(target, batch.window)
+            loss, parts = self.adversary.generator_loss(fake, real)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, self.cfg)
+            group["lr"] = lr_now
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
+        if self.adversary is not None:
+            # D's schedule follows G's, scaled to its own peak learning rate.
+            d_lr = lr_now * self.gan.lr_d / self.cfg.lr if self.cfg.lr > 0 else self.gan.lr_d
+            parts.update(self.adversary.discriminator_step(real, fake, d_lr))
+            self.adversary.ema.update(self.model)
         self.step += 1
-        return loss.item()
+        return parts
 
     def validate(self) -> dict:
-        self.model.eval()
+        model = self.exported_model
+        was_training = model.training
+        model.eval()
         try:
-            table = evaluate_sets(self.model, Path(self.cfg.val), self.cfg.val_scales,
+            table = evaluate_sets(model, Path(self.cfg.val), self.cfg.val_scales,
                                   device=self.device)
         finally:
-            self.model.train()
+            model.train(was_training)
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 1),
                   "psnr_y": table}
-        with open(self.out / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.write_metrics(record)
         return record
 
+    def write_metrics(self, record: dict) -> None:
+        with open(self.out / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
     def run(self, *, progress: Callable | None = None, on_validate: Callable | None = None) -> None:
-        cfg = self.cfg
+        cfg, main = self.cfg, self.dist.is_main
         self.model.train()
-        bar = progress(total=cfg.steps, initial=self.step) if progress else None
-        loss_avg = None
+        bar = progress(total=cfg.steps, initial=self.step) if progress and main else None
+        averages: dict[str, float] = {}
         while self.step < cfg.steps:
             t0 = time.perf_counter()
-            loss = self.train_step()
+            parts = self.train_step()
             self.train_seconds += time.perf_counter() - t0
-            loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+            for key, value in parts.items():  # smoothed for display and the log
+                averages[key] = 0.98 * averages.get(key, value) + 0.02 * value
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{learning_rate(self.step, cfg):.1e}")
+                bar.set_postfix(self.postfix(averages), refresh=False)
+            if main and self.step % cfg.log_every == 0:
+                self.write_metrics({"step": self.step,
+                                    "train_seconds": round(self.train_seconds, 1),
+                                    "lr": learning_rate(self.step, cfg),
+                                    "train": {k: round(v, 5) for k, v in averages.items()}})
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
-            if cfg.val and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+            if main and cfg.val and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 record = self.validate()
                 if on_validate:
                     on_validate(record)
         if bar is not None:
             bar.close()
         self.save_checkpoint()
+        distributed.barrier(self.dist)  # no rank leaves before rank 0 has written the files
+
+    def postfix(self, averages: dict) -> dict:
+        """What the progress bar shows: the losses, and D's mean scores under --gan."""
+        lr = f"{learning_rate(self.step, self.cfg):.1e}"
+        if self.adversary is None:
+            return {"loss": f"{averages['loss']:.4f}", "lr": lr}
+        return {"G": f"{averages['g_total']:.4f}", "L1": f"{averages['g_pix']:.4f}",
+                "D": f"{averages['d_loss']:.3f}", "D(real)": f"{averages['d_real']:+.2f}",
+                "D(fake)": f"{averages['d_fake']:+.2f}", "lr": lr}

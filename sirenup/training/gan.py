@@ -1,0 +1,182 @@
+"""Adversarial fine-tuning (``sirenup train --gan``): the "GAN" of LIIF-GAN.
+
+The generator (the LiifSiren being trained) decodes a dense window of HR pixels from each LR
+crop, at a scale drawn per batch, so the patch discriminator judges real spatial structure
+against the matching HR crop. Generator loss:
+
+    lambda_pix * L1  +  lambda_adv * adversarial  +  lambda_fm * feature matching
+                     +  lambda_freq * spectral amplitude
+
+- adversarial: relativistic-average (ESRGAN) or hinge;
+- feature matching: L1 between the discriminator's own intermediate activations on the fake
+  and on the real window (no pretrained network: users and CI cannot download VGG or LPIPS);
+- spectral amplitude: L1 between the log-amplitude spectra of fake and real windows, which
+  asks for as much fine detail as the photo has without asking for it at the same place.
+
+Generator and discriminator have their own Adam optimizers and learning rates; an exponential
+moving average (EMA) of the generator's weights is what validation scores and export writes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
+
+LOSSES = ("ragan", "hinge")
+
+
+@dataclass
+class GanConfig:
+    window: int = 64  # HR pixels per side of the dense window decoded per crop
+    loss: str = "ragan"  # adversarial loss: "ragan" (relativistic average) or "hinge"
+    lambda_pix: float = 1.0  # L1 to the HR window: keeps the model faithful
+    lambda_adv: float = 0.05  # adversarial term
+    lambda_fm: float = 1.0  # feature matching on the discriminator's activations
+    lambda_freq: float = 0.5  # log-amplitude spectrum L1: asks for the photo's fine detail
+    lr_d: float = 1e-4  # discriminator learning rate (the generator's is --lr)
+    d_channels: int = 32  # discriminator width of its first layer
+    d_layers: int = 3  # discriminator stride-2 stages (70x70 receptive field at 3)
+    ema: float = 0.999  # EMA decay of the generator's weights (0: export the raw weights)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GanConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def min_side(self) -> int:
+        """Smallest window the discriminator can score: 3 pixels after its downsampling."""
+        return 3 * 2 ** self.d_layers
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"--gan-loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if self.window < self.min_side:
+            raise ValueError(f"--gan-window {self.window}: at least {self.min_side} HR pixels "
+                             f"(the discriminator downsamples by {2 ** self.d_layers})")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema {self.ema}: expected 0 <= ema < 1")
+        for name in ("lambda_pix", "lambda_adv", "lambda_fm", "lambda_freq", "lr_d"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+
+# -- losses ----------------------------------------------------------------------------------
+def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """Loss of the discriminator given its logits on real and on (detached) fake windows."""
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    real_rel, fake_rel = real - fake.mean(), fake - real.mean()
+    return 0.5 * (F.binary_cross_entropy_with_logits(real_rel, torch.ones_like(real_rel))
+                  + F.binary_cross_entropy_with_logits(fake_rel, torch.zeros_like(fake_rel)))
+
+
+def generator_adversarial_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """Adversarial loss of the generator; ``real`` logits carry no gradient."""
+    if kind == "hinge":
+        return -fake.mean()
+    real_rel, fake_rel = real - fake.mean(), fake - real.mean()
+    return 0.5 * (F.binary_cross_entropy_with_logits(real_rel, torch.zeros_like(real_rel))
+                  + F.binary_cross_entropy_with_logits(fake_rel, torch.ones_like(fake_rel)))
+
+
+def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+    """Mean L1 between the discriminator's activations on fake and real, layer by layer."""
+    return sum(F.l1_loss(f, r.detach()) for f, r in zip(fake, real, strict=True)) / len(fake)
+
+
+def _hann2d(size: int, device, dtype) -> torch.Tensor:
+    w = torch.hann_window(size, periodic=False, device=device, dtype=dtype)
+    return w[:, None] * w[None, :]
+
+
+def log_amplitude(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> log(1 + |FFT|) of each channel, mean removed and Hann-windowed."""
+    x = images - images.mean(dim=(-2, -1), keepdim=True)
+    x = x * _hann2d(images.shape[-1], images.device, images.dtype)
+    return torch.log1p(torch.fft.rfft2(x, norm="ortho").abs())
+
+
+def spectral_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 between log-amplitude spectra: fine detail of the right strength, at any phase."""
+    return F.l1_loss(log_amplitude(fake), log_amplitude(real))
+
+
+# -- the adversarial half of the training state ----------------------------------------------
+class ExponentialAverage:
+    """EMA of a model's parameters and buffers, a full copy of the model (what is exported)."""
+
+    def __init__(self, model: nn.Module, *, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for avg, new in zip(self.model.parameters(), model.parameters(), strict=True):
+            avg.lerp_(new.detach(), 1.0 - self.decay)
+        for avg, new in zip(self.model.buffers(), model.buffers(), strict=True):
+            avg.copy_(new)
+
+
+class Adversary:
+    """Discriminator, its optimizer and the generator's EMA: everything ``--gan`` adds."""
+
+    def __init__(self, cfg: GanConfig, generator: nn.Module, *, device: torch.device):
+        self.cfg = cfg
+        d_config = PatchDiscriminatorConfig(channels=cfg.d_channels, n_layers=cfg.d_layers)
+        self.disc = PatchDiscriminator(config=d_config).to(device)
+        self.disc_train = self.disc  # what the D step calls: a DDP wrapper when distributed
+        self.optimizer = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_d, betas=(0.9, 0.99))
+        self.ema = ExponentialAverage(generator, decay=cfg.ema)
+
+    def generator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Total generator loss on fake/real windows (B, 3, w, w), and its parts."""
+        cfg = self.cfg
+        self.disc.requires_grad_(False)  # the G step must not touch D's gradients
+        try:
+            logits, features = self.disc.forward_features(torch.cat([real, fake]))
+        finally:
+            self.disc.requires_grad_(True)
+        n = real.shape[0]
+        real_logits, fake_logits = logits[:n].detach(), logits[n:]
+        pix = F.l1_loss(fake, real)
+        adv = generator_adversarial_loss(real_logits, fake_logits, cfg.loss)
+        fm = feature_matching_loss([f[n:] for f in features], [f[:n] for f in features])
+        freq = spectral_loss(fake, real)
+        total = cfg.lambda_pix * pix + cfg.lambda_adv * adv + cfg.lambda_fm * fm \
+            + cfg.lambda_freq * freq
+        parts = {"g_pix": pix.item(), "g_adv": adv.item(), "g_fm": fm.item(),
+                 "g_freq": freq.item(), "g_total": total.item()}
+        return total, parts
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, lr: float) -> dict:
+        """One optimizer step of D on real vs (detached) fake windows; one forward of both, so
+        a DistributedDataParallel D sees exactly one forward per backward."""
+        n = real.shape[0]
+        logits = self.disc_train(torch.cat([real, fake.detach()]))
+        loss = discriminator_loss(logits[:n], logits[n:], self.cfg.loss)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"d_loss": loss.item(), "d_real": logits[:n].mean().item(),
+                "d_fake": logits[n:].mean().item()}
+
+    def state_dict(self) -> dict:
+        return {"disc": self.disc.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.model.state_dict(), "config": self.cfg.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.disc.load_state_dict(state["disc"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema.model.load_state_dict(state["ema"])

@@ -1,0 +1,120 @@
+"""What ``sirenup train`` does with its options: check them, pick the device, join the process
+group under torchrun, build the Trainer, resume, run with a progress bar, and leave cleanly.
+
+Kept out of the CLI module so that the command only parses options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sirenup.errors import SirenupError, UsageError
+
+
+@dataclass
+class TrainSetup:
+    data: list[Path]
+    out: Path
+    val: Path | None
+    steps: int
+    batch: int
+    patch: int
+    queries: int
+    scale_min: float
+    scale_max: float
+    lr: float | None  # None: 5e-4, or 1e-4 for adversarial fine-tuning
+    device: str
+    seed: int
+    val_every: int
+    checkpoint_every: int
+    resume: bool
+    init: str | None  # weights file or registry name
+    name: str
+    gan: dict | None
+    degrade: dict | None
+
+
+def check_sub_configs(setup: TrainSetup) -> None:
+    """Adversarial and degradation settings out of range -> UsageError naming the option."""
+    from sirenup.training.degrade import DegradeConfig
+    from sirenup.training.gan import GanConfig
+
+    try:
+        if setup.gan is not None:
+            gan = GanConfig.from_dict(setup.gan)
+            gan.validate()
+            if round(setup.patch * setup.scale_min) < gan.min_side:
+                raise ValueError(f"--gan needs HR crops of at least {gan.min_side} pixels: "
+                                 f"raise --patch ({setup.patch}) or --scale-min "
+                                 f"({setup.scale_min:g})")
+        if setup.degrade is not None:
+            DegradeConfig.from_dict(setup.degrade).validate()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def resolve_init(init: str | None) -> str | None:
+    """--init as a weights file or a registry name (sirenup-base) -> a file path."""
+    if init is None:
+        return None
+    from sirenup.hub.registry import resolve
+
+    try:
+        return str(resolve(init).path)
+    except UsageError as error:
+        raise UsageError(str(error).replace("--model", "--init", 1)) from None
+
+
+def start_training(setup: TrainSetup, *, log: Callable[[str], None],
+                   on_validate: Callable[[dict], None]):
+    """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0)."""
+    from sirenup.engine.devices import resolve_device
+    from sirenup.models.weights import WeightsError
+    from sirenup.training import distributed
+    from sirenup.training.loop import TrainConfig, Trainer
+
+    check_sub_configs(setup)
+    device = resolve_device(setup.device)
+    info = distributed.init(device)
+    try:
+        batch = info.share(setup.batch)
+    except ValueError as error:
+        distributed.shutdown()
+        raise UsageError(str(error)) from None
+    del batch
+    lr = setup.lr if setup.lr is not None else (1e-4 if setup.gan else 5e-4)
+    cfg = TrainConfig(
+        data=[str(d) for d in setup.data], out=str(setup.out),
+        val=str(setup.val) if setup.val else None, steps=setup.steps, batch=setup.batch,
+        patch=setup.patch, queries=setup.queries, scale_min=setup.scale_min,
+        scale_max=setup.scale_max, lr=lr, device=str(info.device), seed=setup.seed,
+        val_every=setup.val_every, checkpoint_every=setup.checkpoint_every,
+        init=resolve_init(setup.init), name=setup.name, gan=setup.gan, degrade=setup.degrade,
+    )
+    try:
+        try:
+            trainer = Trainer(cfg, log=log)
+        except WeightsError as error:
+            raise SirenupError(f"--init: {error}") from None
+        except ValueError as error:  # no usable training image
+            raise SirenupError(str(error)) from None
+        if setup.resume:
+            try:
+                resumed = trainer.resume()
+            except (ValueError, KeyError, RuntimeError) as error:
+                raise SirenupError(f"cannot resume from {setup.out}: {error}") from None
+            if not resumed:
+                log(f"warning: no checkpoint in {setup.out}: starting from scratch")
+        trainer.run(progress=_progress_bar, on_validate=on_validate)
+        return trainer if info.is_main else None
+    finally:
+        distributed.shutdown()
+
+
+def _progress_bar(total: int, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=None,
+                mininterval=1.0)

@@ -1,0 +1,162 @@
+"""Adversarial training (``sirenup train --gan``): losses, shapes, resume, export, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sirenup.cli.app import app
+from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
+from sirenup.models.weights import load_weights
+from sirenup.training.gan import (
+    GanConfig,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    spectral_loss,
+)
+from sirenup.training.loop import CHECKPOINT, WEIGHTS, TrainConfig, Trainer
+from tests.test_training import photo
+
+GAN = {"window": 32, "d_channels": 8, "ema": 0.9}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gan_train")
+    for i in range(3):
+        photo(i, 100, 90).save(root / f"photo{i}.png")
+    return root
+
+
+def config(data_dir: Path, out: Path, **overrides) -> TrainConfig:
+    values = dict(data=[str(data_dir)], out=str(out), steps=4, batch=2, patch=16, warmup=1,
+                  scale_min=2.0, scale_max=3.0, checkpoint_every=2, seed=0, lr=1e-4,
+                  gan=dict(GAN))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("window", [24, 32, 48])
+def test_discriminator_features_and_logits_at_several_sizes(window):
+    disc = PatchDiscriminator(config=PatchDiscriminatorConfig(channels=8)).eval()
+    images = torch.rand(2, 3, window, window)
+    logits, features = disc.forward_features(images)
+    assert logits.shape[:2] == (2, 1) and min(logits.shape[-2:]) >= 1
+    assert torch.allclose(logits, disc(images))  # eval: spectral norm's power step is frozen
+    assert len(features) == 4  # one per LeakyReLU, shallow to deep
+    assert [f.shape[1] for f in features] == [8, 16, 32, 64]
+
+
+def test_losses_behave():
+    real, fake = torch.full((4, 1, 3, 3), 3.0), torch.full((4, 1, 3, 3), -3.0)
+    for kind in ("ragan", "hinge"):
+        # D that separates real from fake has a low loss; the generator a high one
+        assert discriminator_loss(real, fake, kind) < discriminator_loss(fake, real, kind)
+        assert generator_adversarial_loss(real, fake, kind) > \
+            generator_adversarial_loss(fake, real, kind)
+    features = [torch.rand(2, 4, 5, 5), torch.rand(2, 8, 3, 3)]
+    assert feature_matching_loss(features, features) == 0
+    image = torch.rand(2, 3, 32, 32)
+    assert spectral_loss(image, image) == 0
+    # the spectral loss does not care where detail is (a shifted texture is "as detailed")
+    shifted = image.roll(5, dims=-1)
+    assert spectral_loss(shifted, image) < 0.5 * spectral_loss(image * 0 + 0.5, image)
+
+
+def test_gan_step_reports_every_loss_and_decodes_dense_windows(data_dir, tmp_path):
+    trainer = Trainer(config(data_dir, tmp_path / "run"), log=quiet)
+    batch = trainer.sampler.sample(torch.Generator().manual_seed(0))
+    assert batch.window == 32 and batch.coords.shape == (2, 32 * 32, 2)
+    assert batch.target_image().shape == (2, 3, 32, 32)
+    # the dense target is an actual window of the HR crop: neighbours in a row are neighbours
+    coords = batch.coords[0].view(32, 32, 2)
+    assert torch.allclose(coords[:, 1:, 0] - coords[:, :-1, 0], batch.cell[0, 1].expand(32, 31))
+    parts = trainer.train_step()
+    assert {"g_pix", "g_adv", "g_fm", "g_freq", "g_total", "d_loss", "d_real",
+            "d_fake"} <= set(parts)
+    assert all(torch.isfinite(torch.tensor(v)) for v in parts.values())
+
+
+def test_gan_resume_restores_identical_state(data_dir, tmp_path):
+    straight = Trainer(config(data_dir, tmp_path / "A"), log=quiet)
+    straight.run()
+    first = Trainer(config(data_dir, tmp_path / "B"), log=quiet)
+    for _ in range(2):
+        first.train_step()
+    first.save_checkpoint()
+    torch.manual_seed(99)  # another global RNG state before resuming must not matter
+    second = Trainer(config(data_dir, tmp_path / "B"), log=quiet)
+    assert second.resume() and second.step == 2
+    second.run()
+    pairs = [(straight.model, second.model), (straight.adversary.disc, second.adversary.disc),
+             (straight.adversary.ema.model, second.adversary.ema.model)]
+    for a, b in pairs:
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y), name
+    for a, b in [(straight.optimizer, second.optimizer),
+                 (straight.adversary.optimizer, second.adversary.optimizer)]:
+        sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+        for key in sa:
+            assert torch.equal(sa[key]["exp_avg"], sb[key]["exp_avg"])
+    # the export is the EMA generator, with every hyper-parameter in its metadata
+    model, meta = load_weights(tmp_path / "B" / WEIGHTS)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, second.adversary.ema.model.state_dict()[name]), name
+    assert meta["training"]["gan"]["window"] == 32
+    assert meta["training"]["gan"]["loss"] == "ragan"
+    assert meta["training"]["batch"] == 2
+
+
+def test_resume_refuses_a_mismatched_run(data_dir, tmp_path):
+    plain = Trainer(config(data_dir, tmp_path / "C", gan=None), log=quiet)
+    plain.train_step()
+    plain.save_checkpoint()
+    with pytest.raises(ValueError, match="not a --gan run"):
+        Trainer(config(data_dir, tmp_path / "C"), log=quiet).resume()
+
+
+def test_cli_gan_training_from_weights(data_dir, tmp_path):
+    run = tmp_path / "RUN"
+    args = ["train", str(data_dir), "--out", str(run), "--steps", "2", "--batch", "2",
+            "--patch", "16", "--scale-min", "2", "--scale-max", "3", "--gan",
+            "--gan-window", "32", "--d-channels", "8", "--init", "sirenup-base",
+            "--lambda-adv", "0.1", "--device", "auto"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (run / CHECKPOINT).is_file()
+    model, meta = load_weights(run / WEIGHTS)
+    assert meta["init"]["name"] == "sirenup-base"
+    assert meta["training"]["gan"]["lambda_adv"] == 0.1
+    assert meta["training"]["lr"] == 1e-4  # the --gan default
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--gan-loss", "wasserstein"], "--gan-loss"),
+    (["--patch", "8", "--scale-min", "1"], "--gan needs HR crops"),
+    (["--device", "cuda:7"], "--device"),
+    (["--device", "tpu"], "--device"),
+    (["--batch", "3", "--init", "no-such-model"], "--init"),
+])
+def test_cli_gan_usage_errors(data_dir, tmp_path, extra, message):
+    args = ["train", str(data_dir), "--out", str(tmp_path / "R"), "--steps", "1", "--gan",
+            "--patch", "16", "--scale-min", "2", "--gan-window", "32"] + extra
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "R" / CHECKPOINT).exists()
+
+
+def test_gan_config_round_trip():
+    cfg = GanConfig(window=48, loss="hinge", lambda_adv=0.2)
+    assert GanConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError):
+        GanConfig(ema=1.0).validate()
