@@ -17,19 +17,19 @@ _sirenup() {
         esac
     done
     case "$cmd/$prev" in
-        "sirenup train/--out"|"sirenup train/-o"|"sirenup train/--val"|"sirenup upscale/--output"|"sirenup upscale/-o"|"sirenup compare/--reference"|"sirenup compare/--output-dir"|"sirenup compare/-d")
+        "sirenup train/--out"|"sirenup train/-o"|"sirenup train/--val"|"sirenup train/--init"|"sirenup upscale/--output"|"sirenup upscale/-o"|"sirenup compare/--reference"|"sirenup compare/--output-dir"|"sirenup compare/-d")
             IFS=$'\n' COMPREPLY+=($(compgen -f -- "$cur"))
             compopt -o filenames 2>/dev/null
             return 0
             ;;
-        "sirenup train/--steps"|"sirenup train/--batch"|"sirenup train/--patch"|"sirenup train/--queries"|"sirenup train/--scale-min"|"sirenup train/--scale-max"|"sirenup train/--lr"|"sirenup train/--seed"|"sirenup train/--val-every"|"sirenup train/--checkpoint-every"|"sirenup train/--init"|"sirenup train/--name"|"sirenup train/--gan-window"|"sirenup train/--gan-loss"|"sirenup train/--lambda-pix"|"sirenup train/--lambda-adv"|"sirenup train/--lambda-fm"|"sirenup train/--lambda-freq"|"sirenup train/--lr-d"|"sirenup train/--d-channels"|"sirenup train/--ema"|"sirenup train/--degrade"|"sirenup train/--degrade-clean-prob"|"sirenup train/--degrade-blur-prob"|"sirenup train/--degrade-blur-sigma"|"sirenup train/--degrade-noise-prob"|"sirenup train/--degrade-noise-sigma"|"sirenup train/--degrade-jpeg-prob"|"sirenup train/--degrade-final-jpeg-prob"|"sirenup train/--degrade-jpeg-quality"|"sirenup train/--degrade-resize-range"|"sirenup train/--degrade-second-prob"|"sirenup upscale/--scale"|"sirenup upscale/-s"|"sirenup upscale/--width"|"sirenup upscale/--height"|"sirenup upscale/--tile"|"sirenup upscale/--overlap"|"sirenup upscale/--quality"|"sirenup upscale/--png-compression"|"sirenup upscale/--background"|"sirenup upscale/--max-input-pixels"|"sirenup upscale/--max-output-pixels"|"sirenup batch/--scale"|"sirenup batch/-s"|"sirenup batch/--width"|"sirenup batch/--height"|"sirenup batch/--tile"|"sirenup batch/--overlap"|"sirenup batch/--suffix"|"sirenup batch/--quality"|"sirenup batch/--png-compression"|"sirenup batch/--background"|"sirenup batch/--max-input-pixels"|"sirenup batch/--max-output-pixels"|"sirenup batch/--shard"|"sirenup compare/--scale"|"sirenup compare/-s"|"sirenup compare/--width"|"sirenup compare/--height"|"sirenup compare/--methods"|"sirenup compare/--crop"|"sirenup compare/--tile"|"sirenup compare/--overlap"|"sirenup bench/--sizes"|"sirenup bench/--scale"|"sirenup bench/-s"|"sirenup bench/--repeats"|"sirenup bench/--warmup"|"sirenup bench/--tile"|"sirenup bench/--threads")
+        "sirenup train/--steps"|"sirenup train/--batch"|"sirenup train/--patch"|"sirenup train/--queries"|"sirenup train/--scale-min"|"sirenup train/--scale-max"|"sirenup train/--lr"|"sirenup train/--seed"|"sirenup train/--val-every"|"sirenup train/--checkpoint-every"|"sirenup train/--name"|"sirenup upscale/--scale"|"sirenup upscale/-s"|"sirenup upscale/--width"|"sirenup upscale/--height"|"sirenup upscale/--tile"|"sirenup upscale/--overlap"|"sirenup upscale/--quality"|"sirenup upscale/--png-compression"|"sirenup upscale/--background"|"sirenup upscale/--max-input-pixels"|"sirenup upscale/--max-output-pixels"|"sirenup batch/--scale"|"sirenup batch/-s"|"sirenup batch/--width"|"sirenup batch/--height"|"sirenup batch/--tile"|"sirenup batch/--overlap"|"sirenup batch/--suffix"|"sirenup batch/--quality"|"sirenup batch/--png-compression"|"sirenup batch/--background"|"sirenup batch/--max-input-pixels"|"sirenup batch/--max-output-pixels"|"sirenup batch/--shard"|"sirenup compare/--scale"|"sirenup compare/-s"|"sirenup compare/--width"|"sirenup compare/--height"|"sirenup compare/--methods"|"sirenup compare/--crop"|"sirenup compare/--tile"|"sirenup compare/--overlap"|"sirenup bench/--sizes"|"sirenup bench/--scale"|"sirenup bench/-s"|"sirenup bench/--repeats"|"sirenup bench/--warmup"|"sirenup bench/--tile"|"sirenup bench/--threads")
             return 0
             ;;
         "sirenup train/--device"|"sirenup upscale/--device"|"sirenup batch/--device"|"sirenup compare/--device"|"sirenup bench/--device")
             COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur"))
             return 0
             ;;
-        "sirenup upscale/--model"|"sirenup upscale/-m"|"sirenup batch/--model"|"sirenup batch/-m"|"sirenup bench/--model"|"sirenup bench/-m")
+        "sirenup upscale/--model"|"sirenup upscale/-m"|"sirenup batch/--model"|"sirenup batch/-m"|"sirenup compare/--model"|"sirenup compare/-m"|"sirenup bench/--model"|"sirenup bench/-m")
             COMPREPLY=($(compgen -W "sirenup-base" -- "$cur"))
             IFS=$'\n' COMPREPLY+=($(compgen -f -- "$cur"))
             compopt -o filenames 2>/dev/null
@@ -47,10 +47,10 @@ _sirenup() {
     opts="" subs="" args="" files=0
     case "$cmd" in
         "sirenup") opts="--debug --quiet -q --version --install-completion --show-completion --help -h" subs="train upscale batch compare bench doctor models" args="" files=0 ;;
-        "sirenup train") opts="--out -o --val --steps --batch --patch --queries --scale-min --scale-max --lr --device --seed --val-every --checkpoint-every --resume --init --name --gan --gan-window --gan-loss --lambda-pix --lambda-adv --lambda-fm --lambda-freq --lr-d --d-channels --ema --degrade --degrade-clean-prob --degrade-blur-prob --degrade-blur-sigma --degrade-noise-prob --degrade-noise-sigma --degrade-jpeg-prob --degrade-final-jpeg-prob --degrade-jpeg-quality --degrade-resize-range --degrade-second-prob --help -h" subs="" args="" files=1 ;;
+        "sirenup train") opts="--out -o --val --steps --batch --patch --queries --scale-min --scale-max --lr --device --seed --val-every --checkpoint-every --resume --init --name --help -h" subs="" args="" files=1 ;;
         "sirenup upscale") opts="--output -o --scale -s --width --height --model -m --device --precision --tile --overlap --format -f --quality --png-compression --background --max-input-pixels --max-output-pixels --json --help -h" subs="" args="" files=1 ;;
         "sirenup batch") opts="--scale -s --width --height --model -m --device --precision --tile --overlap --recursive -r --overwrite --suffix --format -f --quality --png-compression --background --max-input-pixels --max-output-pixels --shard --json --help -h" subs="" args="" files=1 ;;
-        "sirenup compare") opts="--reference --self --scale -s --width --height --methods --output-dir -d --crop --device --precision --tile --overlap --json --help -h" subs="" args="" files=1 ;;
+        "sirenup compare") opts="--reference --self --scale -s --width --height --methods --model -m --output-dir -d --crop --device --precision --tile --overlap --json --help -h" subs="" args="" files=1 ;;
         "sirenup bench") opts="--device --precision --model -m --sizes --scale -s --repeats --warmup --tile --threads --json --help -h" subs="" args="" files=0 ;;
         "sirenup doctor") opts="--json --quick --help -h" subs="" args="" files=0 ;;
         "sirenup models") opts="--help -h" subs="list download verify path remove" args="" files=0 ;;
