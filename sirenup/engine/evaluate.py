@@ -75,7 +75,7 @@ class Case:
     hr_energies: np.ndarray
 
 
-@functools.lru_cache(maxsize=128)  # validation reuses the same images every time: decode once
+@functools.lru_cache(maxsize=96)  # validation reuses the same images every time: decode once
 def protocol_case(path: Path, scale: float, degradation: Degradation | None = None) -> Case:
     with Image.open(path) as im:
         hr, lr = protocol_pair(im, scale)
