@@ -102,9 +102,16 @@ def compare(
 
 
 def _stdout_console():
+    """stdout for the report; into a file or a pipe 160 columns wide (rich's default is 80),
+    so table rows stay whole for grep (COLUMNS overrides)."""
+    import os
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    results = Console(highlight=False)
+    if not results.is_terminal and not os.environ.get("COLUMNS"):
+        results = Console(highlight=False, width=160)
+    return results
 
 
 def _table(report: dict):
