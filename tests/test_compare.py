@@ -108,6 +108,19 @@ def test_bad_usage_exit_2(invoke, make_image, tmp_path, args, fragment):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("lr", "hr", "args"), [
+    ((5, 5), (10, 10), ["--reference"]),  # x2: 6x6 left after the shave, under SSIM's 7x7
+    ((10, 10), None, ["--self", "--scale", "2"]),  # the same through --self
+])
+def test_too_small_to_score_is_a_usage_error(invoke, make_image, tmp_path, lr, hr, args):
+    if hr is not None:
+        args = [*args, make_image("hr.png", size=hr)]
+    result = invoke("compare", make_image("lr.png", size=lr), *args, "--methods", "bicubic",
+                    "-d", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "too small" in result.stderr and "Traceback" not in result.output
+
+
 def test_most_detailed_region_finds_the_texture():
     rng = np.random.default_rng(0)
     image = np.full((120, 160, 3), 128, np.uint8)

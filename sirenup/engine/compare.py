@@ -51,6 +51,7 @@ CLASSICAL = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+MIN_SCORED = 7  # SSIM's window: the scored area (borders shaved) must be this wide at least
 DEFAULT_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", DEFAULT_MODEL)
 
 
@@ -144,7 +145,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         warnings.append(f"{input}: transparency is ignored (colour is compared)")
     if options.self_reference:
         scale = options.scale if options.scale is not None else DEFAULT_SCALE
-        if min(source.size) < 4 * math.ceil(scale):
+        if min(source.size) < max(4 * math.ceil(scale), MIN_SCORED + 2 * math.ceil(scale)):
             raise UsageError(f"{input}: {source.width}x{source.height} is too small for --self "
                              f"--scale {scale:g}")
         hr, lr = protocol_pair(_rgb8(source), scale)
@@ -161,6 +162,10 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             warnings.append(f"the reference's aspect ratio differs from the input's "
                             f"(x{sx:.3g} wide, x{sy:.3g} high)")
         scale, size = (sx + sy) / 2, hr.size
+        if min(size) < MIN_SCORED + 2 * math.ceil(scale):
+            raise UsageError(f"--reference {options.reference}: {size[0]}x{size[1]} is too small "
+                             f"to score at x{scale:.3g} (at least {MIN_SCORED} pixels must remain "
+                             f"after shaving {math.ceil(scale)} from each border)")
         mode = "reference"
     else:
         lr, hr = _rgb8(source), None
