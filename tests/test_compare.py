@@ -73,6 +73,15 @@ def test_reference_mode(invoke, tmp_path):
     assert Path(report["montage"]).is_file()
 
 
+def test_reference_of_the_same_size_has_no_texture_ratio(invoke, make_image, tmp_path):
+    image = make_image("same.png", size=(24, 20))
+    result = invoke("compare", image, "--reference", image, "--methods", "bicubic", "--json",
+                    "-d", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)["methods"]
+    assert record["psnr_y"] is None and "texture" not in record  # x1: nothing above Nyquist
+
+
 def test_plain_mode_with_crop(invoke, make_image, tmp_path):
     result = invoke("compare", make_image("in.png"), "--scale", "2", "--methods",
                     "bilinear,lanczos,sirenup-base", "--crop", "4,6,10,8", "--json")

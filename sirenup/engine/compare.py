@@ -10,9 +10,9 @@ Three modes:
 Methods: ``--methods`` (classical resamplers and models) and ``--model A,B`` (models, shown
 beside bicubic). Scores follow ``metrics``: PSNR on RGB and on Y (BT.601, 0..255), SSIM
 (scikit-image, Y) and the texture ratio (Y energy above the input's Nyquist frequency, output
-over reference, whole and per octave band), all after shaving ceil(scale) pixels from every
-border. Images are compared as 8-bit RGB
-(alpha is ignored, 16-bit inputs are rounded to 8 bits), as in the papers' benchmarks.
+over reference, whole and per octave band; none at scale 1), all after shaving ceil(scale)
+pixels from every border. Images are compared as 8-bit RGB (alpha is ignored, 16-bit inputs
+are rounded to 8 bits), as in the papers' benchmarks.
 """
 
 from __future__ import annotations
@@ -215,7 +215,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         save(lr, f"lr_x{scale:g}")
         save(hr, "hr")
     lr_array = np.asarray(lr, dtype=np.float32) / 255.0
-    hr_energies = texture_energies(hr, scale) if hr is not None else None
+    textured = hr is not None and scale > 1  # at scale 1 there is no band above the input's
+    hr_energies = texture_energies(hr, scale) if textured else None
 
     records: list[dict] = []
     outputs: dict[str, Image.Image] = {}
@@ -242,6 +243,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             record["psnr_rgb"] = _finite(psnr_rgb(out, hr, scale))
             record["psnr_y"] = _finite(psnr_y(out, hr, scale))
             record["ssim"] = round(ssim(out, hr, scale), 4)
+        if textured:
             ratios = energy_ratios(texture_energies(out, scale), hr_energies)
             record["texture"] = _ratio(ratios[0])
             record["texture_bands"] = [_ratio(r) for r in ratios[1:]]
@@ -259,7 +261,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         lines = []
         if hr is not None:
             lines.append(f"PSNR {_fmt(record['psnr_rgb'])} dB, Y {_fmt(record['psnr_y'])} dB")
-            lines.append(f"SSIM {record['ssim']:.4f}, texture {fmt_ratio(record['texture'])}")
+            lines.append(f"SSIM {record['ssim']:.4f}, texture "
+                         f"{fmt_ratio(record.get('texture'))}")
         lines.append(f"{record['seconds']:.3f} s")
         panels.append((record["label"], lines, outputs[record["method"]]))
     montage, note = make_montage(panels, crop)
@@ -286,7 +289,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
                      f"{0.5 / scale:.3g} cycles/px (the input's Nyquist), output over "
                      "reference") if hr is not None else None,
         "texture_bands": [[round(lo, 4), round(hi, 4)] for lo, hi in texture_bands(scale)]
-        if hr is not None else None,
+        if textured else None,
         "warnings": warnings,
     }
 
