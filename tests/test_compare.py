@@ -145,6 +145,9 @@ def test_montage_layout():
     montage, note = make_montage(panels, (5, 5, 10, 10))
     assert montage.mode == "RGB" and note is None
     assert montage.size[0] > 3 * 192  # small panels are enlarged to be readable
+    long = [("a/very/long/path/" * 20 + "model.safetensors", ["x" * 300], panels[0][2])]
+    single, _ = make_montage(long, (5, 5, 10, 10))  # labels are cut to the column, not spilled
+    assert single.size[0] < 300
 
 
 @pytest.mark.parametrize(("size", "crop", "panels", "capped"), [
