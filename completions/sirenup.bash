@@ -29,7 +29,7 @@ _sirenup() {
             COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur"))
             return 0
             ;;
-        "sirenup upscale/--model"|"sirenup upscale/-m"|"sirenup batch/--model"|"sirenup batch/-m"|"sirenup bench/--model"|"sirenup bench/-m")
+        "sirenup upscale/--model"|"sirenup upscale/-m"|"sirenup batch/--model"|"sirenup batch/-m"|"sirenup compare/--model"|"sirenup compare/-m"|"sirenup bench/--model"|"sirenup bench/-m")
             COMPREPLY=($(compgen -W "sirenup-base" -- "$cur"))
             IFS=$'\n' COMPREPLY+=($(compgen -f -- "$cur"))
             compopt -o filenames 2>/dev/null
@@ -50,7 +50,7 @@ _sirenup() {
         "sirenup train") opts="--out -o --val --steps --batch --patch --queries --scale-min --scale-max --lr --device --seed --val-every --checkpoint-every --resume --init --name --help -h" subs="" args="" files=1 ;;
         "sirenup upscale") opts="--output -o --scale -s --width --height --model -m --device --precision --tile --overlap --format -f --quality --png-compression --background --max-input-pixels --max-output-pixels --json --help -h" subs="" args="" files=1 ;;
         "sirenup batch") opts="--scale -s --width --height --model -m --device --precision --tile --overlap --recursive -r --overwrite --suffix --format -f --quality --png-compression --background --max-input-pixels --max-output-pixels --shard --json --help -h" subs="" args="" files=1 ;;
-        "sirenup compare") opts="--reference --self --scale -s --width --height --methods --output-dir -d --crop --device --precision --tile --overlap --json --help -h" subs="" args="" files=1 ;;
+        "sirenup compare") opts="--reference --self --scale -s --width --height --methods --model -m --output-dir -d --crop --device --precision --tile --overlap --json --help -h" subs="" args="" files=1 ;;
         "sirenup bench") opts="--device --precision --model -m --sizes --scale -s --repeats --warmup --tile --threads --json --help -h" subs="" args="" files=0 ;;
         "sirenup doctor") opts="--json --quick --help -h" subs="" args="" files=0 ;;
         "sirenup models") opts="--help -h" subs="list download verify path remove" args="" files=0 ;;

@@ -1,7 +1,9 @@
-"""The scoring protocol: PSNR-Y, border shave, HR crop and LR size, luma."""
+"""The scoring protocol (PSNR-Y, border shave, HR crop and LR size, luma) and the texture
+ratio on images with known spectra."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from sirenup.engine.metrics import (
+    CORNER_FREQUENCY,
     protocol_pair,
     psnr,
     psnr_rgb,
@@ -16,6 +19,10 @@ from sirenup.engine.metrics import (
     rgb_to_y,
     scale_fraction,
     shave,
+    texture_bands,
+    texture_energies,
+    texture_ratio,
+    texture_ratios,
 )
 
 
@@ -109,3 +116,106 @@ def test_rgb_to_y_studio_range():
     y = rgb_to_y(np.full((2, 2, 3), 200, dtype=np.uint8))
     assert y.dtype == np.float64 and np.all((y > 16) & (y < 235))
     assert rgb_to_y(np.array([[[255, 0, 0]]]))[0, 0] == pytest.approx(16 + 65.738 * 255 / 256)
+
+
+# -- texture ratio ---------------------------------------------------------------------------
+
+def wave(freq_x: float, freq_y: float = 0.0, size: int = 128, amplitude: float = 40.0):
+    """A grey sinusoid (2-D array, 0..255 around 128) of the given cycles per pixel."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    return 128.0 + amplitude * np.sin(2 * np.pi * (freq_x * xx + freq_y * yy))
+
+
+@pytest.mark.parametrize("scale,expected", [
+    (2, [(0.25, 0.5), (0.5, CORNER_FREQUENCY)]),
+    (3, [(1 / 6, 1 / 3), (1 / 3, CORNER_FREQUENCY)]),
+    (4, [(0.125, 0.25), (0.25, 0.5), (0.5, CORNER_FREQUENCY)]),
+    (6, [(1 / 12, 1 / 6), (1 / 6, 1 / 3), (1 / 3, CORNER_FREQUENCY)]),
+    (2.5, [(0.2, 0.4), (0.4, CORNER_FREQUENCY)]),
+    (1.1, [(0.5 / 1.1, CORNER_FREQUENCY)]),
+])
+def test_texture_bands_are_octaves_from_the_lr_nyquist(scale, expected):
+    bands = texture_bands(scale)
+    assert bands == [pytest.approx(b) for b in expected]
+    assert bands[0][0] == pytest.approx(0.5 / scale) and bands[-1][1] == CORNER_FREQUENCY
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bands))  # contiguous
+    with pytest.raises(ValueError):
+        texture_bands(1.0)
+
+
+def test_an_image_against_itself_is_one_everywhere():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    ratios = texture_ratios(image, image.copy(), 4)
+    assert ratios == pytest.approx(np.ones(len(texture_bands(4)) + 1))
+    assert texture_ratio(Image.fromarray(image), image, 3) == pytest.approx(1.0)
+
+
+def test_energy_matches_a_full_fft():
+    """The half-spectrum bookkeeping (rfft2, mirrored columns) equals the full 2-D FFT."""
+    rng = np.random.default_rng(1)
+    for shape in [(64, 64), (61, 75), (50, 47)]:
+        y = rng.normal(100, 30, shape)
+        core = y[3:-3, 3:-3] - y[3:-3, 3:-3].mean()
+        windowed = core * np.outer(np.hanning(core.shape[0]), np.hanning(core.shape[1]))
+        power = np.abs(np.fft.fft2(windowed)) ** 2
+        fy, fx = np.meshgrid(np.fft.fftfreq(core.shape[0]), np.fft.fftfreq(core.shape[1]),
+                             indexing="ij")
+        radial = np.hypot(fx, fy)
+        energies = texture_energies(y, 2.5)  # border ceil(2.5) = 3
+        assert energies[0] == pytest.approx(power[radial >= 0.2].sum())
+        assert energies[1] == pytest.approx(power[(radial >= 0.2) & (radial < 0.4)].sum())
+        assert energies[1:].sum() == pytest.approx(energies[0])  # bands tile the range
+
+
+def test_a_sinusoid_counts_above_the_cutoff_only_when_it_is_above():
+    scale = 4  # cut-off 0.125 cycles/px
+    low, high = wave(0.05), wave(0.3, amplitude=20)
+    hr = low + high - 128
+    assert texture_ratio(low, hr, scale) < 1e-3  # below the cut-off: no texture at all
+    assert texture_ratio(low + 2 * (high - 128), hr, scale) == pytest.approx(4.0, rel=0.02)
+    assert texture_ratio(low + 0.5 * (high - 128), hr, scale) == pytest.approx(0.25, rel=0.02)
+    # 0.3 cycles/px lies in the band [0.25, 0.5): that band holds (nearly) all the energy
+    energies = texture_energies(hr, scale)
+    assert energies[2] > 0.99 * energies[0]
+    diagonal = texture_energies(wave(0.4, 0.4), scale)  # radial 0.566: the corner band
+    assert diagonal[3] > 0.99 * diagonal[0]
+
+
+def test_white_noise_splits_its_energy_by_area():
+    """White noise has a flat spectrum: each band's share is its area in the unit square."""
+    rng = np.random.default_rng(2)
+    noise = rng.normal(0, 20, (256, 256))
+    scale = 4
+    energies = texture_energies(noise, scale)
+    core = noise[4:-4, 4:-4] - noise[4:-4, 4:-4].mean()
+    window = np.outer(np.hanning(core.shape[0]), np.hanning(core.shape[1]))
+    total = core.size * float(((core * window) ** 2).sum())  # Parseval
+    f0 = 0.5 / scale
+    assert energies[0] / total == pytest.approx(1 - np.pi * f0**2, abs=0.01)
+    areas = [np.pi * (hi**2 - lo**2) for lo, hi in texture_bands(scale)[:-1]]
+    areas.append(1 - np.pi * 0.25)  # the corners beyond the axis Nyquist
+    for energy, area in zip(energies[1:], areas, strict=True):
+        assert energy / total == pytest.approx(area, rel=0.05)
+
+
+def test_blurring_lowers_and_sharpening_raises_the_ratio():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(3)
+    hr = gaussian_filter(rng.normal(128, 40, (96, 96)), 0.7)  # a textured image
+    blurred = gaussian_filter(hr, 1.5)
+    sharpened = hr + 1.0 * (hr - gaussian_filter(hr, 1.0))
+    assert texture_ratio(blurred, hr, 2) < 0.3
+    assert texture_ratio(sharpened, hr, 2) > 1.5
+    # bicubic down and up again (what a plain resize gives) loses most of the texture
+    photo = Image.fromarray(np.clip(hr, 0, 255).astype(np.uint8)).convert("RGB")
+    hr_c, lr = protocol_pair(photo, 4)
+    assert texture_ratio(lr.resize(hr_c.size, Image.BICUBIC), hr_c, 4) < 0.3
+
+
+def test_flat_reference_gives_nan():
+    flat = np.full((40, 40, 3), 90, np.uint8)
+    rng = np.random.default_rng(4)
+    noisy = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert np.isnan(texture_ratio(noisy, flat, 2))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, info, print_json, state, warn
+from sirenup.cli.console import handle_errors, info, print_json, warn
 from sirenup.cli.options import (
     DeviceOption,
     JsonOption,
@@ -38,8 +38,13 @@ def compare(
     methods: Annotated[str | None, typer.Option(
         "--methods", show_default=False,
         help="Comma-separated: nearest, bilinear, bicubic, lanczos, box, hamming, and model "
-             "names or weights files (default: nearest,bilinear,bicubic,lanczos,sirenup-base)."
+             "names or weights files (default: nearest,bilinear,bicubic,lanczos,sirenup-base; "
+             "with --model: bicubic)."
     )] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", show_default=False, metavar="MODELS",
+        help="Comma-separated model names or weights files to compare side by side, e.g. "
+             "sirenup-base,sirenup-gan (shown beside bicubic).")] = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-d", show_default=False,
         help="Folder for the outputs and the montage (default: <stem>_compare beside INPUT).")
@@ -54,10 +59,13 @@ def compare(
     overlap: OverlapOption = DEFAULT_OVERLAP,
     json: JsonOption = False,
 ) -> None:
-    """Compare upscaling methods on one image: outputs, a montage, PSNR/SSIM and time.
+    """Compare upscaling methods on one image: outputs, a montage, PSNR/SSIM/texture, time.
 
     Scores (with --reference or --self) follow the benchmark protocol: 8-bit RGB, a border of
-    ceil(scale) pixels shaved, PSNR on RGB and on Y (BT.601), SSIM on Y (scikit-image).
+    ceil(scale) pixels shaved, PSNR on RGB and on Y (BT.601), SSIM on Y (scikit-image), and
+    the texture ratio: Y energy above the input's Nyquist frequency, output over reference
+    (1 = as much fine detail as the original; below: smoother, above: sharpened or noisy).
+    The table goes to stdout (with --json: the JSON report instead); progress to stderr.
     """
     from rich.markup import escape
 
@@ -66,7 +74,7 @@ def compare(
 
     check_tiling(tile, overlap)
     options = CompareOptions(reference=reference, self_reference=self_reference, scale=scale,
-                             width=width, height=height, methods=methods,
+                             width=width, height=height, methods=methods, models=model,
                              output_dir=output_dir, crop=crop)
 
     def on_event(kind: str, record: dict) -> None:
@@ -80,37 +88,71 @@ def compare(
         on_event=on_event)
     for message in report["warnings"]:
         warn(escape(message))
-    if not state["quiet"]:
-        console.print(_table(report))
-        console.print(escape(f"montage: {report['montage']}"), soft_wrap=True)
     if json:
         print_json(report)
+        return
+    results = _stdout_console()  # the report is a result: stdout, so it can be redirected
+    (w, h), (ow, oh) = report["in_size"], report["out_size"]
+    results.print(escape(f"{report['input']}: {w}x{h} -> {ow}x{oh} (x{report['scale']:g}, "
+                         f"{report['mode']})"), soft_wrap=True)
+    results.print(_table(report))
+    if report["protocol"]:
+        results.print(escape(report["protocol"]), soft_wrap=True)
+    results.print(escape(f"montage: {report['montage']}"), soft_wrap=True)
+
+
+def _stdout_console():
+    """stdout for the report; into a file or a pipe 160 columns wide (rich's default is 80),
+    so table rows stay whole for grep (COLUMNS overrides)."""
+    import os
+
+    from rich.console import Console
+
+    results = Console(highlight=False)
+    if not results.is_terminal and not os.environ.get("COLUMNS"):
+        results = Console(highlight=False, width=160)
+    return results
 
 
 def _table(report: dict):
+    import math
+
     from rich.markup import escape
     from rich.table import Table
 
-    (w, h), (ow, oh) = report["in_size"], report["out_size"]
     scored = report["mode"] != "plain"
-    table = Table(title=f"{escape(report['input'])}: {w}x{h} -> {ow}x{oh} "
-                        f"(x{report['scale']:g}, {report['mode']})", title_justify="left",
-                  caption=escape(report["protocol"]) if report["protocol"] else None)
+    table = Table()
     table.add_column("method")
     columns = [("PSNR RGB\ndB", "psnr_rgb", 2), ("PSNR Y\ndB", "psnr_y", 2),
                ("SSIM", "ssim", 4)] if scored else []
+    texture = scored and any("texture" in r for r in report["methods"])
     for title, _, _ in columns:
         table.add_column(title, justify="right")
+    if texture:
+        table.add_column("texture\nratio", justify="right")
     table.add_column("time\ns", justify="right")
     best = {key: max((r[key] for r in report["methods"] if r.get(key) is not None),
                      default=None) for _, key, _ in columns}
+    closest = min((abs(math.log(r["texture"])) for r in report["methods"]
+                   if r.get("texture")), default=None)
     for record in report["methods"]:
-        cells = [escape(record["method"])]
+        cells = [escape(record.get("label", record["method"]))]
         for _, key, digits in columns:
             value = record.get(key)
             text = "inf" if value is None else f"{value:.{digits}f}"
             cells.append(f"[bold]{text}[/]" if value is not None and value == best[key]
                          else text)
+        if texture:  # closest to 1 is best, not highest
+            cells.append(_ratio_cell(record.get("texture"), closest))
         cells.append(f"{record['seconds']:.3f}")
         table.add_row(*cells)
     return table
+
+
+def _ratio_cell(value: float | None, closest: float | None) -> str:
+    import math
+
+    if value is None:
+        return "-"
+    text = f"{value:.3f}"
+    return f"[bold]{text}[/]" if value > 0 and abs(math.log(value)) == closest else text

@@ -7,9 +7,12 @@ Three modes:
 - ``self_reference``: INPUT is the high-resolution image; the pair is made with the protocol
   of ``metrics.protocol_pair`` (HR cropped to a multiple of the scale, Pillow-bicubic LR).
 
-Scores follow ``metrics``: PSNR on RGB and on Y (BT.601, 0..255) and SSIM (scikit-image, Y),
-all after shaving ceil(scale) pixels from every border. Images are compared as 8-bit RGB
-(alpha is ignored, 16-bit inputs are rounded to 8 bits), as in the papers' benchmarks.
+Methods: ``--methods`` (classical resamplers and models) and ``--model A,B`` (models, shown
+beside bicubic). Scores follow ``metrics``: PSNR on RGB and on Y (BT.601, 0..255), SSIM
+(scikit-image, Y) and the texture ratio (Y energy above the input's Nyquist frequency, output
+over reference, whole and per octave band; none at scale 1), all after shaving ceil(scale)
+pixels from every border. Images are compared as 8-bit RGB (alpha is ignored, 16-bit inputs
+are rounded to 8 bits), as in the papers' benchmarks.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ import numpy as np
 from PIL import Image
 
 from sirenup.engine.imageio import DecodedImage, check_output_size, read_image, save_pil
-from sirenup.engine.metrics import protocol_pair, psnr_rgb, psnr_y, ssim
+from sirenup.engine.metrics import (
+    energy_ratios,
+    protocol_pair,
+    psnr_rgb,
+    psnr_y,
+    ssim,
+    texture_bands,
+    texture_energies,
+)
 from sirenup.engine.montage import make_montage, most_detailed_region
 from sirenup.engine.sizing import DEFAULT_SCALE, target_size
 from sirenup.errors import UsageError
@@ -40,6 +51,7 @@ CLASSICAL = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+MIN_SCORED = 7  # SSIM's window: the scored area (borders shaved) must be this wide at least
 DEFAULT_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", DEFAULT_MODEL)
 
 
@@ -50,11 +62,10 @@ class CompareOptions:
     scale: float | None = None
     width: int | None = None
     height: int | None = None
-    methods: str | None = None  # comma-separated; None: DEFAULT_METHODS
+    methods: str | None = None  # comma-separated; None: DEFAULT_METHODS (or bicubic + models)
+    models: str | None = None  # comma-separated model names or weights files (--model)
     output_dir: Path | None = None  # None: <stem>_compare beside INPUT
     crop: str | None = None  # "x,y,w,h" in output pixels; None: the most detailed region
-    max_input_pixels: int | None = None
-    max_output_pixels: int | None = None
 
 
 def parse_methods(text: str | None) -> list[str]:
@@ -67,6 +78,28 @@ def parse_methods(text: str | None) -> list[str]:
     if not methods:
         raise UsageError(f"--methods {text!r}: give at least one method")
     return methods
+
+
+def resolve_methods(methods: str | None, models: str | None) -> list[str]:
+    """The methods to run, in order: --methods (default: the classical four and sirenup-base;
+    with --model: bicubic alone), then every --model not already among them."""
+    chosen = [] if models is None else _split(models)
+    if models is not None and not chosen:
+        raise UsageError(f"--model {models!r}: give at least one model")
+    for name in chosen:
+        if name.lower() in CLASSICAL:
+            raise UsageError(f"--model {name}: a classical method; list it in --methods")
+    base = parse_methods(methods) if methods is not None or not chosen else ["bicubic"]
+    return base + [name for name in chosen if name not in base]
+
+
+def _split(text: str) -> list[str]:
+    return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
+def method_label(name: str) -> str:
+    """How a method is shown: registry names as given, weights files by their file name."""
+    return Path(name.replace("\\", "/")).name if ("/" in name or "\\" in name) else name
 
 
 def parse_crop(text: str | None, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -93,7 +126,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     """
     emit = on_event or (lambda kind, record: None)
     input = Path(input)
-    methods = parse_methods(options.methods)
+    methods = resolve_methods(options.methods, options.models)
+    from_model_option = set(_split(options.models or ""))
     sizing = any(v is not None for v in (options.scale, options.width, options.height))
     if options.reference is not None and options.self_reference:
         raise UsageError("give either --reference HR or --self, not both")
@@ -105,13 +139,13 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     if options.self_reference and options.scale is not None and not options.scale > 1:
         raise UsageError(f"--scale {options.scale:g}: --self needs a scale above 1")
 
-    source = read_image(input, max_pixels=options.max_input_pixels)
+    source = read_image(input)
     warnings = list(source.warnings)
     if source.alpha is not None:
         warnings.append(f"{input}: transparency is ignored (colour is compared)")
     if options.self_reference:
         scale = options.scale if options.scale is not None else DEFAULT_SCALE
-        if min(source.size) < 4 * math.ceil(scale):
+        if min(source.size) < max(4 * math.ceil(scale), MIN_SCORED + 2 * math.ceil(scale)):
             raise UsageError(f"{input}: {source.width}x{source.height} is too small for --self "
                              f"--scale {scale:g}")
         hr, lr = protocol_pair(_rgb8(source), scale)
@@ -119,7 +153,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         mode = "self"
     elif options.reference is not None:
         lr = _rgb8(source)
-        hr = _rgb8(read_image(options.reference, max_pixels=options.max_input_pixels))
+        hr = _rgb8(read_image(options.reference))
         if hr.size[0] < lr.size[0] or hr.size[1] < lr.size[1]:
             raise UsageError(f"--reference {options.reference}: {hr.size[0]}x{hr.size[1]} is "
                              f"smaller than the input {lr.size[0]}x{lr.size[1]}")
@@ -128,6 +162,10 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             warnings.append(f"the reference's aspect ratio differs from the input's "
                             f"(x{sx:.3g} wide, x{sy:.3g} high)")
         scale, size = (sx + sy) / 2, hr.size
+        if min(size) < MIN_SCORED + 2 * math.ceil(scale):
+            raise UsageError(f"--reference {options.reference}: {size[0]}x{size[1]} is too small "
+                             f"to score at x{scale:.3g} (at least {MIN_SCORED} pixels must remain "
+                             f"after shaving {math.ceil(scale)} from each border)")
         mode = "reference"
     else:
         lr, hr = _rgb8(source), None
@@ -135,7 +173,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
                            out_width=options.width, out_height=options.height)
         scale = (size[0] / lr.size[0] + size[1] / lr.size[1]) / 2
         mode = "plain"
-    check_output_size(size, options.max_output_pixels)
+    check_output_size(size)
     crop = parse_crop(options.crop, size)
 
     models: dict[str, tuple[object, float]] = {}
@@ -146,6 +184,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         try:
             models[name] = (load_model(name), time.perf_counter() - began)
         except UsageError as error:
+            if name in from_model_option:
+                raise UsageError(f"--model {name}: not a usable model ({error})") from None
             raise UsageError(f"--methods {name}: not one of {', '.join(CLASSICAL)} nor a "
                              f"usable model ({error})") from None
 
@@ -158,9 +198,15 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             from None
     stem = _safe(input.stem)
     images: list[str] = []
+    used: set[str] = set()
 
     def save(image: Image.Image, name: str) -> str:
-        path = out_dir / f"{stem}_{_safe(name)}.png"
+        base, n = _safe(name), 2
+        file_name = base
+        while file_name in used:  # two weights files called model.safetensors: model, model-2
+            file_name, n = f"{base}-{n}", n + 1
+        used.add(file_name)
+        path = out_dir / f"{stem}_{file_name}.png"
         save_pil(path, image)
         images.append(str(path))
         return str(path)
@@ -169,6 +215,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         save(lr, f"lr_x{scale:g}")
         save(hr, "hr")
     lr_array = np.asarray(lr, dtype=np.float32) / 255.0
+    textured = hr is not None and scale > 1  # at scale 1 there is no band above the input's
+    hr_energies = texture_energies(hr, scale) if textured else None
 
     records: list[dict] = []
     outputs: dict[str, Image.Image] = {}
@@ -177,7 +225,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             began = time.perf_counter()
             out = lr.resize(size, CLASSICAL[name])
             seconds = time.perf_counter() - began
-            record = {"method": name, "kind": "classical"}
+            record = {"method": name, "label": name, "kind": "classical"}
         else:
             upscaler, load_seconds = models[name]
             _warm_up(upscaler, lr_array)
@@ -185,7 +233,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             rgb = upscaler.upscale_rgb(lr_array, size)
             seconds = time.perf_counter() - began
             out = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")
-            record = {"method": name, "kind": "model",
+            record = {"method": name, "label": method_label(name), "kind": "model",
                       "model": getattr(upscaler, "model_name", name),
                       "device": str(getattr(upscaler, "device", "")),
                       "load_seconds": round(load_seconds, 3)}
@@ -195,6 +243,10 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             record["psnr_rgb"] = _finite(psnr_rgb(out, hr, scale))
             record["psnr_y"] = _finite(psnr_y(out, hr, scale))
             record["ssim"] = round(ssim(out, hr, scale), 4)
+        if textured:
+            ratios = energy_ratios(texture_energies(out, scale), hr_energies)
+            record["texture"] = _ratio(ratios[0])
+            record["texture_bands"] = [_ratio(r) for r in ratios[1:]]
         outputs[name] = out
         records.append(record)
         emit("method", record)
@@ -209,10 +261,14 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         lines = []
         if hr is not None:
             lines.append(f"PSNR {_fmt(record['psnr_rgb'])} dB, Y {_fmt(record['psnr_y'])} dB")
-            lines.append(f"SSIM {record['ssim']:.4f}")
+            lines.append(f"SSIM {record['ssim']:.4f}, texture "
+                         f"{fmt_ratio(record.get('texture'))}")
         lines.append(f"{record['seconds']:.3f} s")
-        panels.append((record["method"], lines, outputs[record["method"]]))
-    montage_path = save(make_montage(panels, crop), "montage")
+        panels.append((record["label"], lines, outputs[record["method"]]))
+    montage, note = make_montage(panels, crop)
+    if note:
+        warnings.append(note)
+    montage_path = save(montage, "montage")
 
     return {
         "input": str(input),
@@ -229,7 +285,11 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         "images": images,
         "methods": records,
         "protocol": (f"8-bit RGB; {math.ceil(scale)}-pixel border shaved; PSNR-Y on BT.601 "
-                     "studio-range luma; SSIM (scikit-image) on Y") if hr is not None else None,
+                     "studio-range luma; SSIM (scikit-image) on Y; texture = Y energy above "
+                     f"{0.5 / scale:.3g} cycles/px (the input's Nyquist), output over "
+                     "reference") if hr is not None else None,
+        "texture_bands": [[round(lo, 4), round(hi, 4)] for lo, hi in texture_bands(scale)]
+        if textured else None,
         "warnings": warnings,
     }
 
@@ -250,8 +310,16 @@ def _finite(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None  # identical images: no number
 
 
+def _ratio(value: float) -> float | None:
+    return round(float(value), 4) if math.isfinite(value) else None  # flat reference: none
+
+
 def _fmt(value: float | None) -> str:
     return "inf" if value is None else f"{value:.2f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _safe(name: str) -> str:

@@ -1,21 +1,29 @@
 """Score upscalers on benchmark folders with the protocol of ``metrics``.
 
 A validation folder holds images directly (one set) or one subfolder per set (Set5/, Set14/).
+Per image and scale: Y-PSNR, SSIM (Y) and the texture ratio (whole and per octave band).
+``evaluate_sets`` gives the training loop its PSNR table; ``evaluate_table`` the richer one;
+``score_cases`` the per-image rows. Protocol pairs are cached (decoded once per process), the
+LR optionally degraded (``degrade_eval``) after the protocol's bicubic downscale.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from sirenup.engine.metrics import protocol_pair, psnr_y
+from sirenup.engine.degrade_eval import Degradation
+from sirenup.engine.metrics import energy_ratios, protocol_pair, psnr_y, ssim, texture_energies
 from sirenup.engine.tiler import upscale_tensor
 from sirenup.models.patch_siren import LiifSiren
 
+METRICS = ("psnr_y", "ssim", "texture")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 Upscale = Callable[[Image.Image, tuple[int, int]], Image.Image]  # (LR, (W, H)) -> SR
@@ -56,22 +64,96 @@ def benchmark_sets(val_dir: Path) -> dict[str, list[Path]]:
     }
 
 
-def score_images(upscale: Upscale, paths: list[Path], scale: float) -> list[float]:
-    """Per-image Y-PSNR at ``scale`` with the protocol (HR crop, Pillow-bicubic LR)."""
-    scores = []
-    for path in paths:
-        with Image.open(path) as im:
-            hr, lr = protocol_pair(im, scale)
-        scores.append(psnr_y(upscale(lr, hr.size), hr, scale))
+@dataclass(frozen=True)
+class Case:
+    """One benchmark image at one scale: the protocol's HR and LR (degraded if asked), and the
+    HR's texture energies (computed once, shared by every upscaler scored on it)."""
+    name: str
+    scale: float
+    hr: Image.Image
+    lr: Image.Image
+    hr_energies: np.ndarray
+
+
+@functools.lru_cache(maxsize=96)  # validation reuses the same images every time: decode once
+def protocol_case(path: Path, scale: float, degradation: Degradation | None = None) -> Case:
+    with Image.open(path) as im:
+        hr, lr = protocol_pair(im, scale)
+    if degradation is not None:
+        lr = degradation(lr)
+    return Case(Path(path).stem, scale, hr, lr, texture_energies(hr, scale))
+
+
+def score_output(sr: Image.Image, case: Case, metrics=METRICS) -> dict:
+    """{metric: value} of one output against its case's HR. ``texture`` also gives
+    ``texture_bands`` (the ratio per ``metrics.texture_bands(scale)`` octave)."""
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
+    scores: dict = {}
+    if "psnr_y" in metrics:
+        scores["psnr_y"] = psnr_y(sr, case.hr, case.scale)
+    if "ssim" in metrics:
+        scores["ssim"] = ssim(sr, case.hr, case.scale)
+    if "texture" in metrics:
+        ratios = energy_ratios(texture_energies(sr, case.scale), case.hr_energies)
+        scores["texture"] = float(ratios[0])
+        scores["texture_bands"] = [float(r) for r in ratios[1:]]
     return scores
+
+
+def score_cases(upscale: Upscale, cases: list[Case], metrics=METRICS) -> list[dict]:
+    """Per-case scores of one upscaler (``{"image": name, metric: value, ...}``)."""
+    return [{"image": case.name, **score_output(upscale(case.lr, case.hr.size), case, metrics)}
+            for case in cases]
+
+
+def score_images(upscale: Upscale, paths: list[Path], scale: float, *,
+                 degradation: Degradation | None = None) -> list[float]:
+    """Per-image Y-PSNR at ``scale`` with the protocol (HR crop, Pillow-bicubic LR)."""
+    cases = [protocol_case(Path(p), scale, degradation) for p in paths]
+    return [r["psnr_y"] for r in score_cases(upscale, cases, ("psnr_y",))]
 
 
 def evaluate_sets(model: LiifSiren, val_dir: Path, scales, *, device="cpu") -> dict:
     """{set: {"x2": mean PSNR-Y, ...}} for the model on every set of ``val_dir``."""
-    upscale = model_upscaler(model, device=device)
+    table = evaluate_table(model, val_dir, scales, device=device, metrics=("psnr_y",))
+    return {name: {key: row["psnr_y"] for key, row in by_scale.items()}
+            for name, by_scale in table.items()}
+
+
+def evaluate_table(model: LiifSiren | Upscale, val_dir: Path, scales, *, device="cpu",
+                   metrics=METRICS, degradation: Degradation | None = None) -> dict:
+    """{set: {"x2": {"psnr_y": mean, "ssim": mean, "texture": mean, "texture_bands": [...]}}}.
+
+    ``model``: a LiifSiren (run whole-image on ``device``) or any ``Upscale`` callable (e.g.
+    ``pillow_upscaler(Image.BICUBIC)`` for the baseline row). Means are over the set's
+    images (the texture ratio too: the mean of per-image ratios, NaNs left out).
+    """
+    upscale = model_upscaler(model, device=device) if isinstance(model, torch.nn.Module) \
+        else model
+    table: dict = {}
     with torch.no_grad():
-        return {
-            name: {f"x{s:g}": round(float(np.mean(score_images(upscale, paths, s))), 3)
-                   for s in scales}
-            for name, paths in benchmark_sets(val_dir).items()
-        }
+        for name, paths in benchmark_sets(val_dir).items():
+            table[name] = {}
+            for s in scales:
+                cases = [protocol_case(p, float(s), degradation) for p in paths]
+                table[name][f"x{s:g}"] = mean_scores(score_cases(upscale, cases, metrics))
+    return table
+
+
+def mean_scores(rows: list[dict]) -> dict:
+    """Mean of every metric over per-image rows (rounded: PSNR 3, SSIM and ratios 4 digits)."""
+    means: dict = {}
+    for key in (k for k in METRICS if rows and k in rows[0]):
+        means[key] = round(_nanmean([r[key] for r in rows]), 3 if key == "psnr_y" else 4)
+    if rows and "texture_bands" in rows[0]:
+        bands = np.array([r["texture_bands"] for r in rows], dtype=np.float64)
+        means["texture_bands"] = [round(_nanmean(column), 4) for column in bands.T]
+    return means
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else float("nan")
