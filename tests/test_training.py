@@ -197,6 +197,9 @@ def test_cli_train(data_dir, val_dir, tmp_path):
         table = r["psnr_y"]["Tiny"]
         assert set(table) == {"x2", "x3", "x4"}
         assert all(math.isfinite(v) and 10 < v < 60 for v in table.values())
+        texture = r["texture"]["Tiny"]  # validation reports the texture ratio too
+        assert set(texture) == {"x2", "x3", "x4"}
+        assert all(math.isfinite(v) and 0 < v < 3 for v in texture.values())
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     assert state["step"] == 4
 

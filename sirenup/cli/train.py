@@ -165,12 +165,15 @@ def train(
 def validation_table(record: dict):
     from rich.table import Table
 
-    table = Table(title=f"validation, step {record['step']} (PSNR-Y, dB)")
+    table = Table(title=f"validation, step {record['step']}: PSNR-Y dB (texture ratio)")
     sets = record["psnr_y"]
+    textures = record.get("texture", {})
     scales = list(next(iter(sets.values())).keys()) if sets else []
     table.add_column("set")
     for s in scales:
         table.add_column(s, justify="right")
     for name, row in sets.items():
-        table.add_row(name, *[f"{row[s]:.2f}" for s in scales])
+        texture = textures.get(name, {})
+        table.add_row(name, *[f"{row[s]:.2f} ({texture.get(s, float('nan')):.2f})"
+                              for s in scales])
     return table

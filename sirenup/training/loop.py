@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from sirenup.engine.evaluate import evaluate_sets
+from sirenup.engine.evaluate import evaluate_table
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.training import distributed
@@ -272,12 +272,14 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            table = evaluate_sets(model, Path(self.cfg.val), self.cfg.val_scales,
-                                  device=self.device)
+            table = evaluate_table(model, Path(self.cfg.val), self.cfg.val_scales,
+                                   device=self.device, metrics=("psnr_y", "texture"))
         finally:
             model.train(was_training)
-        record = {"step": self.step, "train_seconds": round(self.train_seconds, 1),
-                  "psnr_y": table}
+        record = {"step": self.step, "train_seconds": round(self.train_seconds, 1)}
+        for metric in ("psnr_y", "texture"):  # {metric: {set: {"x2": mean}}}
+            record[metric] = {name: {scale: row[metric] for scale, row in rows.items()}
+                              for name, rows in table.items()}
         self.write_metrics(record)
         return record
 
