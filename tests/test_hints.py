@@ -1,0 +1,46 @@
+"""The one-line hint towards sirenup-real for low-quality JPEG inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sirenup.engine.hints import HintOnce, jpeg_quality, real_model_hint
+
+
+def save_jpeg(path, quality: int) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+        path, "JPEG", quality=quality)
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 90, 95])
+def test_jpeg_quality_is_estimated_from_the_tables(tmp_path, quality):
+    path = tmp_path / "photo.jpg"
+    save_jpeg(path, quality)
+    assert abs(jpeg_quality(path) - quality) <= 2
+
+
+def test_not_a_jpeg_has_no_quality(tmp_path):
+    png = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(png)
+    assert jpeg_quality(png) is None
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    assert jpeg_quality(broken) is None
+
+
+def test_hint_only_for_low_quality_jpegs_and_clean_models(tmp_path):
+    low, high = tmp_path / "low [q].jpg", tmp_path / "high.jpg"
+    save_jpeg(low, 70)
+    save_jpeg(high, 95)
+    hint = real_model_hint(low, "sirenup-base")
+    assert hint is not None and "--model sirenup-real" in hint and "low [q].jpg" in hint
+    assert real_model_hint(high, "sirenup-base") is None
+    assert real_model_hint(low, "sirenup-real") is None
+    assert real_model_hint(low, "my-own-model") is None
+    once = HintOnce("sirenup-base")
+    assert once(high) is None
+    assert once(low) is not None
+    assert once(low) is None  # once per run
