@@ -91,34 +91,34 @@ def train(
              "JPEG, twice).")] = "clean",
     degrade_clean_prob: Annotated[float, typer.Option(
         "--degrade-clean-prob", rich_help_panel=DEGRADE,
-        help="Share of crops left clean.")] = 0.1,
+        help="Share of crops left clean.")] = 0.15,
     degrade_blur_prob: Annotated[float, typer.Option(
         "--degrade-blur-prob", rich_help_panel=DEGRADE,
-        help="Probability of blur (first round).")] = 0.5,
+        help="Probability of blur (first round).")] = 0.25,
     degrade_blur_sigma: Annotated[str, typer.Option(
         "--degrade-blur-sigma", rich_help_panel=DEGRADE,
-        help="Blur sigma range, LR pixels.")] = "0.2,1.5",
+        help="Blur sigma range, LR pixels.")] = "0.2,1.2",
     degrade_noise_prob: Annotated[float, typer.Option(
         "--degrade-noise-prob", rich_help_panel=DEGRADE,
-        help="Probability of noise (first round).")] = 0.5,
+        help="Probability of noise (first round).")] = 0.3,
     degrade_noise_sigma: Annotated[str, typer.Option(
         "--degrade-noise-sigma", rich_help_panel=DEGRADE,
-        help="Gaussian noise sigma range, 8-bit levels.")] = "1,20",
+        help="Gaussian noise sigma range, 8-bit levels.")] = "1,15",
     degrade_jpeg_prob: Annotated[float, typer.Option(
         "--degrade-jpeg-prob", rich_help_panel=DEGRADE,
-        help="Probability of JPEG (first round).")] = 0.5,
+        help="Probability of JPEG (first round).")] = 0.3,
     degrade_final_jpeg_prob: Annotated[float, typer.Option(
         "--degrade-final-jpeg-prob", rich_help_panel=DEGRADE,
         help="Probability of a final JPEG.")] = 0.8,
     degrade_jpeg_quality: Annotated[str, typer.Option(
         "--degrade-jpeg-quality", rich_help_panel=DEGRADE,
-        help="JPEG quality range.")] = "30,95",
+        help="JPEG quality range.")] = "35,95",
     degrade_resize_range: Annotated[str, typer.Option(
         "--degrade-resize-range", rich_help_panel=DEGRADE,
-        help="First-round size, x the LR size.")] = "0.7,1.3",
+        help="First-round size, x the LR size.")] = "0.8,1.25",
     degrade_second_prob: Annotated[float, typer.Option(
         "--degrade-second-prob", rich_help_panel=DEGRADE,
-        help="Probability of a second round of blur and noise.")] = 0.5,
+        help="Probability of a second round of blur and noise.")] = 0.4,
 ) -> None:
     """Train a model: random crops, L1 (and adversarial, with --gan) losses, validation with
     the papers' protocol. Runs under torchrun for several processes or hosts."""

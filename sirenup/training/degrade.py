@@ -27,22 +27,22 @@ RESIZE_MODES = ("bilinear", "bicubic", "area")
 
 @dataclass
 class DegradeConfig:
-    clean_prob: float = 0.1  # share of crops left clean (bicubic only): keeps clean quality
-    resize_range: tuple[float, float] = (0.7, 1.3)  # intermediate size, x the LR size
-    blur_prob: float = 0.5  # first round: Gaussian blur
-    blur_sigma: tuple[float, float] = (0.2, 1.5)  # in LR pixels
+    clean_prob: float = 0.15  # share of crops left clean (bicubic only): keeps clean quality
+    resize_range: tuple[float, float] = (0.8, 1.25)  # intermediate size, x the LR size
+    blur_prob: float = 0.25  # first round: Gaussian blur
+    blur_sigma: tuple[float, float] = (0.2, 1.2)  # in LR pixels
     aniso_prob: float = 0.4  # share of blurs with an anisotropic, rotated kernel
-    noise_prob: float = 0.5  # first round: noise
-    noise_sigma: tuple[float, float] = (1.0, 20.0)  # Gaussian sigma, 8-bit levels
+    noise_prob: float = 0.3  # first round: noise
+    noise_sigma: tuple[float, float] = (1.0, 15.0)  # Gaussian sigma, 8-bit levels
     grey_noise_prob: float = 0.4  # share of Gaussian noise that is the same in R, G, B
     poisson_prob: float = 0.3  # share of noise that is Poisson (shot noise) instead
     poisson_peak: tuple[float, float] = (50.0, 2000.0)  # photons at white: lower is noisier
-    jpeg_prob: float = 0.5  # first round: JPEG
-    jpeg_quality: tuple[int, int] = (30, 95)
-    second_prob: float = 0.5  # a second round: blur, noise at the LR size
-    second_blur_prob: float = 0.3
+    jpeg_prob: float = 0.3  # first round: JPEG
+    jpeg_quality: tuple[int, int] = (35, 95)
+    second_prob: float = 0.4  # a second round: blur, noise at the LR size
+    second_blur_prob: float = 0.2
     second_blur_sigma: tuple[float, float] = (0.2, 1.0)  # in LR pixels
-    second_noise_prob: float = 0.4
+    second_noise_prob: float = 0.5
     second_noise_sigma: tuple[float, float] = (1.0, 15.0)
     final_jpeg_prob: float = 0.8  # the last step: what a saved web photo went through
 
