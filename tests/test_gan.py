@@ -160,3 +160,35 @@ def test_gan_config_round_trip():
     assert GanConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
         GanConfig(ema=1.0).validate()
+
+
+def test_cli_defaults_are_the_configs_defaults():
+    """The train command declares its defaults without importing torch; they must stay equal
+    to the dataclasses' (one place to read them: the configs)."""
+    import inspect
+
+    from sirenup.cli import train as cli_train
+    from sirenup.training.degrade import DegradeConfig
+
+    defaults = {name: p.default for name, p in
+                inspect.signature(cli_train.train).parameters.items()}
+    gan = GanConfig()
+    for option, field in [("gan_window", "window"), ("gan_loss", "loss"),
+                          ("lambda_pix", "lambda_pix"), ("lambda_adv", "lambda_adv"),
+                          ("lambda_fm", "lambda_fm"), ("lambda_freq", "lambda_freq"),
+                          ("lr_d", "lr_d"), ("d_channels", "d_channels"), ("ema", "ema")]:
+        assert defaults[option] == getattr(gan, field), option
+    degrade = DegradeConfig()
+    for option, field in [("degrade_clean_prob", "clean_prob"),
+                          ("degrade_blur_prob", "blur_prob"),
+                          ("degrade_noise_prob", "noise_prob"),
+                          ("degrade_jpeg_prob", "jpeg_prob"),
+                          ("degrade_final_jpeg_prob", "final_jpeg_prob"),
+                          ("degrade_second_prob", "second_prob")]:
+        assert defaults[option] == getattr(degrade, field), option
+    for option, field in [("degrade_blur_sigma", "blur_sigma"),
+                          ("degrade_noise_sigma", "noise_sigma"),
+                          ("degrade_jpeg_quality", "jpeg_quality"),
+                          ("degrade_resize_range", "resize_range")]:
+        low, high = (float(v) for v in defaults[option].split(","))
+        assert (low, high) == tuple(float(v) for v in getattr(degrade, field)), option
