@@ -70,7 +70,7 @@ def train(
         "--lambda-pix", min=0.0, rich_help_panel=GAN, help="Weight of the L1 loss.")] = 1.0,
     lambda_adv: Annotated[float, typer.Option(
         "--lambda-adv", min=0.0, rich_help_panel=GAN, help="Weight of the adversarial loss.")
-    ] = 0.05,
+    ] = 0.1,
     lambda_fm: Annotated[float, typer.Option(
         "--lambda-fm", min=0.0, rich_help_panel=GAN,
         help="Weight of feature matching on the discriminator's activations.")] = 1.0,
@@ -78,7 +78,7 @@ def train(
         "--lambda-freq", min=0.0, rich_help_panel=GAN,
         help="Weight of the log-amplitude spectrum loss.")] = 0.5,
     lr_d: Annotated[float, typer.Option(
-        "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 1e-4,
+        "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 2e-4,
     d_channels: Annotated[int, typer.Option(
         "--d-channels", min=4, max=512, rich_help_panel=GAN,
         help="Discriminator width.")] = 32,

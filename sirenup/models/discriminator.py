@@ -28,7 +28,9 @@ class PatchDiscriminator(nn.Module):
         self.config = config or PatchDiscriminatorConfig()
         c = self.config
         norm = nn.utils.spectral_norm if c.spectral_norm else (lambda m: m)
-        layers: list[nn.Module] = [norm(nn.Conv2d(3, c.channels, 4, stride=2, padding=1)),
+        # Spectral norm on the inner layers only: on all of them the logits stay so small that
+        # D barely learns (seen: D's loss stuck at log 2 for 1500 steps), as in Real-ESRGAN.
+        layers: list[nn.Module] = [nn.Conv2d(3, c.channels, 4, stride=2, padding=1),
                                    nn.LeakyReLU(0.2)]
         width = c.channels
         for i in range(1, c.n_layers + 1):
@@ -37,7 +39,7 @@ class PatchDiscriminator(nn.Module):
             layers += [norm(nn.Conv2d(width, out, 4, stride=stride, padding=1)),
                        nn.LeakyReLU(0.2)]
             width = out
-        layers.append(norm(nn.Conv2d(width, 1, 4, stride=1, padding=1)))
+        layers.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

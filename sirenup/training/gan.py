@@ -36,10 +36,10 @@ class GanConfig:
     window: int = 64  # HR pixels per side of the dense window decoded per crop
     loss: str = "ragan"  # adversarial loss: "ragan" (relativistic average) or "hinge"
     lambda_pix: float = 1.0  # L1 to the HR window: keeps the model faithful
-    lambda_adv: float = 0.05  # adversarial term
+    lambda_adv: float = 0.1  # adversarial term
     lambda_fm: float = 1.0  # feature matching on the discriminator's activations
     lambda_freq: float = 0.5  # log-amplitude spectrum L1: asks for the photo's fine detail
-    lr_d: float = 1e-4  # discriminator learning rate (the generator's is --lr)
+    lr_d: float = 2e-4  # discriminator learning rate (the generator's is --lr)
     d_channels: int = 32  # discriminator width of its first layer
     d_layers: int = 3  # discriminator stride-2 stages (70x70 receptive field at 3)
     ema: float = 0.999  # EMA decay of the generator's weights (0: export the raw weights)
