@@ -24,7 +24,7 @@ from sirenup.cli.options import (
     TileOption,
     WidthOption,
 )
-from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 @handle_errors
@@ -48,7 +48,7 @@ def upscale(
     png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
-    max_output_pixels: MaxOutputPixelsOption = 400_000_000,
+    max_output_pixels: MaxOutputPixelsOption = DEFAULT_MAX_OUTPUT_PIXELS,
     json: JsonOption = False,
 ) -> None:
     """Upscale an image: --scale S, or --width and/or --height (default x4)."""

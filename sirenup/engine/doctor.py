@@ -30,6 +30,7 @@ import torch
 
 from sirenup import __version__
 from sirenup.engine import devices
+from sirenup.files import sha256_file
 from sirenup.hub import cache, download, registry
 
 SMOKE_SIZE = 16
@@ -98,7 +99,7 @@ def bundled_report() -> list[dict]:
             row["problem"] = "file missing"
         else:
             row["size"] = path.stat().st_size
-            row["sha256"] = cache.sha256_file(path)
+            row["sha256"] = sha256_file(path)
             if entry.size is not None and row["size"] != entry.size:
                 row["problem"] = f"size {row['size']} bytes, registry says {entry.size}"
             elif entry.sha256 and row["sha256"] != entry.sha256:
@@ -166,10 +167,10 @@ def problems_of(report: dict) -> list[dict]:
         problem(f"the cache folder {store['dir']} is not writable",
                 f"set {cache.ENV_CACHE} to a writable folder")
     for entry in store["models"]:
-        if not entry["verified"]:
+        if entry["problem"]:
             problem(f"cached model {entry['id']} fails verification ({entry['problem']})",
-                    f"it is fetched again on next use; or run: sirenup models download "
-                    f"{entry['url']} --force")
+                    f"it is fetched again on next use; or remove it: sirenup models remove "
+                    f"{entry['id']}")
     for row in report["bundled"]:
         if not row["ok"]:
             problem(f"bundled model {row['name']}: {row['problem']}",
