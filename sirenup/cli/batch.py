@@ -103,8 +103,8 @@ def batch(
             on_event=on_event)
     finally:
         view.stop()
-    if not state["quiet"]:
-        result(_summary(report))
+    if not state["quiet"]:  # a result on stdout; beside --json (stdout's), on stderr
+        (console.print if json else result)(_summary(report))
     elif report["failed"]:
         console.print(f"batch: {report['failed']} failed", soft_wrap=True)
     if json:

@@ -285,7 +285,6 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                                  "message": f"{job.dst}: exists but does not decode to the end "
                                             "(truncated?); redoing it"})
             todo.append(job)
-            todo.append(job)
         elif job.src.suffix.lower() in claims_image:
             try:  # the reason read_image gives: empty, not an image, permission denied
                 read_image(job.src, max_pixels=options.max_input_pixels)

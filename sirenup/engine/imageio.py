@@ -182,7 +182,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
                     f"--max-input-pixels {limit} (decompression-bomb protection; raise the "
                     "option if you trust the file)")
             if check_size is not None:
-                swap = _orientation(im) in {5, 6, 7, 8}
+                swap = _header_orientation(im) in {5, 6, 7, 8}
                 check_size((im.size[1], im.size[0]) if swap else im.size)
             return _decode(path, im)
     except FileNotFoundError:
@@ -436,6 +436,20 @@ def _with_rawmode(tile, rawmode: str):
 def _orientation(im: Image.Image) -> int:
     try:
         return int(im.getexif().get(ORIENTATION, 1))
+    except Exception:
+        return 1
+
+
+def _header_orientation(im: Image.Image) -> int:
+    """EXIF orientation from what the header gave, without decoding (Pillow's getexif()
+    loads a PNG's pixels to find an eXIf chunk after them; that one counts as 1 here)."""
+    exif = im.info.get("exif")
+    if not exif:
+        return 1
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        return int(parsed.get(ORIENTATION, 1))
     except Exception:
         return 1
 
