@@ -48,9 +48,17 @@ def warn_text(text: str) -> None:
     console.print(Text.assemble(("warning:", "yellow"), " ", text), soft_wrap=True)
 
 
+PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (rich's default is 80)
+
+
 def result(renderable: Any) -> None:
-    """A human-readable result (report, table) on stdout."""
-    stdout.print(renderable)
+    """A human-readable result (report, table) on stdout. Into a file or a pipe, tables are
+    laid out PIPE_WIDTH columns wide (COLUMNS overrides), so rows stay whole for grep."""
+    import os
+
+    wide = not stdout.is_terminal and not os.environ.get("COLUMNS")
+    target = Console(highlight=False, width=PIPE_WIDTH) if wide else stdout
+    target.print(renderable)
 
 
 def print_json(data: Any) -> None:

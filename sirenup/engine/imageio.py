@@ -29,6 +29,7 @@ import stat
 import struct
 import sys
 import threading
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -228,7 +229,8 @@ def is_complete_image(path: str | os.PathLike) -> bool:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
-        with _pillow_unlimited(), Image.open(path) as im:
+        with _pillow_unlimited(), warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")  # Pillow warns about what this finds out
             if im.format == "PNG":
                 with open(path, "rb") as f:
                     f.seek(-len(PNG_END), os.SEEK_END)
