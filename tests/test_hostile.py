@@ -99,9 +99,24 @@ def disk_full(monkeypatch):
 
 @pytest.mark.parametrize("kind", FORMATS)
 @pytest.mark.parametrize("how", ["enospc", "short"])
-def test_disk_full_during_upscale_write(invoke, tmp_path, disk_full, kind, how):
-    src = make_input(tmp_path / "in", kind)
-    out = tmp_path / "out" / f"result{src.suffix}"
+@pytest.mark.parametrize("room", [0, 100, 3000])
+def test_disk_full_during_each_format(tmp_path, disk_full, kind, how, room):
+    from sirenup.errors import SirenupError
+
+    noise = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    image = imageio.DecodedImage(rgb=noise, bit_depth=16 if kind.endswith("16") else 8)
+    out = tmp_path / f"result.{'tif' if kind == 'tif16' else kind.removesuffix('16')}"
+    disk_full.set(room, how)
+    with pytest.raises(SirenupError, match="no space left on device") as caught:
+        imageio.write_image(out, image)
+    assert "\n" not in str(caught.value)
+    assert not out.exists() and temps_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", ["enospc", "short"])
+def test_disk_full_during_upscale_write(invoke, tmp_path, disk_full, how):
+    src = make_input(tmp_path / "in", "jpg")
+    out = tmp_path / "out" / "result.jpg"
     out.parent.mkdir()
     disk_full.set(100, how)
     result = invoke("upscale", src, "-o", out, "--device", "cpu", "--scale", "2")
@@ -111,41 +126,41 @@ def test_disk_full_during_upscale_write(invoke, tmp_path, disk_full, kind, how):
     assert not out.exists() and temps_in(out.parent) == []
 
 
-@pytest.mark.parametrize("kind", FORMATS)
-def test_disk_full_during_batch_then_rerun_redoes_it(invoke, tmp_path, disk_full, kind):
-    src = make_input(tmp_path / "in", kind)
+def test_disk_full_during_batch_then_rerun_redoes_it(invoke, tmp_path, disk_full):
+    sources = [make_input(tmp_path / "in", kind, name=f"in_{kind}") for kind in FORMATS]
     out = tmp_path / "out"
     disk_full.set(50)
-    first = invoke("batch", src.parent, out, "--device", "cpu", "--scale", "2", "--json")
+    first = invoke("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
     no_traceback(first)
     assert first.exit_code == 1
     report = json.loads(first.stdout)
-    assert report["done"] == 0 and report["failed"] == 1
-    assert "no space left" in report["failures"][0]["error"]
-    assert not (out / src.name).exists() and temps_in(out) == []
+    assert report["done"] == 0 and report["failed"] == len(FORMATS)
+    assert all("no space left" in r["error"] for r in report["failures"])
+    assert not out.exists() or (list(out.iterdir()) == [])
     disk_full.off()
-    again = invoke("batch", src.parent, out, "--device", "cpu", "--scale", "2", "--json")
+    again = invoke("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["done"] == 1
-    assert imageio.is_complete_image(out / src.name)
+    assert json.loads(again.stdout)["done"] == len(FORMATS)
+    assert all(imageio.is_complete_image(out / src.name) for src in sources)
 
 
-@pytest.mark.parametrize("kind", ["png", "jpg", "bmp", "tif", "webp"])
-def test_batch_redoes_a_truncated_output(invoke, tmp_path, kind):
+def test_batch_redoes_truncated_outputs(invoke, tmp_path):
     """An output cut short (by an older version, another tool) is not counted as done."""
-    src = make_input(tmp_path / "in", kind)
+    kinds = ["png", "jpg", "bmp", "tif", "webp"]
+    sources = [make_input(tmp_path / "in", kind, name=f"in_{kind}") for kind in kinds]
     out = tmp_path / "out"
-    assert invoke("batch", src.parent, out, "--device", "cpu", "--scale", "2").exit_code == 0
-    data = (out / src.name).read_bytes()
-    (out / src.name).write_bytes(data[: len(data) - 12])
-    assert not imageio.is_complete_image(out / src.name)
-    again = invoke("batch", src.parent, out, "--device", "cpu", "--scale", "2", "--json")
+    args = ("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
+    assert invoke(*args).exit_code == 0
+    for src in sources:
+        data = (out / src.name).read_bytes()
+        (out / src.name).write_bytes(data[: len(data) - 12])
+        assert not imageio.is_complete_image(out / src.name), src.name
+    again = invoke(*args)
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["done"] == 1 and "redoing it" in again.stderr
-    assert imageio.is_complete_image(out / src.name)
-    # a complete one is skipped
-    third = invoke("batch", src.parent, out, "--device", "cpu", "--scale", "2", "--json")
-    assert json.loads(third.stdout)["skipped_existing"] == 1
+    assert json.loads(again.stdout)["done"] == len(kinds) and "redoing it" in again.stderr
+    assert all(imageio.is_complete_image(out / src.name) for src in sources)
+    third = invoke(*args)  # complete ones are skipped
+    assert json.loads(third.stdout)["skipped_existing"] == len(kinds)
 
 
 def test_encoder_error_is_one_line(invoke, tmp_path, monkeypatch):

@@ -229,26 +229,48 @@ def is_complete_image(path: str | os.PathLike) -> bool:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
-        with _pillow_unlimited(), warnings.catch_warnings(), Image.open(path) as im:
+        if path.suffix.lower() in {".tif", ".tiff"}:
+            _check_complete_tiff(path)
+            return True
+        with _pillow_unlimited(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about what this finds out
-            if im.format == "PNG":
-                with open(path, "rb") as f:
-                    f.seek(-len(PNG_END), os.SEEK_END)
-                    if f.read() != PNG_END:
-                        return False
-            im.load()
+            im = Image.open(path)
+            with im:
+                _check_complete(path, im)
         return True
     except Exception:
-        pass
-    if path.suffix.lower() in {".tif", ".tiff"}:  # 16-bit colour TIFF that Pillow cannot load
-        try:
-            import tifffile
+        return False
 
-            tifffile.imread(path)
-            return True
-        except Exception:
-            return False
-    return False
+
+def _check_complete_tiff(path: Path) -> None:
+    """Through tifffile, not Pillow: libtiff would print its own lines about a short strip.
+    Every strip must lie inside the file, and the first image must decode."""
+    import logging
+
+    import tifffile
+
+    size = path.stat().st_size
+    log = logging.getLogger("tifffile")
+    quiet, log.disabled = log.disabled, True  # it logs what this check finds out
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            if any(offset + count > size for offset, count
+                   in zip(page.dataoffsets, page.databytecounts, strict=False)):
+                raise ValueError("strips beyond the end of the file")
+            page.asarray()
+    finally:
+        log.disabled = quiet
+
+
+def _check_complete(path: Path, im: Image.Image) -> None:
+    """Raise unless ``im`` (open on ``path``) decodes to its end."""
+    if im.format == "PNG":  # Pillow decodes a PNG cut just before its IEND without a word
+        with open(path, "rb") as f:
+            f.seek(-len(PNG_END), os.SEEK_END)
+            if f.read() != PNG_END:
+                raise ValueError("PNG without its IEND chunk")
+    im.load()
 
 
 @functools.cache
