@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.engine.devices import resolve_device
+from sirenup.engine.devices import autocast, resolve_device
 from sirenup.engine.imageio import (
     EXTENSIONS,
     LUMA,
@@ -41,13 +41,12 @@ class Upscaler:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto",
                  precision: str = "auto", tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
-        from sirenup.engine.devices import resolve_precision, with_precision
+        from sirenup.engine.devices import resolve_precision
 
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)  # fp32, fp16 or bf16
         self.model_name, self.model_path = resolve_model(model)  # name, path or URL (cached)
-        model, self.metadata = load_weights(self.model_path, device=self.device)
-        self.model = with_precision(model, self.device, self.precision)
+        self.model, self.metadata = load_weights(self.model_path, device=self.device)
         self.model_name = self.metadata.get("name", self.model_name)
         self.tile, self.overlap = tile, overlap
 
@@ -56,8 +55,9 @@ class Upscaler:
         """(h, w, 3) float32 in [0, 1] -> (H, W, 3) float32 in [0, 1], size = (W, H)."""
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
-        out = upscale_tensor(self.model, lr, (size[1], size[0]), tile=self.tile,
-                             overlap=self.overlap)
+        with autocast(self.device, self.precision):
+            out = upscale_tensor(self.model, lr, (size[1], size[0]), tile=self.tile,
+                                 overlap=self.overlap)
         # The tiler's canvas is channels-last: this permute is a view, not a copy.
         return out[0].permute(1, 2, 0).float().cpu().numpy()  # (H, W, 3)
 
