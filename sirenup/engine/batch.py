@@ -429,7 +429,7 @@ def _walk(root: Path, recursive: bool,
         for entry in entries:
             path = Path(entry.path)
             try:
-                if entry.is_dir():
+                if entry.is_dir(follow_symlinks=False):  # as os.walk: no link loops
                     if recursive and not entry.name.startswith(".") \
                             and _resolved(path) != exclude:
                         pending.append(path)

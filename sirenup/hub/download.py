@@ -149,6 +149,8 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, size: int | None =
                         "again to resume)") from None
                 if problem:
                     raise ChecksumError(f"{url}: {problem}; the file was not kept")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the cached file
         if check is not None:
             try:
                 check(part)
@@ -160,6 +162,10 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, size: int | None =
     except KeyboardInterrupt:
         keep = True
         raise
+    except OSError as error:  # writing the partial file: a full disk, a read-only cache
+        reason = error.strerror.lower() if error.strerror else str(error)
+        raise DownloadError(f"{url}: cannot write {part.parent} ({reason}); nothing was "
+                            "kept") from None
     finally:
         if not keep:
             part.unlink(missing_ok=True)
