@@ -510,7 +510,7 @@ def test_fifo_is_refused_without_hanging(invoke, tmp_path):
     one_error_line(model)
 
 
-@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999", "1e308"])
 def test_non_finite_scale_is_usage_error(invoke, make_image, value):
     result = invoke("upscale", make_image("in.png"), "--scale", value, "--device", "cpu")
     assert result.exit_code == 2
@@ -518,6 +518,14 @@ def test_non_finite_scale_is_usage_error(invoke, make_image, value):
     batch = invoke("batch", make_image("in.png"), "out", "--scale", value, "--device", "cpu")
     assert batch.exit_code == 2
     one_error_line(batch)
+
+
+@pytest.mark.parametrize("options", [["--width", "1" + "0" * 400],
+                                     ["--width", "100", "--height", "9" * 40]])
+def test_absurd_sizes_are_usage_errors(invoke, make_image, options):
+    result = invoke("upscale", make_image("in.png"), *options, "--device", "cpu")
+    assert result.exit_code == 2
+    assert "pixels on a side" in one_error_line(result)
 
 
 def test_unreadable_folder_is_a_failure(invoke, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from sirenup.defaults import DEFAULT_SCALE
 from sirenup.errors import UsageError
 
 ASPECT_TOLERANCE = 0.01  # a change of the aspect ratio beyond this is worth a warning
+MAX_SIDE = 1 << 31  # pixels per output side: beyond any real image, and keeps the maths finite
 
 
 def target_size(width: int, height: int, *, scale: float | None = None,
@@ -22,11 +23,18 @@ def target_size(width: int, height: int, *, scale: float | None = None,
     """
     if scale is not None and (out_width is not None or out_height is not None):
         raise UsageError("give either --scale or --width/--height, not both")
+    for name, side in (("--width", out_width), ("--height", out_height)):
+        if side is not None and not 1 <= side < MAX_SIDE:
+            raise UsageError(f"{name} {side}: must be from 1 to less than {MAX_SIDE} "
+                             "(pixels on a side)")
     if scale is not None:
         if not math.isfinite(scale):
             raise UsageError(f"--scale {scale}: must be a finite number (at least 1)")
         if not scale >= 1.0:
             raise UsageError(f"--scale {scale:g}: must be at least 1")
+        if max(width, height) * scale >= MAX_SIDE:
+            raise UsageError(f"--scale {scale:g}: the output would be more than {MAX_SIDE} "
+                             "pixels wide or high")
         size = (round(width * scale), round(height * scale))
     elif out_width is not None and out_height is not None:
         size = (out_width, out_height)
@@ -36,6 +44,8 @@ def target_size(width: int, height: int, *, scale: float | None = None,
         size = (max(1, round(width * out_height / height)), out_height)
     else:
         size = (round(width * DEFAULT_SCALE), round(height * DEFAULT_SCALE))
+    if max(size) >= MAX_SIDE:
+        raise UsageError(f"output {size[0]}x{size[1]}: more than {MAX_SIDE} pixels on a side")
     if size[0] < width or size[1] < height:
         raise UsageError(f"output {size[0]}x{size[1]} is smaller than the input "
                          f"{width}x{height}: sirenup only upscales")
