@@ -610,3 +610,21 @@ def test_reports_go_to_stdout(invoke, cache_root, make_image, tmp_path, monkeypa
     batch = invoke("batch", src, tmp_path / "out", "--device", "cpu", "--scale", "2")
     assert batch.exit_code == 0
     assert "sirenup batch" in batch.stdout and "sirenup batch" not in batch.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_file_url_to_a_fifo_is_refused(invoke, cache_root, tmp_path):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    result = invoke("-q", "models", "download", fifo.as_uri())
+    assert result.exit_code == 1
+    assert "FIFO" in one_error_line(result)
+
+
+def test_cache_entry_pointing_outside_is_ignored(invoke, cache_root, tmp_path):
+    entry = cache_root / "models" / "evil-0123456789ab"
+    entry.mkdir(parents=True)
+    (entry / "meta.json").write_text(json.dumps({"filename": "../../../secret", "size": 1}))
+    listed = invoke("models", "list", "--json")
+    assert listed.exit_code == 0
+    assert [r for r in json.loads(listed.stdout)["models"] if r["source"] == "cached"] == []

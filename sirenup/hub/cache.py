@@ -164,11 +164,16 @@ def verified_state(problem: str | None, pinned: bool) -> bool | None:
 def read_entry(entry_dir: Path) -> CacheEntry | None:
     try:
         meta = json.loads((entry_dir / META).read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or "filename" not in meta:
-            return None
+        if not isinstance(meta, dict) or not _plain_name(meta.get("filename")):
+            return None  # not ours, or edited to point outside its folder
     except (OSError, ValueError):
         return None
     return CacheEntry(entry_dir.name, entry_dir, meta)
+
+
+def _plain_name(name: object) -> bool:
+    return (isinstance(name, str) and name not in {"", ".", ".."} and "/" not in name
+            and "\\" not in name and "\0" not in name)
 
 
 def entries() -> list[CacheEntry]:

@@ -28,6 +28,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from sirenup import __version__
 from sirenup.errors import SirenupError
+from sirenup.files import check_regular_file
 
 ENV_OFFLINE = "SIRENUP_OFFLINE"
 RETRIES = 5  # retries after the first try, on errors that may go away (drops, 5xx, timeouts)
@@ -270,7 +271,10 @@ def _copy_file(url: str, state: _State, size: int | None, bar,
     if parts.netloc not in ("", "localhost"):
         raise DownloadError(f"{url}: file:// URLs must name a local file (file:///path)")
     try:
+        check_regular_file(path)  # a FIFO would block the open for ever
         source = open(path, "rb")
+    except SirenupError as error:
+        raise DownloadError(f"{url}: {error}") from None
     except OSError as error:
         raise DownloadError(f"{url}: {error.strerror or error}") from None
     with source:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from sirenup.errors import SirenupError
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 FORMAT = "sirenup-weights/1"
@@ -54,8 +55,9 @@ FLOAT_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 _SAFETENSORS_FLOATS = {"F16", "BF16", "F32", "F64"}
 
 
-class WeightsError(ValueError):
-    """A weights file that cannot be used: unreadable, wrong format, mismatched tensors."""
+class WeightsError(SirenupError, ValueError):
+    """A weights file that cannot be used: unreadable, wrong format, mismatched tensors (one
+    line; the CLI exits 1 with it)."""
 
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         super().__init__(message)
@@ -278,7 +280,6 @@ def _load_state(model: LiifSiren, state: dict, path: Path) -> None:
 
 
 def _check_regular(path: Path) -> None:
-    from sirenup.errors import SirenupError
     from sirenup.files import check_regular_file
 
     try:
