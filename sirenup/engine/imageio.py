@@ -632,7 +632,12 @@ def _to_uint16(image: DecodedImage) -> np.ndarray:
 def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | None = None,
                   level: int = DEFAULT_PNG_COMPRESSION) -> bytes:
     """(H, W, 3|4) uint16 -> a 16-bit RGB/RGBA PNG file (filter 'Up' on every row), pixel
-    data compressed at zlib ``level``."""
+    data compressed at zlib ``level``.
+
+    Why by hand: Pillow holds colour at 8 bits per channel and cannot write 16-bit RGB PNG;
+    pypng can, but filters row by row in pure Python (far slower on the tens of megapixels an
+    upscale makes) and would be one more dependency; tifffile writes TIFF only. The format
+    part is four chunks, and tests read the files back with Pillow at 16 bits."""
     height, width, channels = array.shape
     colour_type = {3: 2, 4: 6}[channels]
     rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
