@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, print_json, result, state, warn
+from sirenup.cli.console import console, handle_errors, print_json, result, state, warn_text
 from sirenup.cli.options import (
     BackgroundOption,
     DeviceOption,
@@ -89,7 +89,7 @@ def batch(
         elif kind == "done":
             view.advance(record)
         elif kind == "warning":
-            warn(escape(record["message"]))
+            warn_text(record["message"])
         elif kind == "failed":
             console.print(f"[red]failed:[/] {escape(record['input'])}: "
                           f"{escape(record['error'])}", soft_wrap=True)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, info, print_json, result
+from sirenup.cli.console import console, handle_errors, info, info_text, print_json, result
 
 app = typer.Typer(help="List, download, verify, locate and remove models.",
                   no_args_is_help=True)
@@ -103,7 +103,6 @@ def download(
     = "1G",
 ) -> None:
     """Fetch a model into the cache (verified); print its path on stdout."""
-    from rich.markup import escape
 
     from sirenup.errors import SirenupError, UsageError
     from sirenup.hub import cache
@@ -131,7 +130,7 @@ def download(
         raise UsageError(f"{spec}: not a registry name or an http(s)/file URL "
                          "(see 'sirenup models list')")
     pinned = "" if cached.pinned else " (unpinned: no sha256 was given to check it against)"
-    info(escape(f"{cached.name}: {_size(cached.meta['size'])}, sha256 {cached.sha256}{pinned}"))
+    info_text(f"{cached.name}: {_size(cached.meta['size'])}, sha256 {cached.sha256}{pinned}")
     typer.echo(cached.path)
 
 
@@ -227,8 +226,6 @@ def remove(
     """Delete models from the cache (bundled models cannot be removed)."""
     import shutil
 
-    from rich.markup import escape
-
     from sirenup.errors import SirenupError, UsageError
     from sirenup.hub import cache
     from sirenup.hub.registry import REGISTRY, cached_entry
@@ -255,6 +252,6 @@ def remove(
             continue
         freed = cache.folder_size(entry.dir)
         cache.remove(entry)
-        info(escape(f"removed {entry.name} ({entry.id}, {_size(freed)})"))
+        info_text(f"removed {entry.name} ({entry.id}, {_size(freed)})")
     if missing:
         raise SirenupError(f"not in the cache: {', '.join(missing)}")
