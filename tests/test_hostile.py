@@ -628,3 +628,11 @@ def test_cache_entry_pointing_outside_is_ignored(invoke, cache_root, tmp_path):
     listed = invoke("models", "list", "--json")
     assert listed.exit_code == 0
     assert [r for r in json.loads(listed.stdout)["models"] if r["source"] == "cached"] == []
+
+
+def test_temporary_names_fit_with_multibyte_names(tmp_path):
+    name = "é" * 123 + ".png"  # 250 bytes in UTF-8
+    prefix = files.temp_prefix(name)
+    assert len(f"{prefix}abcd1234.tmp".encode()) <= 255 and name.startswith(prefix[1:-1])
+    files.atomic_write_bytes(tmp_path / name, b"data")
+    assert (tmp_path / name).read_bytes() == b"data" and temps_in(tmp_path) == []
