@@ -3,15 +3,22 @@
 Folder: ``$SIRENUP_CACHE_DIR`` if set, else ``platformdirs.user_cache_dir("sirenup")``::
 
     models/<id>/<file>                    a downloaded weights file, verified on every use
-    models/<id>/meta.json                 its URL, sha256, size, registry name, download time
+    models/<id>/meta.json                 its URL, sha256, size, pinned, registry name, time
     models/<id>/<file>.<unique>.incomplete  a download in progress, or one to resume
-    models/<id>.lock                      held while one process fetches <id> (then removed)
+    models/<id>.lock                      locked (filelock) while one process fetches <id>;
+                                          the empty file stays
 
 ``<id>`` is the URL's file stem plus 12 hex digits of the URL's sha256, so every URL has one
 entry. ``ensure(url)`` returns a verified entry: from the cache when its file still matches its
 sha256 (no connection at all), else fetched under the lock (a second process waits, then uses
 the first one's file). A file whose hash no longer matches is deleted and fetched again.
 ``SIRENUP_OFFLINE=1`` never opens a connection.
+
+A download is capped (the registry's size, else ``max_size``) and must load as weights before
+its meta.json is written, so an endless response or an HTML page never enters the cache.
+``pinned``: whether a sha256 was known before the download (the URL's ``#sha256=`` or the
+registry's). An unpinned entry is checked against the hash recorded when it arrived (later
+damage shows) but is listed as *unpinned*, never as verified.
 """
 
 from __future__ import annotations

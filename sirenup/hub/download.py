@@ -5,8 +5,10 @@
 atomically. A connection that drops mid-file is retried with backoff and resumed with an HTTP
 Range request; a partial file left by an interrupted process is resumed the same way (its bytes
 are hashed first). A wrong sha256 or size, or an error that retrying cannot fix (404), deletes
-the partial file. ``SIRENUP_OFFLINE=1``: never opens a connection. The caller holds the cache
-lock (``sirenup.hub.cache.ensure``), so one process downloads a file at a time.
+the partial file, as does a transfer past ``max_size`` (an endless response) or a file the
+caller's ``check`` rejects (an HTML page instead of weights). The file is fsynced before the
+rename. ``SIRENUP_OFFLINE=1``: never opens a connection. The caller holds the cache lock
+(``sirenup.hub.cache.ensure``), so one process downloads a file at a time.
 """
 
 from __future__ import annotations
