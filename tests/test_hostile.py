@@ -354,7 +354,8 @@ def test_html_page_as_local_weights(invoke, make_image, tmp_path):
     page.write_text("<!doctype html><html><body>Please log in to the Wi-Fi</body></html>")
     result = invoke("upscale", make_image("in.png"), "--model", page, "--device", "cpu")
     assert result.exit_code == 1
-    assert "not a safetensors weights file" in one_error_line(result)
+    line = one_error_line(result)
+    assert "not a safetensors weights file" in line and "HTML page" in line
 
 
 # -- downloads ---------------------------------------------------------------------------------

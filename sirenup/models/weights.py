@@ -103,8 +103,10 @@ def read_header(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as error:  # safetensors raises its own error types
-        raise WeightsError(f"{path}: not a safetensors weights file ({_first_line(error)})",
-                           path) from None
+        hint = " (it is an HTML page: a login or error page served instead of the file?)" \
+            if _looks_like_html(path) else ""
+        raise WeightsError(f"{path}: not a safetensors weights file ({_first_line(error)})"
+                           f"{hint}", path) from None
     if header.get("architecture") != ARCHITECTURE:
         raise WeightsError(f"{path}: not a sirenup model (architecture "
                            f"{str(header.get('architecture'))[:40]!r})", path)
@@ -286,6 +288,15 @@ def _check_regular(path: Path) -> None:
         check_regular_file(path)
     except SirenupError as error:
         raise WeightsError(str(error), path) from None
+
+
+def _looks_like_html(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            start = f.read(512).lstrip().lower()
+    except OSError:
+        return False
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml", b"<body"))
 
 
 def _first_line(error: BaseException) -> str:
