@@ -637,3 +637,14 @@ def test_temporary_names_fit_with_multibyte_names(tmp_path):
     assert len(f"{prefix}abcd1234.tmp".encode()) <= 255 and name.startswith(prefix[1:-1])
     files.atomic_write_bytes(tmp_path / name, b"data")
     assert (tmp_path / name).read_bytes() == b"data" and temps_in(tmp_path) == []
+
+
+def test_truncated_tiff_input_is_one_line(invoke, tmp_path):
+    buffer = __import__("io").BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buffer, "TIFF", compression="tiff_deflate")
+    src = tmp_path / "cut.tif"
+    src.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    result = invoke("upscale", src, "-o", tmp_path / "out.png", "--device", "cpu")
+    assert result.exit_code == 1
+    assert str(src) in one_error_line(result)

@@ -232,11 +232,8 @@ def is_complete_image(path: str | os.PathLike) -> bool:
         if path.suffix.lower() in {".tif", ".tiff"}:
             _check_complete_tiff(path)
             return True
-        with _pillow_unlimited(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about what this finds out
-            im = Image.open(path)
-            with im:
-                _check_complete(path, im)
+        with _pillow_unlimited(), Image.open(path) as im:
+            _check_complete(path, im)
         return True
     except Exception:
         return False
@@ -282,14 +279,20 @@ def image_extensions() -> frozenset[str]:
 
 
 class _pillow_unlimited:
-    """Hold the open lock with Pillow's own pixel limit off (sirenup checks its own)."""
+    """Hold the open lock with Pillow's own pixel limit off (sirenup checks its own) and its
+    warnings silenced: what they say about a broken file ("Corrupt EXIF data", "Truncated File
+    Read") comes back as sirenup's one-line error, not as extra lines with source code."""
 
     def __enter__(self):
         _OPEN_LOCK.acquire()
         self.saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore")
 
     def __exit__(self, *exc):
+        self.quiet.__exit__(*exc)
         Image.MAX_IMAGE_PIXELS = self.saved
         _OPEN_LOCK.release()
         return False
