@@ -9,6 +9,7 @@ exit code, and nothing is written outside OUTPUT_DIR.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import threading
@@ -640,7 +641,7 @@ def test_temporary_names_fit_with_multibyte_names(tmp_path):
 
 
 def test_truncated_tiff_input_is_one_line(invoke, tmp_path):
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(
         buffer, "TIFF", compression="tiff_deflate")
     src = tmp_path / "cut.tif"
