@@ -10,7 +10,8 @@
     mps          built, available
     auto         device, reason, precision
     cache        dir, exists, writable, size_bytes, offline, partial_downloads,
-                 models [{id, name, url, path, size, sha256, downloaded, verified, problem}]
+                 models [{id, name, url, path, size, sha256, downloaded, pinned, verified,
+                 problem}]  (verified: None when intact but unpinned)
     bundled      [{name, path, size, sha256, recorded_sha256, recorded_size, ok, problem}]
     smoke        [{device, precision, load_s, upscale_s, ok, error}]  (a 16x16 -> 32x32 upscale)
     problems     [{message, hint}]
