@@ -128,26 +128,40 @@ def test_disk_full_during_upscale_write(invoke, tmp_path, disk_full, how):
 
 
 def test_disk_full_during_batch_then_rerun_redoes_it(invoke, tmp_path, disk_full):
-    sources = [make_input(tmp_path / "in", kind, name=f"in_{kind}") for kind in FORMATS]
+    kinds = ["jpg", "tif16"]  # every format's write: test_disk_full_during_each_format
+    sources = [make_input(tmp_path / "in", kind, name=f"in_{kind}") for kind in kinds]
     out = tmp_path / "out"
     disk_full.set(50)
     first = invoke("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
     no_traceback(first)
     assert first.exit_code == 1
     report = json.loads(first.stdout)
-    assert report["done"] == 0 and report["failed"] == len(FORMATS)
+    assert report["done"] == 0 and report["failed"] == len(kinds)
     assert all("no space left" in r["error"] for r in report["failures"])
     assert not out.exists() or (list(out.iterdir()) == [])
     disk_full.off()
     again = invoke("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["done"] == len(FORMATS)
+    assert json.loads(again.stdout)["done"] == len(kinds)
     assert all(imageio.is_complete_image(out / src.name) for src in sources)
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("cut", [1, 12, 0.5])
+def test_truncated_outputs_are_not_complete(tmp_path, kind, cut):
+    noise = np.random.default_rng(0).random((40, 48, 3), dtype=np.float32)
+    image = imageio.DecodedImage(rgb=noise, bit_depth=16 if kind.endswith("16") else 8)
+    out = tmp_path / f"out.{'tif' if kind == 'tif16' else kind.removesuffix('16')}"
+    imageio.write_image(out, image)
+    assert imageio.is_complete_image(out)
+    data = out.read_bytes()
+    out.write_bytes(data[: int(len(data) * cut) if cut < 1 else len(data) - cut])
+    assert not imageio.is_complete_image(out)
 
 
 def test_batch_redoes_truncated_outputs(invoke, tmp_path):
     """An output cut short (by an older version, another tool) is not counted as done."""
-    kinds = ["png", "jpg", "bmp", "tif", "webp"]
+    kinds = ["png", "jpg"]
     sources = [make_input(tmp_path / "in", kind, name=f"in_{kind}") for kind in kinds]
     out = tmp_path / "out"
     args = ("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")

@@ -241,7 +241,8 @@ def is_complete_image(path: str | os.PathLike) -> bool:
 
 def _check_complete_tiff(path: Path) -> None:
     """Through tifffile, not Pillow: libtiff would print its own lines about a short strip.
-    Every strip must lie inside the file, and the first image must decode."""
+    The first image's directory, its tag values and its strips must lie inside the file, and
+    the image must decode."""
     import logging
 
     import tifffile
@@ -251,10 +252,20 @@ def _check_complete_tiff(path: Path) -> None:
     quiet, log.disabled = log.disabled, True  # it logs what this check finds out
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            if any(offset + count > size for offset, count
-                   in zip(page.dataoffsets, page.databytecounts, strict=False)):
-                raise ValueError("strips beyond the end of the file")
+            page, layout = tif.pages.first, tif.tiff
+            tif.filehandle.seek(page.offset)
+            (entries,) = struct.unpack(layout.tagnoformat,  # byte order included
+                                       tif.filehandle.read(layout.tagnosize))
+            if entries != len(page.tags):  # tifffile drops the tags it cannot read
+                raise ValueError("unreadable tags")
+            end = page.offset + layout.tagnosize + entries * layout.tagsize + layout.offsetsize
+            for tag in page.tags.values():
+                item = struct.calcsize("<" + tag.dataformat[-1])
+                end = max(end, tag.valueoffset + tag.count * item)
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+                end = max(end, offset + count)
+            if end > size:
+                raise ValueError("the file ends before its data")
             page.asarray()
     finally:
         log.disabled = quiet
