@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +55,6 @@ PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (rich's defaul
 def result(renderable: Any) -> None:
     """A human-readable result (report, table) on stdout. Into a file or a pipe, tables are
     laid out PIPE_WIDTH columns wide (COLUMNS overrides), so rows stay whole for grep."""
-    import os
-
     wide = not stdout.is_terminal and not os.environ.get("COLUMNS")
     target = Console(highlight=False, width=PIPE_WIDTH) if wide else stdout
     target.print(renderable)
@@ -95,8 +94,8 @@ def handle_errors(command: Callable) -> Callable:
         except Exception as error:
             if state["debug"]:
                 raise
-            text = (str(error).strip() or "").splitlines()
-            raise fail(f"{type(error).__name__}: {text[0] if text else ''} (rerun with --debug "
-                       "for details)") from None
+            lines = str(error).strip().splitlines()  # the first line: one-line errors
+            raise fail(f"{type(error).__name__}: {lines[0] if lines else ''} (rerun with "
+                       "--debug for details)") from None
 
     return wrapper
