@@ -150,7 +150,7 @@ complete -c sirenup -n '__sirenup_at sirenup doctor' -l json -d 'Print the repor
 complete -c sirenup -n '__sirenup_at sirenup doctor' -l quick -d 'Skip the tiny upscale on each device.'
 complete -c sirenup -n '__sirenup_at sirenup doctor' -l help -s h -d 'Show this message and exit.'
 
-complete -c sirenup -n '__sirenup_at sirenup models' -a list -d 'Known models: name, size, bundled or cached, and whether the file verifies.'
+complete -c sirenup -n '__sirenup_at sirenup models' -a list -d 'Known models: name, what each is for, size, where, and whether the file verifies (unpinned: downloaded without a sha256 to check it against).'
 complete -c sirenup -n '__sirenup_at sirenup models' -a download -d 'Fetch a model into the cache (verified); print its path on stdout.'
 complete -c sirenup -n '__sirenup_at sirenup models' -a verify -d 'Re-hash bundled and cached models against their sha256 and size; exit 1 on a failure.'
 complete -c sirenup -n '__sirenup_at sirenup models' -a path -d 'Print the cache folder, or where a model\'s weights file is.'
@@ -161,6 +161,7 @@ complete -c sirenup -n '__sirenup_at sirenup models list' -l json -d 'Print the 
 complete -c sirenup -n '__sirenup_at sirenup models list' -l help -s h -d 'Show this message and exit.'
 
 complete -c sirenup -n '__sirenup_at sirenup models download' -l force -d 'Download again even if the cached file verifies.'
+complete -c sirenup -n '__sirenup_at sirenup models download' -l max-size -x -d 'Largest download accepted when the registry records no size, e.g. 500M.'
 complete -c sirenup -n '__sirenup_at sirenup models download' -l help -s h -d 'Show this message and exit.'
 complete -c sirenup -n '__sirenup_at sirenup models download' -a 'sirenup-base'
 

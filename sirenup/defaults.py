@@ -11,3 +11,11 @@ DEFAULT_OVERLAP = 8
 # (4-9 MP; 3.62 s vs 1.30 s at 9.4 MP) for files only 2.5-6% smaller; 1 is faster still but
 # its files are ~18% bigger.
 DEFAULT_PNG_COMPRESSION = 4
+# Scale factor when neither --scale nor --width/--height is given.
+DEFAULT_SCALE = 4.0
+# The model --model defaults to (a registry name).
+DEFAULT_MODEL = "sirenup-base"
+# --max-input-pixels: Pillow's own decompression-bomb limit (1024*1024*1024 // 4 // 3).
+DEFAULT_MAX_INPUT_PIXELS = 89_478_485
+# --max-output-pixels: 400 MP is ~4.8 GB of float RGB canvas.
+DEFAULT_MAX_OUTPUT_PIXELS = 400_000_000

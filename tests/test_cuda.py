@@ -40,9 +40,11 @@ def lr_image() -> torch.Tensor:
     return (0.7 * smooth + 0.3 * noise).clamp(0, 1)  # (1, 3, 60, 80)
 
 
-def upscale_on(model, lr, out_hw, device, **tiling) -> torch.Tensor:
+def upscale_on(model, lr, out_hw, device, precision="fp32", **tiling) -> torch.Tensor:
     """Upscale on ``device``, moving the (shared) model there first; the result on the CPU."""
-    with torch.inference_mode():
+    from sirenup.engine.devices import autocast
+
+    with torch.inference_mode(), autocast(device, precision):
         out = upscale_tensor(model.to(device), lr.to(device), out_hw, **tiling)
     return out.float().cpu()
 
@@ -66,13 +68,10 @@ def test_cuda_tiled_equals_untiled(bundled, lr_image, out_hw):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precisions_stay_close_to_fp32(bundled, lr_image, precision):
-    from sirenup.engine.devices import with_precision
-
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
     reference = upscale_on(bundled, lr_image, (240, 320), CUDA, tile=0)
-    half = with_precision(bundled.to(CUDA), CUDA, precision)
-    got = upscale_on(half, lr_image, (240, 320), CUDA, tile=0)
+    got = upscale_on(bundled, lr_image, (240, 320), CUDA, precision, tile=0)
     diff = (got - reference).abs()
     assert diff.mean().item() < LEVEL / 2 and diff.max().item() < 8 * LEVEL
 

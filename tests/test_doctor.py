@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,8 @@ def machine(tmp_path, monkeypatch):
     monkeypatch.setenv("SIRENUP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
     source = tmp_path / "w.safetensors"
-    source.write_bytes(b"weights" * 100)
+    source.write_bytes((Path(__file__).parents[1] / "sirenup" / "assets"
+                        / "sirenup-base.safetensors").read_bytes())
     return cache.ensure(source.as_uri())
 
 
@@ -56,7 +58,9 @@ def test_doctor_json_schema(invoke, machine):
     assert store["dir"] == str(cache.cache_dir()) and store["writable"] is True
     assert store["size_bytes"] >= 700 and store["offline"] is False
     [model] = store["models"]
-    assert model["id"] == machine.id and model["verified"] is True
+    # fetched without a sha256 to check it against: intact, but unpinned, never "verified"
+    assert model["id"] == machine.id and model["problem"] is None
+    assert model["verified"] is None and model["pinned"] is False
     assert model["sha256"] == machine.sha256 and model["path"] == str(machine.path)
     [bundled] = report["bundled"]
     assert bundled["name"] == "sirenup-base" and bundled["ok"] is True
@@ -81,7 +85,7 @@ def test_doctor_lists_problems_and_exits_1(invoke, machine, monkeypatch):
 def test_doctor_human_report(invoke, machine):
     result = invoke("doctor", "--quick")
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""  # the report is for people: stderr
+    assert result.stderr == ""  # the report is a result: stdout (sirenup doctor > report.txt)
     for text in ("Versions", "CPU", "CUDA", "MPS", "auto picks", "Cache", "sirenup-base",
                  "no problems found"):
-        assert text in result.stderr
+        assert text in result.stdout

@@ -38,7 +38,10 @@ def run(runner, *args, env=None):
 
 
 def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    """Files under ``root``, but the empty lock files ``filelock`` leaves (by design)."""
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".lock")
 
 
 # -- registry ----------------------------------------------------------------------------------
@@ -56,7 +59,7 @@ def test_registry_matches_the_bundled_files():
 def test_registry_entries_are_complete():
     assert registry.DEFAULT_MODEL in REGISTRY
     for entry in REGISTRY.values():
-        assert entry.filename.endswith(registry.WEIGHT_SUFFIXES)
+        assert entry.filename.endswith((".safetensors", ".pt", ".pth"))
         assert entry.sha256 and len(entry.sha256) == 64 and entry.size > 0
         assert entry.architecture == "liif-siren" and entry.config
         assert entry.license and entry.description
@@ -120,7 +123,7 @@ def test_models_commands(runner, cache_root, server, monkeypatch):
     for key in ("name", "size", "source", "verified", "path", "sha256"):
         assert key in rows["cached"]
     table = run(runner, "models", "list")
-    assert table.exit_code == 0 and "sirenup-base" in table.stderr
+    assert table.exit_code == 0 and "sirenup-base" in table.stdout  # a result: stdout
 
     assert run(runner, "models", "path").stdout.strip() == str(cache_root)
     assert run(runner, "models", "path", url).stdout.strip() == str(path)

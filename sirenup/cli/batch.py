@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, print_json, state, warn
+from sirenup.cli.console import console, handle_errors, print_json, result, state, warn_text
 from sirenup.cli.options import (
     BackgroundOption,
     DeviceOption,
@@ -24,7 +24,7 @@ from sirenup.cli.options import (
     TileOption,
     WidthOption,
 )
-from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 @handle_errors
@@ -59,7 +59,7 @@ def batch(
     png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
-    max_output_pixels: MaxOutputPixelsOption = 400_000_000,
+    max_output_pixels: MaxOutputPixelsOption = DEFAULT_MAX_OUTPUT_PIXELS,
     shard: Annotated[str | None, typer.Option(
         "--shard", show_default=False, metavar="K/N",
         help="Process only the K-th of N deterministic parts (K from 1), e.g. one per "
@@ -89,7 +89,7 @@ def batch(
         elif kind == "done":
             view.advance(record)
         elif kind == "warning":
-            warn(escape(record["message"]))
+            warn_text(record["message"])
         elif kind == "failed":
             console.print(f"[red]failed:[/] {escape(record['input'])}: "
                           f"{escape(record['error'])}", soft_wrap=True)
@@ -103,8 +103,8 @@ def batch(
             on_event=on_event)
     finally:
         view.stop()
-    if not state["quiet"]:
-        console.print(_summary(report))
+    if not state["quiet"]:  # a result on stdout; beside --json (stdout's), on stderr
+        (console.print if json else result)(_summary(report))
     elif report["failed"]:
         console.print(f"batch: {report['failed']} failed", soft_wrap=True)
     if json:

@@ -1,31 +1,63 @@
 """One console for everything the CLI says.
 
-Messages, progress and tables go to stderr; stdout carries only results that scripts consume
-(``--json`` reports), so ``sirenup ... --json | jq`` always works.
+Results (reports, tables, ``--json``) go to stdout through ``result``/``print_json``, so
+``sirenup doctor > report.txt`` and ``sirenup models list | grep base`` work; progress bars,
+messages, warnings and errors go to stderr (``console``).
+
+User text is never markup: ``fail`` and ``handle_errors`` print the message as plain text;
+``info`` and ``warn`` take rich markup, so callers escape what they did not write
+(``rich.markup.escape``) or use ``info_text``/``warn_text``, which print plain text.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)  # results only
 state = {"debug": False, "quiet": False}
 
 
 def info(message: str) -> None:
+    """A message in rich markup (escape user text in it), unless --quiet."""
     if not state["quiet"]:
         console.print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
+    """A warning in rich markup (escape user text in it)."""
     console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def info_text(text: str) -> None:
+    """Plain text (paths, URLs, errors: never read as markup), unless --quiet."""
+    if not state["quiet"]:
+        console.print(Text(text), soft_wrap=True)
+
+
+def warn_text(text: str) -> None:
+    """A warning of plain text (never read as markup)."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", text), soft_wrap=True)
+
+
+PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (rich's default is 80)
+
+
+def result(renderable: Any) -> None:
+    """A human-readable result (report, table) on stdout. Into a file or a pipe, tables are
+    laid out PIPE_WIDTH columns wide (COLUMNS overrides), so rows stay whole for grep."""
+    wide = not stdout.is_terminal and not os.environ.get("COLUMNS")
+    target = Console(highlight=False, width=PIPE_WIDTH) if wide else stdout
+    target.print(renderable)
 
 
 def print_json(data: Any) -> None:
@@ -34,7 +66,8 @@ def print_json(data: Any) -> None:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}", soft_wrap=True)
+    """Print ``message`` (plain text: it holds paths and exception text) as an error."""
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -61,7 +94,8 @@ def handle_errors(command: Callable) -> Callable:
         except Exception as error:
             if state["debug"]:
                 raise
-            raise fail(f"{type(error).__name__}: {error} (rerun with --debug for details)") \
-                from None
+            lines = str(error).strip().splitlines()  # the first line: one-line errors
+            raise fail(f"{type(error).__name__}: {lines[0] if lines else ''} (rerun with "
+                       "--debug for details)") from None
 
     return wrapper

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, print_json
+from sirenup.cli.console import handle_errors, print_json, result
 
 
 @handle_errors
@@ -24,7 +24,7 @@ def doctor(
     if json:
         print_json(report)
     else:
-        console.print(render(report))
+        result(render(report))
     if report["problems"]:
         raise typer.Exit(1)
 
@@ -80,7 +80,8 @@ def render(report: dict):
     rows = [("folder", e(store["dir"])), ("size", e(f"{store['size_bytes']:,} bytes")),
             ("writable", _yes(store["writable"])), ("offline", _yes(store["offline"]))]
     for entry in store["models"]:
-        state = "verified" if entry["verified"] else failed(entry["problem"])
+        state = "verified" if entry["verified"] else failed(entry["problem"]) \
+            if entry["problem"] else "[yellow]unpinned[/] (intact; no sha256 to check against)"
         rows.append((entry["id"], f"{e(entry['url'] or '')}: {state}"))
     if store["partial_downloads"]:
         rows.append(("partial", f"{len(store['partial_downloads'])} download(s) to resume"))

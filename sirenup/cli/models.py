@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, info, print_json
+from sirenup.cli.console import console, handle_errors, info, info_text, print_json, result
 
 app = typer.Typer(help="List, download, verify, locate and remove models.",
                   no_args_is_help=True)
@@ -37,8 +37,26 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-def _mark(verified: bool | None) -> str:
-    return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[verified]
+def _mark(row: dict) -> str:
+    if row["verified"] is None and row.get("pinned") is False and row["source"] != "remote":
+        return "[yellow]unpinned[/]"  # intact, but no sha256 was given to check it against
+    return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[row["verified"]]
+
+
+def parse_size(text: str) -> int:
+    """'500M', '2GiB', '1e6', '123456' -> bytes (K/M/G are powers of 1024)."""
+    from sirenup.errors import UsageError
+
+    units = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = cleaned.rstrip("kmgt"), cleaned[len(cleaned.rstrip("kmgt")):]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        value = -1.0
+    if not 0 < value < float(1 << 50):
+        raise UsageError(f"--max-size {text}: expected a size such as 500M or 2G")
+    return int(value)
 
 
 @app.command("list")
@@ -47,7 +65,8 @@ def list_models(
     json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")]
     = False,
 ) -> None:
-    """Known models: name, size, bundled or cached, and whether the file verifies."""
+    """Known models: name, what each is for, size, where, and whether the file verifies
+    (unpinned: downloaded without a sha256 to check it against)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -59,14 +78,17 @@ def list_models(
         print_json({"cache_dir": str(cache.cache_dir()), "models": rows})
         return
     table = Table(title="sirenup models", caption=f"cache: {escape(str(cache.cache_dir()))}")
-    for column in ("name", "size", "where", "verified"):
+    table.add_column("name", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for column in ("size", "where", "verified"):
         table.add_column(column)
     table.add_column("path or URL", overflow="fold")
     where = {"bundled": "bundled", "cached": "cached", "remote": "not downloaded"}
     for row in rows:
-        table.add_row(escape(row["name"]), _size(row["size"]), where[row["source"]],
-                      _mark(row["verified"]), escape(row["path"] or row["url"] or ""))
-    console.print(table)
+        table.add_row(escape(row["name"]), escape(row.get("description") or ""),
+                      _size(row["size"]), where[row["source"]], _mark(row),
+                      escape(row["path"] or row["url"] or ""))
+    result(table)
 
 
 @app.command("download")
@@ -75,15 +97,19 @@ def download(
     model: ModelArg,
     force: Annotated[bool, typer.Option(
         "--force", help="Download again even if the cached file verifies.")] = False,
+    max_size: Annotated[str, typer.Option(
+        "--max-size", metavar="SIZE",
+        help="Largest download accepted when the registry records no size, e.g. 500M.")]
+    = "1G",
 ) -> None:
     """Fetch a model into the cache (verified); print its path on stdout."""
-    from rich.markup import escape
 
     from sirenup.errors import SirenupError, UsageError
     from sirenup.hub import cache
     from sirenup.hub.registry import REGISTRY, bundled_path, bundled_problem, is_url
 
     spec = model.strip()
+    limit = parse_size(max_size)
     if spec in REGISTRY and REGISTRY[spec].bundled:
         entry = REGISTRY[spec]
         problem = bundled_problem(entry)
@@ -97,13 +123,14 @@ def download(
         if not entry.url:
             raise SirenupError(f"{spec}: the registry gives no URL to fetch it from")
         cached = cache.ensure(entry.url, sha256=entry.sha256, size=entry.size, name=spec,
-                              force=force)
+                              force=force, max_size=limit)
     elif is_url(spec):
-        cached = cache.ensure(spec, force=force)
+        cached = cache.ensure(spec, force=force, max_size=limit)
     else:
         raise UsageError(f"{spec}: not a registry name or an http(s)/file URL "
                          "(see 'sirenup models list')")
-    info(escape(f"{cached.name}: {_size(cached.meta['size'])}, sha256 {cached.sha256}"))
+    pinned = "" if cached.pinned else " (unpinned: no sha256 was given to check it against)"
+    info_text(f"{cached.name}: {_size(cached.meta['size'])}, sha256 {cached.sha256}{pinned}")
     typer.echo(cached.path)
 
 
@@ -119,6 +146,7 @@ def verify(
     """Re-hash bundled and cached models against their sha256 and size; exit 1 on a failure."""
     from rich.markup import escape
 
+    from sirenup.hub.cache import verified_state
     from sirenup.hub.registry import REGISTRY, cached_entry, catalogue
 
     if models:
@@ -130,21 +158,30 @@ def verify(
             elif (entry := cached_entry(spec)) is not None:
                 problem = entry.check(model.sha256 if model else None,
                                       model.size if model else None)
+                pinned = entry.pinned or bool(model and model.sha256)
                 rows.append({"name": entry.name, "id": entry.id, "path": str(entry.path),
-                             "url": entry.url, "verified": problem is None,
-                             "problem": problem})
+                             "url": entry.url, "pinned": pinned, "problem": problem,
+                             "verified": verified_state(problem, pinned)})
             else:
                 rows.append({"name": spec, "id": None, "path": None,
                              "url": model.url if model else None, "verified": False,
                              "problem": "not downloaded"})
     else:
         rows = [r for r in catalogue(verify=True) if r["source"] != "remote"]
-    failed = [r for r in rows if not r["verified"]]
+    failed = [r for r in rows if r["verified"] is False]
     if json:
         print_json({"ok": not failed, "models": rows})
     else:
         for row in rows:
-            state = "ok" if row["verified"] else f"[red]FAILED[/]: {escape(row['problem'])}"
+            if row["verified"]:
+                state = "ok"
+            elif row["verified"] is None:
+                state = ("[yellow]unpinned[/]: intact since it was downloaded, but no sha256 "
+                         "was given to check it against")
+            else:
+                state = f"[red]FAILED[/]: {escape(str(row['problem']))}"
+                if row.get("id"):
+                    state += escape(f" (remove it: sirenup models remove {row['id']})")
             console.print(f"{escape(row['name'])}: {state}", soft_wrap=True)
         if not rows:
             info("nothing to verify (no bundled or cached models)")
@@ -189,8 +226,6 @@ def remove(
     """Delete models from the cache (bundled models cannot be removed)."""
     import shutil
 
-    from rich.markup import escape
-
     from sirenup.errors import SirenupError, UsageError
     from sirenup.hub import cache
     from sirenup.hub.registry import REGISTRY, cached_entry
@@ -217,6 +252,6 @@ def remove(
             continue
         freed = cache.folder_size(entry.dir)
         cache.remove(entry)
-        info(escape(f"removed {entry.name} ({entry.id}, {_size(freed)})"))
+        info_text(f"removed {entry.name} ({entry.id}, {_size(freed)})")
     if missing:
         raise SirenupError(f"not in the cache: {', '.join(missing)}")

@@ -9,8 +9,11 @@ from typing import Annotated
 
 import typer
 
+from sirenup.defaults import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_MODEL, DEFAULT_SCALE
+
 ScaleOption = Annotated[float | None, typer.Option(
-    "--scale", "-s", show_default=False, help="Scale factor, any real >= 1 (default: 4).")]
+    "--scale", "-s", show_default=False,
+    help=f"Scale factor, any real >= 1 (default: {DEFAULT_SCALE:g}).")]
 WidthOption = Annotated[int | None, typer.Option(
     "--width", show_default=False,
     help="Output width; alone, the height keeps the aspect ratio.")]
@@ -20,7 +23,7 @@ HeightOption = Annotated[int | None, typer.Option(
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", show_default=False,
     help="Registry name, weights file or URL, optionally ending in #sha256=HEX "
-         "(default: sirenup-base).")]
+         f"(default: {DEFAULT_MODEL}).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOption = Annotated[str, typer.Option(
     "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.")]
@@ -39,7 +42,7 @@ BackgroundOption = Annotated[str | None, typer.Option(
 MaxInputPixelsOption = Annotated[int | None, typer.Option(
     "--max-input-pixels", show_default=False,
     help="Refuse inputs with more pixels (default: Pillow's decompression-bomb limit, "
-         "about 89.5 MP; 0 = no limit).")]
+         f"about {DEFAULT_MAX_INPUT_PIXELS / 1e6:.1f} MP; 0 = no limit).")]
 MaxOutputPixelsOption = Annotated[int, typer.Option(
     "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]

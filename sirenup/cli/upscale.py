@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, print_json, state, warn
+from sirenup.cli.console import handle_errors, info_text, print_json, warn_text
 from sirenup.cli.options import (
     BackgroundOption,
     DeviceOption,
@@ -24,7 +24,7 @@ from sirenup.cli.options import (
     TileOption,
     WidthOption,
 )
-from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 @handle_errors
@@ -48,12 +48,10 @@ def upscale(
     png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
-    max_output_pixels: MaxOutputPixelsOption = 400_000_000,
+    max_output_pixels: MaxOutputPixelsOption = DEFAULT_MAX_OUTPUT_PIXELS,
     json: JsonOption = False,
 ) -> None:
     """Upscale an image: --scale S, or --width and/or --height (default x4)."""
-    from rich.markup import escape
-
     from sirenup.engine.upscaler import load_upscaler, upscale_file
 
     upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
@@ -63,11 +61,9 @@ def upscale(
                           background=background,
                           max_input_pixels=max_input_pixels,
                           max_output_pixels=max_output_pixels,
-                          on_warning=lambda message: warn(escape(message)))
-    if not state["quiet"]:
-        (w, h), (ow, oh) = report["in_size"], report["out_size"]
-        console.print(escape(f"{report['model']} on {report['device']}: {report['input']} "
-                             f"{w}x{h} -> {report['output']} {ow}x{oh} in "
-                             f"{report['seconds']:.1f}s"), soft_wrap=True)
+                          on_warning=warn_text)
+    (w, h), (ow, oh) = report["in_size"], report["out_size"]
+    info_text(f"{report['model']} on {report['device']}: {report['input']} {w}x{h} -> "
+              f"{report['output']} {ow}x{oh} in {report['seconds']:.1f}s")
     if json:
         print_json(report)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from sirenup.engine.imageio import (
     check_writable,
     image_extensions,
     input_limit,
+    is_complete_image,
     is_temp_of,
     output_format,
     parse_color,
@@ -44,8 +46,9 @@ from sirenup.engine.imageio import (
     read_image,
     write_image,
 )
-from sirenup.engine.sizing import target_size
+from sirenup.engine.sizing import aspect_warning, target_size
 from sirenup.errors import SirenupError, UsageError
+from sirenup.files import TEMP_SUFFIX, os_reason, temp_prefix
 
 Event = Callable[[str, dict], None]
 
@@ -75,6 +78,7 @@ class Job:
     dst: Path | None = None
     error: str | None = None  # a planning failure
     skip: str | None = None  # a planning skip
+    named: bool = False  # named on the command line (not found in a folder)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -105,18 +109,16 @@ def find_inputs(inputs: list[str | os.PathLike], output_dir: Path, *,
     jobs: list[Job] = []
     seen: set[Path] = set()
 
-    def add(src: Path, rel: Path) -> None:
+    def add(src: Path, rel: Path, named: bool = False) -> None:
         key = _resolved(src)
         if key not in seen:
             seen.add(key)
-            jobs.append(Job(src=src, rel=rel))
+            jobs.append(Job(src=src, rel=rel, named=named))
 
     for spec in inputs:
         spec = str(spec)
         path = Path(spec)
-        if path.is_dir():
-            matches = [path]
-        elif path.is_file():
+        if path.exists():  # a folder, a file, or a FIFO/device (refused when read)
             matches = [path]
         elif glob.has_magic(spec):
             matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
@@ -126,10 +128,14 @@ def find_inputs(inputs: list[str | os.PathLike], output_dir: Path, *,
             raise UsageError(f"{spec}: no such file or folder")
         for match in matches:
             if match.is_dir():
-                for src in _walk(match, recursive, exclude):
+                files, unreadable = _walk(match, recursive, exclude)
+                for src in files:
                     add(src, src.relative_to(match))
-            elif match.is_file():
-                add(match, Path(match.name))
+                for folder, reason in unreadable:
+                    jobs.append(Job(src=folder, rel=folder.relative_to(match),
+                                    error=f"cannot read the folder ({reason})"))
+            elif match.exists():
+                add(match, Path(match.name), named=True)
     return jobs
 
 
@@ -148,8 +154,10 @@ def plan_outputs(jobs: list[Job], output_dir: Path, *, suffix: str = "",
             return 0
         return 1 if ext in image_extensions() else 2
 
+    check_suffix(suffix)
     claimed: dict[str, Job] = {}
-    for job in sorted(jobs, key=rank):  # sorted() is stable: input order within a rank
+    planned = [job for job in jobs if job.error is None]  # unreadable folders have no output
+    for job in sorted(planned, key=rank):  # sorted() is stable: input order within a rank
         folder = output_dir / job.rel.parent
         stem, name = Path(job.rel.name).stem, job.rel.name
         if forced is not None:
@@ -168,14 +176,29 @@ def plan_outputs(jobs: list[Job], output_dir: Path, *, suffix: str = "",
             other = claimed[(folder / candidates[0]).as_posix().lower()]
             job.dst = folder / candidates[0]
             job.error = f"output {job.dst} is also the output of {other.src}"
-    outputs = {_resolved(job.dst): job for job in jobs if job.error is None}
-    for job in jobs:
+        if job.error is None and not _inside(job.dst, output_dir):
+            job.error = f"output {job.dst} would be outside {output_dir}; not written"
+    outputs = {_resolved(job.dst): job for job in planned if job.error is None}
+    for job in planned:
         source = _resolved(job.src)
         owner = outputs.get(source)
         if owner is not None and owner is not job:  # e.g. OUTPUT_DIR inside an INPUT folder
             job.error, job.skip = None, f"it is the output of {owner.src}"
         elif job.error is None and source == _resolved(job.dst):
             job.error = "the output would replace the input (use another folder or --suffix)"
+
+
+def check_suffix(suffix: str) -> None:
+    """--suffix is part of a file name: no folder separators, no '..', no NUL."""
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if any(sep in suffix for sep in separators) or ".." in suffix or "\0" in suffix:
+        raise UsageError(f"--suffix {suffix}: must not contain '/', '\\', '..' or NUL "
+                         "(it is appended to file names inside OUTPUT_DIR)")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved: links and '..' followed) lies under ``folder``."""
+    return _resolved(path).is_relative_to(_resolved(folder))
 
 
 def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
@@ -202,6 +225,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     color = parse_color(options.background) if options.background is not None else None
     if options.format:
         output_format(None, options.format)
+    check_suffix(options.suffix)
     target_size(1, 1, scale=options.scale, out_width=options.width, out_height=options.height)
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"{output_dir}: exists and is not a folder")
@@ -213,7 +237,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
 
     jobs = find_inputs(inputs, output_dir, recursive=options.recursive)
     plan_outputs(jobs, output_dir, suffix=options.suffix, format=options.format)
-    jobs = [job for job in jobs if in_shard(job.rel, shard)]
+    # An unreadable folder is reported by every shard: each may have missed files in it.
+    jobs = [job for job in jobs if job.dst is None or in_shard(job.rel, shard)]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -229,7 +254,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     not_images = 0
 
     def fail(job: Job, error: Exception | str) -> None:
-        record = {"input": str(job.src), "output": str(job.dst), "error": _reason(error, job)}
+        record = {"input": str(job.src), "output": None if job.dst is None else str(job.dst),
+                  "error": _reason(error, job)}
         failures.append(record)
         emit("failed", record)
 
@@ -245,9 +271,19 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
             fail(job, job.error)
         elif job.skip is not None:
             skip(job, job.skip)
-        elif job.dst.exists() and not options.overwrite:
+        elif _is_special(job.src):
+            if job.named:
+                fail(job, SirenupError("not a regular file (a FIFO, device or socket); "
+                                       "sirenup reads only regular files"))
+            else:
+                skip(job, "not a regular file")
+        elif job.dst.exists() and not options.overwrite and is_complete_image(job.dst):
             skip(job, "output exists (use --overwrite to redo it)")
         elif probe_image(job.src) is not None:
+            if job.dst.exists() and not options.overwrite:
+                emit("warning", {"input": str(job.src),
+                                 "message": f"{job.dst}: exists but does not decode to the end "
+                                            "(truncated?); redoing it"})
             todo.append(job)
         elif job.src.suffix.lower() in claims_image:
             try:  # the reason read_image gives: empty, not an image, permission denied
@@ -264,12 +300,21 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     emit("start", {"total": len(todo), "model": model, "device": device})
     out_pixels = 0
 
-    def prepare(job: Job):
-        image = read_image(job.src, max_pixels=options.max_input_pixels)
-        size = target_size(image.width, image.height, scale=options.scale,
+    def output_size(job: Job, in_size: tuple[int, int]) -> tuple[int, int]:
+        size = target_size(in_size[0], in_size[1], scale=options.scale,
                            out_width=options.width, out_height=options.height)
-        check_writable(job.dst, image, options.format, color)
         check_output_size(size, options.max_output_pixels, job.dst)
+        return size
+
+    def prepare(job: Job):
+        # The output size is checked from the header, before the pixels take memory.
+        image = read_image(job.src, max_pixels=options.max_input_pixels,
+                           check_size=lambda in_size: output_size(job, in_size))
+        size = output_size(job, image.size)
+        check_writable(job.dst, image, options.format, color)
+        aspect = aspect_warning(image.size, size, options.width, options.height)
+        if aspect:
+            image.warnings.append(f"{job.src}: {aspect}")
         return image, size
 
     def write(job: Job, result) -> None:
@@ -365,41 +410,74 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     }
 
 
-def _walk(root: Path, recursive: bool, exclude: Path) -> list[Path]:
+def _walk(root: Path, recursive: bool,
+          exclude: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files of ``root`` (the whole tree if ``recursive``; hidden folders and ``exclude``
-    not entered), sorted by relative path."""
-    if not recursive:
-        files = [p for p in root.iterdir() if p.is_file()]
-    else:
-        files = []
-        for folder, dirs, names in os.walk(root):
-            here = Path(folder)
-            dirs[:] = [d for d in dirs
-                       if not d.startswith(".") and _resolved(here / d) != exclude]
-            files.extend(here / name for name in names if (here / name).is_file())
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    not entered), sorted by relative path, and the folders that could not be listed, with
+    why (each one a failure of the batch, never a silent skip). FIFOs, devices and sockets
+    are not files here."""
+    files: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = _list_folder(folder)
+        except OSError as error:
+            unreadable.append((folder, os_reason(error)))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=False):  # as os.walk: no link loops
+                    if recursive and not entry.name.startswith(".") \
+                            and _resolved(path) != exclude:
+                        pending.append(path)
+                elif entry.is_file():
+                    files.append(path)
+            except OSError:
+                continue  # vanished meanwhile
+    files.sort(key=lambda p: p.relative_to(root).as_posix())
+    unreadable.sort(key=lambda item: item[0].as_posix())
+    return files, unreadable
+
+
+def _list_folder(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as found:
+        return list(found)
 
 
 def _remove_stale_temps(jobs: list[Job]) -> None:
     """Remove temporary files a killed run left for the outputs of ``jobs`` (only those: a
     concurrent process working on another shard keeps its own)."""
-    targets: dict[Path, set[str]] = {}
+    targets: dict[Path, dict[str, str]] = {}  # folder -> {temporary-name prefix: output name}
     for job in jobs:
         if job.dst is not None:
-            targets.setdefault(job.dst.parent, set()).add(job.dst.name)
-    for folder, names in targets.items():
+            targets.setdefault(job.dst.parent, {})[temp_prefix(job.dst.name)] = job.dst.name
+    for folder, prefixes in targets.items():
         try:
             entries = os.listdir(folder)
         except OSError:
             continue
         for entry in entries:
-            if entry.startswith(".") and entry.endswith(".tmp"):
-                target = entry[1:-len(".tmp")].rsplit(".", 1)[0]
-                if target in names and is_temp_of(entry, target):
-                    try:
-                        (folder / entry).unlink()
-                    except OSError:
-                        pass
+            if not (entry.startswith(".") and entry.endswith(TEMP_SUFFIX)):
+                continue
+            prefix = entry[:entry.rfind(".", 0, -len(TEMP_SUFFIX)) + 1]
+            target = prefixes.get(prefix)
+            if target is not None and is_temp_of(entry, target):
+                try:
+                    (folder / entry).unlink()
+                except OSError:
+                    pass
+
+
+def _is_special(path: Path) -> bool:
+    """A FIFO, device or socket (reading one could block forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # missing or unreadable: read_image says why
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def _resolved(path: Path) -> Path:

@@ -10,6 +10,7 @@ for ``sirenup doctor``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -17,7 +18,6 @@ import subprocess
 import warnings
 
 import torch
-from torch import nn
 
 from sirenup.errors import UsageError
 
@@ -111,53 +111,14 @@ def _check_autocast(device: torch.device, dtype: torch.dtype, name: str) -> None
                 from None
 
 
-class AutocastModel(nn.Module):
-    """Runs a model's ``encode``/``decode`` under ``torch.autocast(dtype)``.
-
-    The encoding is returned as fp32, so the tiler keeps coordinates and cells in fp32 (it casts
-    them to the encoding's dtype); the outputs are cast back to fp32 for blending.
-    """
-
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype):
-        super().__init__()
-        self.model = model
-        self.device_type = device.type
-        self.dtype = dtype
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def receptive_radius(self) -> int:
-        return self.model.receptive_radius
-
-    def _autocast(self):
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
-
-    def encode(self, lr: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            return self.model.encode(lr).float()
-
-    def decode(self, pre: torch.Tensor, lr: torch.Tensor, coords: torch.Tensor,
-               cell: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            return self.model.decode(pre, lr, coords, cell).float()
-
-    def decode_grid(self, pre: torch.Tensor, lr: torch.Tensor, xs: torch.Tensor,
-                    ys: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            return self.model.decode_grid(pre, lr, xs, ys, cell).float()
-
-    def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(lr), lr, coords, cell)
-
-
-def with_precision(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    """``model`` itself for fp32, else wrapped to run under autocast with that dtype."""
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a model runs in at ``precision`` (as nanoGPT's train.py does):
+    ``torch.autocast`` with fp16/bf16, nothing with fp32. Autocast runs convolutions and
+    matrix products in the low precision; the tiler keeps the encoding (which coordinates
+    sample) and its canvas in fp32."""
     if precision == "fp32":
-        return model
-    return AutocastModel(model, device, DTYPES[precision])
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
 # -- hardware report ---------------------------------------------------------------------------
@@ -259,13 +220,3 @@ def available_devices() -> list[str]:
     if mps_available():
         names.append("mps")
     return names
-
-
-def describe(device: torch.device) -> str:
-    """'cuda:0 (NVIDIA H100 80GB HBM3)', 'mps', 'cpu (AMD EPYC ...)'."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    if device.type == "cpu":
-        return f"cpu ({cpu_model()})"
-    return str(device)

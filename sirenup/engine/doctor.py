@@ -10,7 +10,8 @@
     mps          built, available
     auto         device, reason, precision
     cache        dir, exists, writable, size_bytes, offline, partial_downloads,
-                 models [{id, name, url, path, size, sha256, downloaded, verified, problem}]
+                 models [{id, name, url, path, size, sha256, downloaded, pinned, verified,
+                 problem}]  (verified: None when intact but unpinned)
     bundled      [{name, path, size, sha256, recorded_sha256, recorded_size, ok, problem}]
     smoke        [{device, precision, load_s, upscale_s, ok, error}]  (a 16x16 -> 32x32 upscale)
     problems     [{message, hint}]
@@ -30,6 +31,7 @@ import torch
 
 from sirenup import __version__
 from sirenup.engine import devices
+from sirenup.files import sha256_file
 from sirenup.hub import cache, download, registry
 
 SMOKE_SIZE = 16
@@ -98,7 +100,7 @@ def bundled_report() -> list[dict]:
             row["problem"] = "file missing"
         else:
             row["size"] = path.stat().st_size
-            row["sha256"] = cache.sha256_file(path)
+            row["sha256"] = sha256_file(path)
             if entry.size is not None and row["size"] != entry.size:
                 row["problem"] = f"size {row['size']} bytes, registry says {entry.size}"
             elif entry.sha256 and row["sha256"] != entry.sha256:
@@ -166,10 +168,10 @@ def problems_of(report: dict) -> list[dict]:
         problem(f"the cache folder {store['dir']} is not writable",
                 f"set {cache.ENV_CACHE} to a writable folder")
     for entry in store["models"]:
-        if not entry["verified"]:
+        if entry["problem"]:
             problem(f"cached model {entry['id']} fails verification ({entry['problem']})",
-                    f"it is fetched again on next use; or run: sirenup models download "
-                    f"{entry['url']} --force")
+                    f"it is fetched again on next use; or remove it: sirenup models remove "
+                    f"{entry['id']}")
     for row in report["bundled"]:
         if not row["ok"]:
             problem(f"bundled model {row['name']}: {row['problem']}",

@@ -3,8 +3,11 @@
 ``read_image`` decodes any image Pillow can open into a ``DecodedImage``: colour as float32
 (H, W, 3) in [0, 1] (greyscale expanded to three channels, remembered as grey), alpha apart,
 EXIF orientation applied, EXIF and ICC profile kept, CMYK converted to RGB, the first frame of
-an animation (with a warning). ``write_image`` writes one atomically (temporary file in the
-target folder, flush, fsync, rename), in the format the extension (or ``format``) names.
+an animation (with a warning); only regular files (a FIFO would block). Float images (32-bit
+float TIFF) are read as 0-1 intensities: NaN -> 0, infinities and values outside clipped, with
+one warning. ``write_image`` encodes one in memory and writes it atomically
+(``sirenup.files.atomic_write``: complete and fsynced, or absent), in the format the extension
+(or ``format``) names; an encoder's error is one line.
 
 Bit depth: 16-bit greyscale PNG/TIFF and 16-bit RGB/RGBA PNG/TIFF are decoded without rounding
 to 8 bits and written back with 16 bits when the output is PNG or TIFF. Pillow itself holds
@@ -22,10 +25,11 @@ from __future__ import annotations
 import functools
 import io
 import os
+import stat
 import struct
 import sys
-import tempfile
 import threading
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -35,8 +39,18 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sirenup.defaults import DEFAULT_PNG_COMPRESSION
+from sirenup.defaults import (
+    DEFAULT_MAX_INPUT_PIXELS,
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_PNG_COMPRESSION,
+)
 from sirenup.errors import SirenupError, UsageError
+from sirenup.files import (  # noqa: F401 (is_temp_of: part of this module's API)
+    atomic_write,
+    atomic_write_bytes,
+    check_regular_file,
+    is_temp_of,
+)
 
 # Pillow format name for each extension we write.
 FORMATS = {
@@ -53,11 +67,8 @@ ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 LOSSY_FORMATS = {"JPEG", "WEBP"}
 DEFAULT_QUALITY = 95
-DEFAULT_MAX_INPUT_PIXELS = int(Image.MAX_IMAGE_PIXELS or 1024 * 1024 * 1024 // 4 // 3)
-DEFAULT_MAX_OUTPUT_PIXELS = 400_000_000
 ORIENTATION = 0x0112  # EXIF tag
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
-TEMP_SUFFIX = ".tmp"
 
 # Pillow's pixel limit is a global and warnings filters are process-wide: every open goes
 # through this lock, which sets the global off and applies sirenup's own limit instead.
@@ -150,14 +161,19 @@ def _mp(pixels: int) -> str:
 # Reading
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> DecodedImage:
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
+               check_size: Callable[[tuple[int, int]], object] | None = None) -> DecodedImage:
     """Decode ``path`` (first frame of an animation) -> DecodedImage, or SirenupError.
 
     ``max_pixels`` bounds width x height (None: Pillow's decompression-bomb limit; 0: none);
-    the size is checked from the header, before any pixel is decoded.
+    the size is checked from the header, before any pixel is decoded. So is
+    ``check_size((W, H))`` (the size as decoded, EXIF orientation applied), which raises to
+    refuse the image: the output size limit is checked before the memory is spent. Only
+    regular files are read (a FIFO would block forever).
     """
     path = Path(path)
     limit = input_limit(max_pixels)
+    _refuse_special_file(path)
     try:
         with _pillow_unlimited(), Image.open(path) as im:
             pixels = im.size[0] * im.size[1]
@@ -166,6 +182,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Dec
                     f"{path}: {im.size[0]}x{im.size[1]} = {_mp(pixels)} is over "
                     f"--max-input-pixels {limit} (decompression-bomb protection; raise the "
                     "option if you trust the file)")
+            if check_size is not None:
+                swap = _header_orientation(im) in {5, 6, 7, 8}
+                check_size((im.size[1], im.size[0]) if swap else im.size)
             return _decode(path, im)
     except FileNotFoundError:
         raise SirenupError(f"{path}: no such file") from None
@@ -190,11 +209,76 @@ def probe_image(path: str | os.PathLike) -> dict | None:
     not recognise the content of ``path`` as an image. A recognised file may still fail to
     decode (truncated, too big)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with _pillow_unlimited(), Image.open(path) as im:
             alpha = im.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in im.info
             return {"format": im.format, "mode": im.mode, "size": im.size, "alpha": alpha}
     except Exception:
         return None
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
+def is_complete_image(path: str | os.PathLike) -> bool:
+    """Whether ``path`` decodes to its last pixel: batch's skip-if-exists counts an output as
+    done only then, so a truncated file (a full disk under an older version, another tool)
+    is redone. Costs one decode of the output."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        if path.suffix.lower() in {".tif", ".tiff"}:
+            _check_complete_tiff(path)
+            return True
+        with _pillow_unlimited(), Image.open(path) as im:
+            _check_complete(path, im)
+        return True
+    except Exception:
+        return False
+
+
+def _check_complete_tiff(path: Path) -> None:
+    """Through tifffile, not Pillow: libtiff would print its own lines about a short strip.
+    The first image's directory, its tag values and its strips must lie inside the file, and
+    the image must decode."""
+    import logging
+
+    import tifffile
+
+    size = path.stat().st_size
+    log = logging.getLogger("tifffile")
+    quiet, log.disabled = log.disabled, True  # it logs what this check finds out
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page, layout = tif.pages.first, tif.tiff
+            tif.filehandle.seek(page.offset)
+            (entries,) = struct.unpack(layout.tagnoformat,  # byte order included
+                                       tif.filehandle.read(layout.tagnosize))
+            if entries != len(page.tags):  # tifffile drops the tags it cannot read
+                raise ValueError("unreadable tags")
+            end = page.offset + layout.tagnosize + entries * layout.tagsize + layout.offsetsize
+            for tag in page.tags.values():
+                item = struct.calcsize("<" + tag.dataformat[-1])
+                end = max(end, tag.valueoffset + tag.count * item)
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+                end = max(end, offset + count)
+            if end > size:
+                raise ValueError("the file ends before its data")
+            page.asarray()
+    finally:
+        log.disabled = quiet
+
+
+def _check_complete(path: Path, im: Image.Image) -> None:
+    """Raise unless ``im`` (open on ``path``) decodes to its end."""
+    if im.format == "PNG":  # Pillow decodes a PNG cut just before its IEND without a word
+        with open(path, "rb") as f:
+            f.seek(-len(PNG_END), os.SEEK_END)
+            if f.read() != PNG_END:
+                raise ValueError("PNG without its IEND chunk")
+    im.load()
 
 
 @functools.cache
@@ -206,17 +290,34 @@ def image_extensions() -> frozenset[str]:
 
 
 class _pillow_unlimited:
-    """Hold the open lock with Pillow's own pixel limit off (sirenup checks its own)."""
+    """Hold the open lock with Pillow's own pixel limit off (sirenup checks its own) and its
+    warnings silenced: what they say about a broken file ("Corrupt EXIF data", "Truncated File
+    Read") comes back as sirenup's one-line error, not as extra lines with source code."""
 
     def __enter__(self):
         _OPEN_LOCK.acquire()
         self.saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore")
 
     def __exit__(self, *exc):
+        self.quiet.__exit__(*exc)
         Image.MAX_IMAGE_PIXELS = self.saved
         _OPEN_LOCK.release()
         return False
+
+
+def _refuse_special_file(path: Path) -> None:
+    """A FIFO, device or socket is refused before opening it (opening a FIFO blocks until a
+    writer comes); a missing file or a folder is left to the open's own error."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        check_regular_file(path)
 
 
 def _is_empty(path: Path) -> bool:
@@ -276,7 +377,7 @@ def _decode(path: Path, im: Image.Image) -> DecodedImage:
         y = np.clip(values, 0, 65535) / 65535.0
         grey, bit_depth = True, 16
     elif mode == "F":
-        y = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        y = _float_plane(np.asarray(im, dtype=np.float32), path, found)
         grey, bit_depth = True, 16
     elif mode in {"L", "LA"}:
         array = np.asarray(im)
@@ -298,6 +399,25 @@ def _decode(path: Path, im: Image.Image) -> DecodedImage:
                         alpha=None if alpha is None else alpha.astype(np.float32),
                         mode=source_mode, grey=grey, bit_depth=bit_depth, exif=exif,
                         icc_profile=icc, format=source_format, warnings=found)
+
+
+def _float_plane(values: np.ndarray, path: Path, found: list[str]) -> np.ndarray:
+    """Float samples (32-bit float TIFF) -> [0, 1], by this rule: values are intensities on
+    the 0-1 scale; NaN becomes 0, +inf 1 and -inf 0; values outside [0, 1] are clipped. Any
+    of these gets one warning line saying what was found."""
+    finite = np.isfinite(values)
+    nonfinite = int(values.size - np.count_nonzero(finite))
+    low, high = (float(values[finite].min()), float(values[finite].max())) \
+        if nonfinite < values.size else (0.0, 0.0)
+    notes = []
+    if nonfinite:
+        notes.append(f"{nonfinite} NaN/inf sample(s) set to 0 (NaN, -inf) or 1 (+inf)")
+    if low < 0.0 or high > 1.0:
+        notes.append(f"values {low:g}..{high:g} clipped to 0..1")
+    if notes:
+        found.append(f"{path}: floating-point image: {'; '.join(notes)}")
+    values = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(values, 0.0, 1.0)
 
 
 _DEEP_RAWMODES = {"RGB;16B", "RGB;16L", "RGB;16N", "RGBA;16B", "RGBA;16L", "RGBA;16N"}
@@ -354,6 +474,20 @@ def _with_rawmode(tile, rawmode: str):
 def _orientation(im: Image.Image) -> int:
     try:
         return int(im.getexif().get(ORIENTATION, 1))
+    except Exception:
+        return 1
+
+
+def _header_orientation(im: Image.Image) -> int:
+    """EXIF orientation from what the header gave, without decoding (Pillow's getexif()
+    loads a PNG's pixels to find an eXIf chunk after them; that one counts as 1 here)."""
+    exif = im.info.get("exif")
+    if not exif:
+        return 1
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        return int(parsed.get(ORIENTATION, 1))
     except Exception:
         return 1
 
@@ -460,7 +594,7 @@ def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | N
         if fmt == "PNG":
             data = _encode_png16(deep, icc=image.icc_profile, exif=_exif_bytes(image.exif),
                                  level=level)
-            atomic_write(path, lambda f: f.write(data))
+            atomic_write_bytes(path, data)
         else:
             atomic_write(path, lambda f: _write_tiff16(f, deep, image.icc_profile))
         return
@@ -474,43 +608,6 @@ def save_pil(path: str | os.PathLike, pil: Image.Image, format: str | None = Non
     fmt = output_format(path, format)
     options = {"compress_level": DEFAULT_PNG_COMPRESSION} if fmt == "PNG" else {}
     atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
-
-
-def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], object]) -> None:
-    """Call ``writer(file)`` on a temporary file beside ``path``, flush, fsync, rename.
-
-    A crash leaves either the old file or the new one under ``path``, never a partial one;
-    the temporary file is named ``.<name>.<random>.tmp`` and removed on any error.
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise SirenupError(f"{path}: the folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=folder)
-    except OSError as error:
-        raise SirenupError(f"{path}: cannot write ({_os_reason(error)})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise SirenupError(f"{path}: cannot write ({_os_reason(error)})") from None
-        raise
-    _fsync_folder(folder)
-
-
-def is_temp_of(name: str, target: str) -> bool:
-    """Whether ``name`` is a temporary file ``atomic_write`` made for a file named ``target``
-    (left behind only when the process was killed)."""
-    prefix = f".{target}."
-    return (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)
-            and "." not in name[len(prefix):-len(TEMP_SUFFIX)])
 
 
 def to_pil(image: DecodedImage, *, sixteen_bit: bool = True) -> Image.Image:
@@ -549,7 +646,12 @@ def _to_uint16(image: DecodedImage) -> np.ndarray:
 def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | None = None,
                   level: int = DEFAULT_PNG_COMPRESSION) -> bytes:
     """(H, W, 3|4) uint16 -> a 16-bit RGB/RGBA PNG file (filter 'Up' on every row), pixel
-    data compressed at zlib ``level``."""
+    data compressed at zlib ``level``.
+
+    Why by hand: Pillow holds colour at 8 bits per channel and cannot write 16-bit RGB PNG;
+    pypng can, but filters row by row in pure Python (far slower on the tens of megapixels an
+    upscale makes) and would be one more dependency; tifffile writes TIFF only. The format
+    part is four chunks, and tests read the files back with Pillow at 16 bits."""
     height, width, channels = array.shape
     colour_type = {3: 2, 4: 6}[channels]
     rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
@@ -577,10 +679,8 @@ def _write_tiff16(f: BinaryIO, array: np.ndarray, icc: bytes | None) -> None:
     import tifffile  # a dependency of scikit-image
 
     extra = ["unassalpha"] if array.shape[2] == 4 else None
-    buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare descriptor
-    tifffile.imwrite(buffer, array, photometric="rgb", extrasamples=extra, compression="zlib",
+    tifffile.imwrite(f, array, photometric="rgb", extrasamples=extra, compression="zlib",
                      iccprofile=icc, metadata=None)
-    f.write(buffer.getvalue())
 
 
 def _exif_bytes(exif: bytes | None) -> bytes | None:
@@ -625,24 +725,6 @@ def _reset_orientation(exif: bytes | None) -> Image.Exif | None:
         return parsed
     except Exception:
         return None  # unparsable EXIF is dropped rather than copied blindly
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows it (POSIX)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _os_reason(error: OSError) -> str:
-    return error.strerror.lower() if error.strerror else _first_line(error)
 
 
 def _available(fmt: str) -> str:

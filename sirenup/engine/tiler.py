@@ -103,7 +103,7 @@ def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
 def upscale_whole(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """Untiled: (1, 3, h, w) -> (1, 3, H, W), unclamped."""
     in_h, in_w = lr.shape[-2:]
-    pre = model.encode(lr)
+    pre = model.encode(lr).float()  # fp32 under autocast too: coordinates sample it
     out = decode_region(model, pre, lr, out_hw, (in_h, in_w), (0, out_hw[0]), (0, out_hw[1]),
                         (0, 0))
     return out.permute(2, 0, 1).unsqueeze(0)  # a view: channels-last underneath
@@ -129,7 +129,7 @@ def upscale_tiled(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *
                 continue
             wx = blend_weights(sx, in_w, overlap, in_w, out_w, x0, x1).to(lr.device)
             crop = lr[..., sy.read0:sy.read1, sx.read0:sx.read1]
-            pre = model.encode(crop)
+            pre = model.encode(crop).float()  # fp32 under autocast too
             rgb = decode_region(model, pre, crop, out_hw, (in_h, in_w), (y0, y1), (x0, x1),
                                 (sx.read0, sy.read0))
             w = (wy[:, None] * wx[None, :]).unsqueeze(-1)  # (h, w, 1)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.engine.devices import resolve_device
+from sirenup.engine.devices import autocast, resolve_device
 from sirenup.engine.imageio import (
     EXTENSIONS,
     LUMA,
@@ -29,10 +29,10 @@ from sirenup.engine.imageio import (
     read_image,
     write_image,
 )
-from sirenup.engine.sizing import scale_label, target_size
+from sirenup.engine.sizing import aspect_warning, scale_label, target_size
 from sirenup.engine.tiler import MIN_TILE, upscale_tensor
 from sirenup.errors import SirenupError, UsageError
-from sirenup.hub.registry import DEFAULT_MODEL, resolve_model
+from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
 from sirenup.models.weights import WeightsError, load_weights
 
 
@@ -41,13 +41,12 @@ class Upscaler:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto",
                  precision: str = "auto", tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
-        from sirenup.engine.devices import resolve_precision, with_precision
+        from sirenup.engine.devices import resolve_precision
 
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)  # fp32, fp16 or bf16
         self.model_name, self.model_path = resolve_model(model)  # name, path or URL (cached)
-        model, self.metadata = load_weights(self.model_path, device=self.device)
-        self.model = with_precision(model, self.device, self.precision)
+        self.model, self.metadata = load_weights(self.model_path, device=self.device)
         self.model_name = self.metadata.get("name", self.model_name)
         self.tile, self.overlap = tile, overlap
 
@@ -56,8 +55,9 @@ class Upscaler:
         """(h, w, 3) float32 in [0, 1] -> (H, W, 3) float32 in [0, 1], size = (W, H)."""
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
-        out = upscale_tensor(self.model, lr, (size[1], size[0]), tile=self.tile,
-                             overlap=self.overlap)
+        with autocast(self.device, self.precision):
+            out = upscale_tensor(self.model, lr, (size[1], size[0]), tile=self.tile,
+                                 overlap=self.overlap)
         # The tiler's canvas is channels-last: this permute is a view, not a copy.
         return out[0].permute(1, 2, 0).float().cpu().numpy()  # (H, W, 3)
 
@@ -92,7 +92,7 @@ def load_upscaler(model: str | os.PathLike | None = None, *, device: str = "auto
         return Upscaler(str(model) if model else DEFAULT_MODEL, device=device,
                         precision=precision, tile=tile, overlap=overlap)
     except WeightsError as error:
-        raise SirenupError(str(error)) from None
+        raise SirenupError(f"{error}{cache_hint(error.path)}") from None
 
 
 def default_output(src: Path, in_size: tuple[int, int], size: tuple[int, int],
@@ -138,18 +138,27 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
         output_format(dst, format)  # an unknown extension fails before any work
     elif format:
         output_format(None, format)
-    image = read_image(src, max_pixels=max_input_pixels)
+
+    def output_size(in_size: tuple[int, int]) -> tuple[int, int]:
+        size = target_size(in_size[0], in_size[1], scale=scale, out_width=width,
+                           out_height=height)
+        check_output_size(size, max_output_pixels, dst)
+        return size
+
+    # The output size is checked from the header, before the pixels take memory.
+    image = read_image(src, max_pixels=max_input_pixels, check_size=output_size)
+    size = output_size(image.size)
+    aspect = aspect_warning(image.size, size, width, height)
+    if aspect:
+        image.warnings.append(f"{src}: {aspect}")
     for message in image.warnings:
         if on_warning is not None:
             on_warning(message)
-    size = target_size(image.width, image.height, scale=scale, out_width=width,
-                       out_height=height)
     if dst is None:
         dst = default_output(src, image.size, size, format)
     if not overwrite_input and same_file(src, dst):
         raise SirenupError(f"{dst}: is the input file; choose another output")
     check_writable(dst, image, format, color)
-    check_output_size(size, max_output_pixels, dst)
     result = upscaler.upscale_image(image, size)
     write_image(dst, result, format=format, quality=quality, background=color,
                 png_compression=png_compression)

@@ -3,15 +3,22 @@
 Folder: ``$SIRENUP_CACHE_DIR`` if set, else ``platformdirs.user_cache_dir("sirenup")``::
 
     models/<id>/<file>                    a downloaded weights file, verified on every use
-    models/<id>/meta.json                 its URL, sha256, size, registry name, download time
+    models/<id>/meta.json                 its URL, sha256, size, pinned, registry name, time
     models/<id>/<file>.<unique>.incomplete  a download in progress, or one to resume
-    models/<id>.lock                      held while one process fetches <id> (then removed)
+    models/<id>.lock                      locked (filelock) while one process fetches <id>;
+                                          the empty file stays
 
 ``<id>`` is the URL's file stem plus 12 hex digits of the URL's sha256, so every URL has one
 entry. ``ensure(url)`` returns a verified entry: from the cache when its file still matches its
 sha256 (no connection at all), else fetched under the lock (a second process waits, then uses
 the first one's file). A file whose hash no longer matches is deleted and fetched again.
 ``SIRENUP_OFFLINE=1`` never opens a connection.
+
+A download is capped (the registry's size, else ``max_size``) and must load as weights before
+its meta.json is written, so an endless response or an HTML page never enters the cache.
+``pinned``: whether a sha256 was known before the download (the URL's ``#sha256=`` or the
+registry's). An unpinned entry is checked against the hash recorded when it arrived (later
+damage shows) but is listed as *unpinned*, never as verified.
 """
 
 from __future__ import annotations
@@ -29,13 +36,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from sirenup.errors import UsageError
+from sirenup.files import atomic_write_bytes, sha256_file  # noqa: F401 (sha256_file: API)
 from sirenup.hub import download
 from sirenup.hub.download import ENV_OFFLINE, OfflineError, offline, say
 
 ENV_CACHE = "SIRENUP_CACHE_DIR"
 META = "meta.json"
-LOCK_POLL_S = 0.1
-STALE_LOCK_S = 3600.0  # only for the O_EXCL fallback lock (no fcntl, no msvcrt)
+# Largest download when the registry records no size (--max-size): sirenup models are a few
+# MB, so a response beyond this is not a model (an endless stream, a wrong URL).
+DEFAULT_MAX_DOWNLOAD = 1 << 30
 
 
 def cache_dir() -> Path:
@@ -84,14 +93,6 @@ def entry_id(url: str) -> str:
     return f"{stem}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # -- entries -----------------------------------------------------------------------------------
 
 @dataclass
@@ -120,6 +121,13 @@ class CacheEntry:
     def name(self) -> str:
         return self.meta.get("name") or self.id
 
+    @property
+    def pinned(self) -> bool:
+        """Whether the download was checked against a sha256 given beforehand (a URL's
+        #sha256= or the registry's). Without one, the recorded sha256 is only what arrived:
+        it shows later damage, but says nothing about whether the right file came."""
+        return bool(self.meta.get("pinned"))
+
     def check(self, sha256: str | None = None, size: int | None = None) -> str | None:
         """None if the file is intact (and matches ``sha256``/``size`` when given), else why
         not."""
@@ -142,21 +150,37 @@ class CacheEntry:
         return self.check() is not None
 
     def to_dict(self, verify: bool = True) -> dict:
+        """``verified``: True (intact, pinned sha256), False (``problem`` says why), None (not
+        checked, or intact but unpinned: never reported as verified)."""
         problem = self.check() if verify else None
         return {"id": self.id, "name": self.name, "url": self.url, "path": str(self.path),
                 "size": self.meta.get("size"), "sha256": self.sha256,
-                "downloaded": self.meta.get("downloaded"),
-                "verified": (problem is None) if verify else None, "problem": problem}
+                "downloaded": self.meta.get("downloaded"), "pinned": self.pinned,
+                "verified": verified_state(problem, self.pinned) if verify else None,
+                "problem": problem}
+
+
+def verified_state(problem: str | None, pinned: bool) -> bool | None:
+    """False when there is a problem, True when intact and pinned, None when intact but
+    unpinned (listed as such)."""
+    if problem is not None:
+        return False
+    return True if pinned else None
 
 
 def read_entry(entry_dir: Path) -> CacheEntry | None:
     try:
         meta = json.loads((entry_dir / META).read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or "filename" not in meta:
-            return None
+        if not isinstance(meta, dict) or not _plain_name(meta.get("filename")):
+            return None  # not ours, or edited to point outside its folder
     except (OSError, ValueError):
         return None
     return CacheEntry(entry_dir.name, entry_dir, meta)
+
+
+def _plain_name(name: object) -> bool:
+    return (isinstance(name, str) and name not in {"", ".", ".."} and "/" not in name
+            and "\\" not in name and "\0" not in name)
 
 
 def entries() -> list[CacheEntry]:
@@ -198,9 +222,7 @@ def lock_path(eid: str) -> Path:
 
 
 def _write_meta(entry_dir: Path, meta: dict) -> None:
-    tmp = entry_dir / f".{META}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, entry_dir / META)
+    atomic_write_bytes(entry_dir / META, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -209,11 +231,14 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
-           name: str | None = None, force: bool = False) -> CacheEntry:
+           name: str | None = None, force: bool = False,
+           max_size: int | None = None) -> CacheEntry:
     """A verified cache entry for the URL ``spec`` (``#sha256=`` allowed), fetched if needed.
 
     ``sha256``/``size`` (from the registry) are checked as well as the URL's fragment.
-    ``force`` fetches again even when the cached file is intact.
+    ``force`` fetches again even when the cached file is intact. A download is capped at
+    ``size`` when known, else at ``max_size`` (None: DEFAULT_MAX_DOWNLOAD), and must load as
+    a valid weights file (``sirenup.models.weights.validate_file``) before it enters the cache.
     """
     url, fragment = split_url(spec)
     if fragment and sha256 and fragment != sha256.lower():
@@ -244,16 +269,34 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
                 say(f"cached {entry.filename} does not match ({problem}); fetching it again")
         entry_dir.mkdir(parents=True, exist_ok=True)
         filename = url_filename(url)
+        cap = size if size is not None else (
+            DEFAULT_MAX_DOWNLOAD if max_size is None else max_size)
         try:
-            actual_sha, actual_size = download.fetch(url, entry_dir / filename, sha256=sha256,
-                                                     size=size)
+            actual_sha, actual_size = download.fetch(
+                url, entry_dir / filename, sha256=sha256, size=size, max_size=cap,
+                check=lambda part: _check_weights(part, filename))
         except BaseException:
             _remove_if_empty(entry_dir)
             raise
         meta = {"url": url, "filename": filename, "sha256": actual_sha, "size": actual_size,
-                "name": name, "downloaded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "pinned": sha256 is not None, "name": name,
+                "downloaded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _write_meta(entry_dir, meta)
         return CacheEntry(eid, entry_dir, meta)
+
+
+def _check_weights(path: Path, filename: str) -> None:
+    """Raise (one line, without the temporary path) unless ``path`` is a usable weights file;
+    ``filename`` is the name it will have (.safetensors, or .pt/.pth)."""
+    from sirenup.models.weights import WeightsError, validate_file
+
+    try:
+        validate_file(path, suffix=Path(filename).suffix)
+    except WeightsError as error:
+        text = str(error)
+        prefix = f"{path}: "
+        raise download.DownloadError(text[len(prefix):] if text.startswith(prefix) else text) \
+            from None
 
 
 def _offline_message(spec: str, entry: CacheEntry | None, sha256: str | None,
@@ -270,97 +313,32 @@ def _offline_message(spec: str, entry: CacheEntry | None, sha256: str | None,
 # -- locking -----------------------------------------------------------------------------------
 
 class FileLock:
-    """An exclusive lock on ``path`` between processes (and threads): fcntl.flock on POSIX,
-    msvcrt.locking on Windows, else an O_EXCL lock file. The lock file is removed on release
-    (POSIX, O_EXCL), so a finished cache holds no lock files."""
+    """An exclusive lock on ``path`` between processes and threads (the ``filelock`` package,
+    as huggingface_hub uses). ``on_wait`` is called once when another holder makes us wait,
+    and ``waited`` tells afterwards. The (empty) lock file stays: removing it while another
+    process waits on it would let a third one take a second lock."""
 
     def __init__(self, path: Path, on_wait: Callable[[], None] | None = None):
         self.path = Path(path)
         self.on_wait = on_wait
         self.waited = False
-        self._fd: int | None = None
-        self._kind = ""
+        self._lock = None
 
     def __enter__(self) -> FileLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl  # noqa: F401
-            self._kind = "fcntl"
-            self._acquire_fcntl()
-        except ImportError:
-            try:
-                import msvcrt  # noqa: F401
-                self._kind = "msvcrt"
-                self._acquire_msvcrt()
-            except ImportError:
-                self._kind = "excl"
-                self._acquire_excl()
-        return self
+        import filelock
 
-    def _waiting(self) -> None:
-        if not self.waited:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = filelock.FileLock(str(self.path), thread_local=False)
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
             self.waited = True
             if self.on_wait is not None:
                 self.on_wait()
-
-    def _acquire_fcntl(self) -> None:
-        import fcntl
-
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._waiting()
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:
-                os.close(fd)
-                raise
-            try:  # the holder before us may have removed the file: lock the current one
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    self._fd = fd
-                    return
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-
-    def _acquire_msvcrt(self) -> None:
-        import msvcrt
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                self._fd = fd
-                return
-            except OSError:
-                self._waiting()
-                time.sleep(LOCK_POLL_S)
-
-    def _acquire_excl(self) -> None:
-        while True:
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                return
-            except FileExistsError:
-                with contextlib.suppress(OSError):
-                    if time.time() - self.path.stat().st_mtime > STALE_LOCK_S:
-                        self.path.unlink()
-                        continue
-                self._waiting()
-                time.sleep(LOCK_POLL_S)
+            self._lock.acquire()
+        return self
 
     def __exit__(self, *exc) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        if self._kind == "msvcrt":
-            import msvcrt
-
-            with contextlib.suppress(OSError):
-                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-            os.close(fd)
-            return
-        with contextlib.suppress(OSError):
-            self.path.unlink()  # while still holding it: see _acquire_fcntl
-        os.close(fd)  # closing releases the flock
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()

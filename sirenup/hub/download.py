@@ -5,8 +5,10 @@
 atomically. A connection that drops mid-file is retried with backoff and resumed with an HTTP
 Range request; a partial file left by an interrupted process is resumed the same way (its bytes
 are hashed first). A wrong sha256 or size, or an error that retrying cannot fix (404), deletes
-the partial file. ``SIRENUP_OFFLINE=1``: never opens a connection. The caller holds the cache
-lock (``sirenup.hub.cache.ensure``), so one process downloads a file at a time.
+the partial file, as does a transfer past ``max_size`` (an endless response) or a file the
+caller's ``check`` rejects (an HTML page instead of weights). The file is fsynced before the
+rename. ``SIRENUP_OFFLINE=1``: never opens a connection. The caller holds the cache lock
+(``sirenup.hub.cache.ensure``), so one process downloads a file at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import secrets
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
@@ -27,6 +30,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from sirenup import __version__
 from sirenup.errors import SirenupError
+from sirenup.files import check_regular_file
 
 ENV_OFFLINE = "SIRENUP_OFFLINE"
 RETRIES = 5  # retries after the first try, on errors that may go away (drops, 5xx, timeouts)
@@ -109,9 +113,15 @@ def _claim_partial(dest: Path) -> Path:
     return mine
 
 
-def fetch(url: str, dest: Path, *, sha256: str | None = None,
-          size: int | None = None) -> tuple[str, int]:
-    """Download ``url`` (http, https or file) to ``dest``, verified -> (sha256, size)."""
+def fetch(url: str, dest: Path, *, sha256: str | None = None, size: int | None = None,
+          max_size: int | None = None,
+          check: Callable[[Path], None] | None = None) -> tuple[str, int]:
+    """Download ``url`` (http, https or file) to ``dest``, verified -> (sha256, size).
+
+    ``max_size``: refuse a file announced as larger, and stop a transfer that goes past it
+    (an endless response would fill the disk). ``check(partial_path)``: raises if the
+    complete file is not what it should be (not weights); the file is then not kept.
+    """
     dest = Path(dest)
     scheme = urlsplit(url).scheme.lower()
     if scheme not in {"http", "https", "file"}:
@@ -124,16 +134,16 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None,
     try:
         with open(part, "r+b") as f:
             state = _State(f, 0)
-            resumed = _hash_existing(state, size)
+            resumed = _hash_existing(state, size if size is not None else max_size)
             say(f"resuming {dest.name} at byte {resumed}" if resumed else f"downloading {url}")
             with _progress(dest.name, size, resumed) as bar:
                 try:
-                    _transfer(url, state, size, bar)
+                    _transfer(url, state, size, bar, max_size)
                     problem = _check(state, sha256, size)
                     if problem and resumed:  # the leftover bytes may be bad: one fresh try
                         say(f"{dest.name}: {problem}; downloading it again from the start")
                         state.reset()
-                        _transfer(url, state, size, bar)
+                        _transfer(url, state, size, bar, max_size)
                         problem = _check(state, sha256, size)
                 except _Transient as error:
                     keep = state.offset > 0
@@ -142,11 +152,23 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None,
                         "again to resume)") from None
                 if problem:
                     raise ChecksumError(f"{url}: {problem}; the file was not kept")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the cached file
+        if check is not None:
+            try:
+                check(part)
+            except SirenupError as error:
+                raise DownloadError(f"{url}: not a usable weights file ({error}); the "
+                                    "download was not kept") from None
         os.replace(part, dest)
         return state.digest.hexdigest(), state.offset
     except KeyboardInterrupt:
         keep = True
         raise
+    except OSError as error:  # writing the partial file: a full disk, a read-only cache
+        reason = error.strerror.lower() if error.strerror else str(error)
+        raise DownloadError(f"{url}: cannot write {part.parent} ({reason}); nothing was "
+                            "kept") from None
     finally:
         if not keep:
             part.unlink(missing_ok=True)
@@ -175,16 +197,17 @@ def _hash_existing(state: _State, size: int | None) -> int:
     return state.offset
 
 
-def _transfer(url: str, state: _State, size: int | None, bar) -> None:
+def _transfer(url: str, state: _State, size: int | None, bar,
+              max_size: int | None = None) -> None:
     """Fill the partial file to the end, retrying transient errors with backoff."""
     attempt = 0
     restarts = 0
     while True:
         try:
             if urlsplit(url).scheme.lower() == "file":
-                _copy_file(url, state, size, bar)
+                _copy_file(url, state, size, bar, max_size)
             else:
-                _request(url, state, size, bar)
+                _request(url, state, size, bar, max_size)
             return
         except _Restart as why:
             restarts += 1
@@ -202,7 +225,8 @@ def _transfer(url: str, state: _State, size: int | None, bar) -> None:
             time.sleep(delay)
 
 
-def _request(url: str, state: _State, size: int | None, bar) -> None:
+def _request(url: str, state: _State, size: int | None, bar,
+             max_size: int | None = None) -> None:
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if state.offset:
         headers["Range"] = f"bytes={state.offset}-"
@@ -236,29 +260,42 @@ def _request(url: str, state: _State, size: int | None, bar) -> None:
             total = state.offset + int(length) if length.isdigit() else None
         if size is not None and total is not None and total != size:
             raise DownloadError(f"{url}: the server has {total} bytes, expected {size}")
-        _copy(response, state, size, bar, total)
+        _check_cap(url, total, max_size)
+        _copy(response, state, size, bar, total, max_size, url)
         if total is not None and state.offset < total:
             raise _Transient(f"connection closed at byte {state.offset} of {total}")
 
 
-def _copy_file(url: str, state: _State, size: int | None, bar) -> None:
+def _copy_file(url: str, state: _State, size: int | None, bar,
+               max_size: int | None = None) -> None:
     parts = urlsplit(url)
     path = Path(url2pathname(parts.path))
     if parts.netloc not in ("", "localhost"):
         raise DownloadError(f"{url}: file:// URLs must name a local file (file:///path)")
     try:
+        check_regular_file(path)  # a FIFO would block the open for ever
         source = open(path, "rb")
+    except SirenupError as error:
+        raise DownloadError(f"{url}: {error}") from None
     except OSError as error:
         raise DownloadError(f"{url}: {error.strerror or error}") from None
     with source:
         total = os.fstat(source.fileno()).st_size
         if state.offset > total:
             raise _Restart(f"{path} is shorter than the partial file")
+        _check_cap(url, total, max_size)
         source.seek(state.offset)
-        _copy(source, state, size, bar, total)
+        _copy(source, state, size, bar, total, max_size, url)
 
 
-def _copy(source, state: _State, size: int | None, bar, total: int | None) -> None:
+def _check_cap(url: str, total: int | None, max_size: int | None) -> None:
+    if max_size is not None and total is not None and total > max_size:
+        raise DownloadError(f"{url}: {total} bytes, more than the limit of {max_size} "
+                            "(--max-size); not downloaded")
+
+
+def _copy(source, state: _State, size: int | None, bar, total: int | None,
+          max_size: int | None = None, url: str = "") -> None:
     bar.total = total
     bar.n = state.offset
     bar.refresh()
@@ -275,7 +312,10 @@ def _copy(source, state: _State, size: int | None, bar, total: int | None) -> No
         state.write(chunk)
         bar.update(len(chunk))
         if size is not None and state.offset > size:
-            raise DownloadError(f"more than the expected {size} bytes")
+            raise DownloadError(f"{url}: more than the expected {size} bytes; stopped")
+        if max_size is not None and state.offset > max_size:
+            raise DownloadError(f"{url}: more than the limit of {max_size} bytes (--max-size); "
+                                "stopped, nothing kept")
 
 
 @contextlib.contextmanager

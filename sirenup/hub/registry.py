@@ -21,21 +21,20 @@ This module imports no torch: ``sirenup models`` stays fast.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import struct
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
+from sirenup.defaults import DEFAULT_MODEL  # noqa: F401 (re-exported)
 from sirenup.errors import SirenupError, UsageError
+from sirenup.files import atomic_write_bytes, sha256_file
 
-DEFAULT_MODEL = "sirenup-base"
 REGISTRY_FILE = "registry.json"
 REGISTRY_FORMAT = "sirenup-registry/1"
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ class ModelEntry:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelEntry:
-        values = dict(values)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}  # newer registries add keys
         values["scale_range"] = tuple(values.get("scale_range") or (1.0, 4.0))
         return cls(**values)
 
@@ -122,6 +122,8 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
     path = Path(spec_str).expanduser()
     if path.is_file():
         return ResolvedModel(path.stem, path, "local")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--model {spec_str}: not a regular file (a FIFO or a device)")
     if path.suffix or "/" in spec_str or "\\" in spec_str:
         raise UsageError(f"--model {spec_str}: no such file")
     names = ", ".join(sorted(REGISTRY))
@@ -133,6 +135,24 @@ def resolve_model(spec: str | os.PathLike) -> tuple[str, Path]:
     """A registry name, a local weights path or a URL -> (display name, weights file)."""
     resolved = resolve(spec)
     return resolved.name, resolved.path
+
+
+def cache_hint(path: str | os.PathLike | None) -> str:
+    """For a weights file inside the model cache: how to remove its entry (a broken download
+    that passed its checks, or a file damaged since); else ''."""
+    from sirenup.hub import cache
+
+    if path is None:
+        return ""
+    try:
+        relative = Path(path).resolve().relative_to(cache.models_dir().resolve())
+    except (ValueError, OSError):
+        return ""
+    if len(relative.parts) < 2:
+        return ""
+    eid = relative.parts[0]
+    return (f"; it is a broken cache entry: remove it with 'sirenup models remove {eid}' "
+            "and download it again")
 
 
 def cached_entry(spec: str):
@@ -148,22 +168,21 @@ def cached_entry(spec: str):
 
 def bundled_problem(model: ModelEntry) -> str | None:
     """None if a bundled file exists and has the recorded size and sha256, else why not."""
-    from sirenup.hub import cache
-
     path = bundled_path(model)
     if not path.is_file():
         return "file missing (reinstall sirenup)"
     if model.size is not None and path.stat().st_size != model.size:
         return f"size {path.stat().st_size} bytes, registry says {model.size}"
-    if model.sha256 and cache.sha256_file(path) != model.sha256:
+    if model.sha256 and sha256_file(path) != model.sha256:
         return "sha256 differs from the registry's"
     return None
 
 
 def catalogue(verify: bool = True) -> list[dict]:
     """Every known model: registry entries (bundled, cached or not downloaded), then cached
-    URLs outside the registry. ``verified`` is True/False, or None when not checked or not
-    present."""
+    URLs outside the registry. ``verified`` is True/False, or None when not checked, not
+    present, or intact but unpinned (``pinned`` False: downloaded without a sha256 to check it
+    against, so never reported as verified)."""
     from sirenup.hub import cache
 
     rows, seen = [], set()
@@ -172,28 +191,30 @@ def catalogue(verify: bool = True) -> list[dict]:
                "sha256": model.sha256, "verified": None, "problem": None, "path": None,
                "url": model.url, "id": None, "license": model.license,
                "scale_range": list(model.scale_range), "quality": model.quality,
-               "description": model.description}
+               "description": model.description or "", "pinned": bool(model.sha256)}
         if model.bundled:
             row.update(source="bundled", path=str(bundled_path(model)))
             if verify:
                 row["problem"] = bundled_problem(model)
-                row["verified"] = row["problem"] is None
+                row["verified"] = cache.verified_state(row["problem"], row["pinned"])
         elif model.url and (entry := cache.find(model.url)) is not None:
             seen.add(entry.id)
-            row.update(source="cached", path=str(entry.path), id=entry.id)
+            row.update(source="cached", path=str(entry.path), id=entry.id,
+                       pinned=row["pinned"] or entry.pinned)
             if verify:
                 row["problem"] = entry.check(model.sha256, model.size)
-                row["verified"] = row["problem"] is None
+                row["verified"] = cache.verified_state(row["problem"], row["pinned"])
         rows.append(row)
     for entry in cache.entries():
         if entry.id in seen:
             continue
         problem = entry.check() if verify else None
         rows.append({"name": entry.name, "source": "cached", "size": entry.meta.get("size"),
-                     "sha256": entry.sha256, "verified": (problem is None) if verify else None,
-                     "problem": problem, "path": str(entry.path), "url": entry.url,
-                     "id": entry.id, "license": None, "scale_range": None, "quality": None,
-                     "description": ""})
+                     "sha256": entry.sha256,
+                     "verified": cache.verified_state(problem, entry.pinned) if verify else None,
+                     "pinned": entry.pinned, "problem": problem, "path": str(entry.path),
+                     "url": entry.url, "id": entry.id, "license": None, "scale_range": None,
+                     "quality": None, "description": ""})
     return rows
 
 
@@ -212,11 +233,7 @@ def safetensors_metadata(path: Path) -> dict:
 def file_facts(path: Path) -> dict:
     """sha256, size, architecture and config of a weights file; scale range and quality when
     its metadata records them."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    facts = {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+    facts = {"sha256": sha256_file(path), "size": path.stat().st_size}
     meta = safetensors_metadata(path)
     facts["architecture"] = meta.get("architecture")
     facts["config"] = json.loads(meta.get("config") or "{}")
@@ -253,9 +270,7 @@ def update_bundled(path: Path | None = None) -> list[str]:
             model.update(facts)
             changed.append(model["name"])
     if changed:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
     return changed
 
 

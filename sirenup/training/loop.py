@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -82,14 +80,9 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from sirenup.files import atomic_write
+
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def fine_tune_lineage(parent: dict, steps: int, train_seconds: float) -> dict:
