@@ -44,3 +44,26 @@ def test_hint_only_for_low_quality_jpegs_and_clean_models(tmp_path):
     assert once(high) is None
     assert once(low) is not None
     assert once(low) is None  # once per run
+
+
+def test_cli_upscale_and_batch_give_the_hint_once(tmp_path):
+    from typer.testing import CliRunner
+
+    from sirenup.cli.app import app
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        save_jpeg(folder / f"web{i}.jpg", 60)
+    runner = CliRunner()
+    result = runner.invoke(app, ["upscale", str(folder / "web0.jpg"), "-o",
+                                 str(tmp_path / "a.png"), "--scale", "2"])
+    assert result.exit_code == 0, result.output
+    assert "--model sirenup-real" in result.output
+    result = runner.invoke(app, ["batch", str(folder), str(tmp_path / "out"), "--scale", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("--model sirenup-real") == 1  # once per run
+    png = tmp_path / "clean.png"
+    Image.new("RGB", (16, 16)).save(png)
+    result = runner.invoke(app, ["upscale", str(png), "-o", str(tmp_path / "b.png")])
+    assert result.exit_code == 0 and "sirenup-real" not in result.output

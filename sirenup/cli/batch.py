@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, print_json, result, state, warn_text
+from sirenup.cli.console import (
+    console,
+    handle_errors,
+    info_text,
+    print_json,
+    result,
+    state,
+    warn_text,
+)
 from sirenup.cli.options import (
     BackgroundOption,
     DeviceOption,
@@ -82,11 +90,19 @@ def batch(
         background=background,
         max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels, shard=shard)
     view = _Progress(enabled=not state["quiet"])
+    hint = None
 
     def on_event(kind: str, record: dict) -> None:
+        nonlocal hint
         if kind == "start":
+            from sirenup.engine.hints import HintOnce
+
+            hint = HintOnce(record["model"])
             view.start(record)
         elif kind == "done":
+            advice = hint(record["input"]) if hint is not None else None
+            if advice:
+                info_text(f"hint: {advice}")
             view.advance(record)
         elif kind == "warning":
             warn_text(record["message"])

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, info, warn
+from sirenup.cli.console import console, handle_errors, info_text, warn_text
 from sirenup.cli.options import DeviceOption
 
 GAN = "Adversarial training (--gan)"
@@ -155,10 +155,10 @@ def train(
                  "second_prob": degrade_second_prob} if degrade == "real" else None,
     )
     trainer = start_training(
-        setup, log=lambda m: warn(m[9:]) if m.startswith("warning: ") else info(m),
+        setup, log=lambda m: warn_text(m[9:]) if m.startswith("warning: ") else info_text(m),
         on_validate=lambda r: console.print(validation_table(r)))
     if trainer is not None:
-        info(f"weights: {out / 'model.safetensors'}  ({trainer.step} steps, "
+        info_text(f"weights: {out / 'model.safetensors'}  ({trainer.step} steps, "
              f"{trainer.train_seconds / 60:.1f} min)")
 
 

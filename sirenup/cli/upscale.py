@@ -52,6 +52,7 @@ def upscale(
     json: JsonOption = False,
 ) -> None:
     """Upscale an image: --scale S, or --width and/or --height (default x4)."""
+    from sirenup.engine.hints import real_model_hint
     from sirenup.engine.upscaler import load_upscaler, upscale_file
 
     upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
@@ -65,5 +66,8 @@ def upscale(
     (w, h), (ow, oh) = report["in_size"], report["out_size"]
     info_text(f"{report['model']} on {report['device']}: {report['input']} {w}x{h} -> "
               f"{report['output']} {ow}x{oh} in {report['seconds']:.1f}s")
+    advice = real_model_hint(input, upscaler.model_name)
+    if advice:
+        info_text(f"hint: {advice}")
     if json:
         print_json(report)
