@@ -180,6 +180,7 @@ def test_cli_defaults_are_the_configs_defaults():
         assert defaults[option] == getattr(gan, field), option
     degrade = DegradeConfig()
     for option, field in [("degrade_clean_prob", "clean_prob"),
+                          ("degrade_first_prob", "first_prob"),
                           ("degrade_blur_prob", "blur_prob"),
                           ("degrade_noise_prob", "noise_prob"),
                           ("degrade_jpeg_prob", "jpeg_prob"),

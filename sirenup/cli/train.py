@@ -92,6 +92,10 @@ def train(
     degrade_clean_prob: Annotated[float, typer.Option(
         "--degrade-clean-prob", rich_help_panel=DEGRADE,
         help="Share of crops left clean.")] = 0.15,
+    degrade_first_prob: Annotated[float, typer.Option(
+        "--degrade-first-prob", rich_help_panel=DEGRADE,
+        help="Probability of a first round (resize, blur, noise, JPEG) before the LR size.")
+    ] = 0.5,
     degrade_blur_prob: Annotated[float, typer.Option(
         "--degrade-blur-prob", rich_help_panel=DEGRADE,
         help="Probability of blur (first round).")] = 0.25,
@@ -144,7 +148,8 @@ def train(
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
              "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
-        degrade={"clean_prob": degrade_clean_prob, "blur_prob": degrade_blur_prob,
+        degrade={"clean_prob": degrade_clean_prob, "first_prob": degrade_first_prob,
+                 "blur_prob": degrade_blur_prob,
                  "blur_sigma": _range(degrade_blur_sigma, "degrade-blur-sigma"),
                  "noise_prob": degrade_noise_prob,
                  "noise_sigma": _range(degrade_noise_sigma, "degrade-noise-sigma"),

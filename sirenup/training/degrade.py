@@ -4,10 +4,12 @@ Photos people upscale are JPEGs from phones and the web, resized before, sometim
 blurred. A model trained only on clean bicubic downscales sharpens those artefacts; one trained
 on LR crops that went through such a pipeline learns to remove them. The HR target stays clean.
 
-The pipeline follows the published "second-order" recipes (Real-ESRGAN): a first round at an
-intermediate size (resize with a random method and factor, blur, noise, JPEG), a resize to the
-LR size, then a second round (blur, noise) and a final JPEG. Every random draw comes from the
-``torch.Generator`` passed in, so a seed reproduces the batch exactly; blur and noise are
+The pipeline follows the published "second-order" recipes (Real-ESRGAN): for half the crops a
+first round at an intermediate size (resize with a random method and factor, blur, noise, JPEG)
+and a resize to the LR size, for the others the plain bicubic LR (most web photos were
+downscaled once, then saved as JPEG: a first round on every crop left the model sharpening
+such inputs too much); then a second round (blur, noise) and a final JPEG. Every random draw
+comes from the ``torch.Generator`` passed in, so a seed reproduces the batch exactly; blur and noise are
 batched tensor ops, JPEG is Pillow's encoder on the small crops (about 0.1 ms per 48x48 crop).
 """
 
@@ -28,6 +30,7 @@ RESIZE_MODES = ("bilinear", "bicubic", "area")
 @dataclass
 class DegradeConfig:
     clean_prob: float = 0.15  # share of crops left clean (bicubic only): keeps clean quality
+    first_prob: float = 0.5  # a first round at an intermediate size; else bicubic to LR size
     resize_range: tuple[float, float] = (0.8, 1.25)  # intermediate size, x the LR size
     blur_prob: float = 0.25  # first round: Gaussian blur
     blur_sigma: tuple[float, float] = (0.2, 1.2)  # in LR pixels
@@ -183,15 +186,20 @@ def degrade(hr: torch.Tensor, lr_size: int, cfg: DegradeConfig,
     clean = F.interpolate(hr, size=(lr_size, lr_size), mode="bicubic", antialias=True,
                           align_corners=False).clamp_(0, 1)
     degraded = ~_chance(gen, cfg.clean_prob, n)
-    # Round 1 at an intermediate size around the LR size.
-    mid = max(8, round(lr_size * float(_uniform(gen, *cfg.resize_range))))
-    x = resize(hr, mid, gen)
-    pixel = mid / lr_size  # one LR pixel, in this image's pixels
-    x = blur(x, _chance(gen, cfg.blur_prob, n), cfg.blur_sigma, cfg.aniso_prob, gen, pixel=pixel)
-    x = add_noise(x, _chance(gen, cfg.noise_prob, n), cfg.noise_sigma, cfg, gen)
-    x = jpeg(x, _chance(gen, cfg.jpeg_prob, n) & degraded, cfg.jpeg_quality, gen)
-    # Round 2 at the LR size.
-    x = resize(x, lr_size, gen)
+    first = _chance(gen, cfg.first_prob, n) & degraded
+    x = clean
+    if bool(first.any()):  # round 1 at an intermediate size around the LR size
+        mid = max(8, round(lr_size * float(_uniform(gen, *cfg.resize_range))))
+        y = resize(hr[first], mid, gen)
+        pixel = mid / lr_size  # one LR pixel, in this image's pixels
+        m = y.shape[0]
+        y = blur(y, _chance(gen, cfg.blur_prob, m), cfg.blur_sigma, cfg.aniso_prob, gen,
+                 pixel=pixel)
+        y = add_noise(y, _chance(gen, cfg.noise_prob, m), cfg.noise_sigma, cfg, gen)
+        y = jpeg(y, _chance(gen, cfg.jpeg_prob, m), cfg.jpeg_quality, gen)
+        x = clean.clone()
+        x[first] = resize(y, lr_size, gen)
+    # Round 2 at the LR size, then the JPEG a saved photo went through.
     second = _chance(gen, cfg.second_prob, n)
     x = blur(x, second & _chance(gen, cfg.second_blur_prob, n), cfg.second_blur_sigma,
              cfg.aniso_prob, gen)
