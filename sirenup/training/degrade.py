@@ -9,8 +9,8 @@ first round at an intermediate size (resize with a random method and factor, blu
 and a resize to the LR size, for the others the plain bicubic LR (most web photos were
 downscaled once, then saved as JPEG: a first round on every crop left the model sharpening
 such inputs too much); then a second round (blur, noise) and a final JPEG. Every random draw
-comes from the ``torch.Generator`` passed in, so a seed reproduces the batch exactly; blur and noise are
-batched tensor ops, JPEG is Pillow's encoder on the small crops (about 0.1 ms per 48x48 crop).
+comes from the ``torch.Generator`` passed in, so a seed reproduces the batch exactly; blur and
+noise are batched tensor ops, JPEG is Pillow's encoder on the small crops.
 """
 
 from __future__ import annotations
