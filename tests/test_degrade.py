@@ -115,3 +115,45 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="jpeg_quality"):
         DegradeConfig(jpeg_quality=(0, 95)).validate()
     assert np.isfinite(list(DegradeConfig().to_dict()["noise_sigma"])).all()
+
+
+def test_cli_train_with_real_degradations_records_them(tmp_path):
+    from typer.testing import CliRunner
+
+    from sirenup.cli.app import app
+    from sirenup.models.weights import load_weights
+    from tests.test_training import photo
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(2):
+        photo(i, 80, 70).save(data / f"p{i}.png")
+    run = tmp_path / "RUN"
+    args = ["train", str(data), "--out", str(run), "--steps", "2", "--batch", "2", "--patch",
+            "16", "--queries", "32", "--degrade", "real", "--degrade-noise-sigma", "5,5",
+            "--degrade-jpeg-quality", "50,60"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    _, meta = load_weights(run / "model.safetensors")
+    recorded = meta["training"]["degrade"]
+    assert recorded["noise_sigma"] == [5.0, 5.0]
+    assert recorded["jpeg_quality"] == [50, 60]
+    assert recorded["first_prob"] == DegradeConfig().first_prob
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--degrade", "fancy"], "--degrade"),
+    (["--degrade", "real", "--degrade-blur-prob", "2"], "blur_prob"),
+    (["--degrade", "real", "--degrade-noise-sigma", "5"], "MIN,MAX"),
+    (["--degrade", "real", "--degrade-jpeg-quality", "0,200"], "jpeg_quality"),
+])
+def test_cli_degrade_usage_errors(tmp_path, extra, message):
+    from typer.testing import CliRunner
+
+    from sirenup.cli.app import app
+
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "R"),
+                                      "--steps", "1", *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
