@@ -91,7 +91,8 @@ complete -c sirenup -n '__sirenup_at sirenup batch' -l png-compression -x -d 'PN
 complete -c sirenup -n '__sirenup_at sirenup batch' -l background -x -d 'Flatten transparency onto this colour for formats without alpha (jpg, bmp).'
 complete -c sirenup -n '__sirenup_at sirenup batch' -l max-input-pixels -x -d 'Refuse inputs with more pixels (default: Pillow\'s decompression-bomb limit, about 89.5 MP; 0 = no limit).'
 complete -c sirenup -n '__sirenup_at sirenup batch' -l max-output-pixels -x -d 'Refuse outputs with more pixels (0 = no limit).'
-complete -c sirenup -n '__sirenup_at sirenup batch' -l shard -x -d 'Process only the K-th of N deterministic parts (K from 1), e.g. one per machine or job-array task.'
+complete -c sirenup -n '__sirenup_at sirenup batch' -l shard -x -d 'Process only the K-th of N deterministic parts (K from 1), e.g. one per machine or job-array task; auto reads them from a Slurm array job or a Kubernetes indexed Job.'
+complete -c sirenup -n '__sirenup_at sirenup batch' -l shard-count -x -d 'With --shard auto on Kubernetes: the Job\'s completions (or set SIRENUP_SHARD_COUNT).'
 complete -c sirenup -n '__sirenup_at sirenup batch' -l json -d 'Print the report as JSON on stdout.'
 complete -c sirenup -n '__sirenup_at sirenup batch' -l help -s h -d 'Show this message and exit.'
 complete -c sirenup -n '__sirenup_at sirenup batch' -F
