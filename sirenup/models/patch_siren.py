@@ -301,19 +301,21 @@ class LiifSiren(nn.Module):
 
     @torch.no_grad()
     def decode_grid(self, pre: torch.Tensor, lr: torch.Tensor, xs: torch.Tensor,
-                    ys: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+                    ys: torch.Tensor, cell: torch.Tensor,
+                    block_queries: int | None = QUERIES_PER_BLOCK) -> torch.Tensor:
         """Inference on the output grid ys x xs (LR coords (W,), (H,)) -> (B, 3, H, W).
 
         Same result as ``decode`` at those points, computed the faster separable way. Meant
         for a band of a few output rows (the x interpolation is shared by the whole band);
-        the band is decoded in blocks of columns of about QUERIES_PER_BLOCK queries, whose
-        activations stay in cache. The result is a view of a channels-last (B, H, W, 3) tensor.
+        the band is decoded in blocks of columns of about ``block_queries`` queries, whose
+        activations stay in cache (None: the whole band at once, as on a GPU). The result is a
+        view of a channels-last (B, H, W, 3) tensor.
         """
         first, per_row = self.decoder.first_layer_grid(pre, xs, ys, self.cell_input(cell))
         base = SeparableSampler(lr, xs, ys, cubic_taps)  # the bicubic upsampling
         height, width = ys.numel(), xs.numel()
         out = lr.new_empty(pre.shape[0], height, width, 3)
-        step = max(1, QUERIES_PER_BLOCK // height)
+        step = width if block_queries is None else max(1, block_queries // height)
         for x0 in range(0, width, step):
             x1 = min(x0 + step, width)
             z = first.columns(x0, x1)  # (B, H, cols, D)
