@@ -158,3 +158,17 @@ def test_out_of_memory_on_a_fake_gpu_halves_the_tile(monkeypatch):
     out = upscale_tensor(model, lr, (192, 192), tile=0, overlap=4)
     assert sizes[0] == 96 and len(sizes) > 2 and max(sizes[1:]) <= 80
     assert (out - reference).abs().max() <= 1 / 255
+
+
+def test_python_api_call_keeps_the_kind_of_image():
+    from sirenup.engine.upscaler import Upscaler
+
+    upscaler = Upscaler(device="cpu")
+    pixels = np.random.default_rng(1).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    out = upscaler(pixels, scale=2)
+    assert out.dtype == np.uint8 and out.shape == (20, 24, 3)
+    assert upscaler(pixels.astype(np.uint16) * 257, size=(30, 25)).dtype == np.uint16
+    floats = upscaler(pixels / 255.0, scale=2)
+    assert floats.dtype == np.float32 and np.abs(floats * 255 - out).max() <= 1
+    pil = upscaler(Image.fromarray(pixels).convert("RGBA"))  # default x4, alpha dropped
+    assert pil.size == (48, 40) and pil.mode == "RGB"

@@ -51,6 +51,30 @@ class Upscaler:
         self.model_name = self.metadata.get("name", self.model_name)
         self.tile, self.overlap = tile, overlap
 
+    def __call__(self, image, *, scale: float | None = None,
+                 size: tuple[int, int] | None = None):
+        """Upscale one image in memory (the Python API, e.g. inside a Ray Data or Dask map).
+
+        ``image``: a PIL image (-> a PIL RGB image) or an (h, w, 3) array of uint8, uint16 or
+        floats in [0, 1] (-> an array of the same dtype). ``scale`` (default 4) or ``size`` =
+        (W, H), as the CLI's --scale / --width --height.
+        """
+        if isinstance(image, Image.Image):
+            return Image.fromarray(self(np.asarray(image.convert("RGB")), scale=scale,
+                                        size=size))
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise UsageError(f"expected an (h, w, 3) RGB array, got shape {array.shape}")
+        width, height = size if size is not None else (None, None)
+        out_size = target_size(array.shape[1], array.shape[0], scale=scale, out_width=width,
+                               out_height=height)
+        if array.dtype in (np.uint8, np.uint16):
+            rgb = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+            sink = QuantizedSink((out_size[1], out_size[0]), array.dtype.type)
+            self.upscale_into(rgb, out_size, sink)
+            return sink.array
+        return self.upscale_rgb(array.astype(np.float32, copy=False), out_size)
+
     def tile_for(self, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
         """The tile to start with: ``self.tile``, grown on CUDA/MPS to what free memory holds
         when it is the default (``devices.auto_tile``)."""
