@@ -164,11 +164,15 @@ class SeparableSampler:
         self.blend = image.new_zeros(ys.numel(), bottom - top)  # (H, h')
         self.blend.index_put_((out_rows, y_index - top), y_weight, accumulate=True)
 
-    def columns(self, x0: int, x1: int) -> torch.Tensor:
-        """Samples of grid columns [x0, x1) -> (B, H, x1 - x0, C)."""
+    def columns(self, x0: int, x1: int, plus: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples of grid columns [x0, x1) -> (B, H, x1 - x0, C); ``plus`` (B or 1, H, at
+        least cols*C) is added by the same GEMM (no extra pass over the result)."""
         b, _, _, c = self.rows.shape
         block = self.rows[:, :, x0:x1].flatten(2)  # (B, h', cols*C), a strided view
-        return torch.matmul(self.blend, block).view(b, -1, x1 - x0, c)
+        if plus is None:
+            return torch.matmul(self.blend, block).view(b, -1, x1 - x0, c)
+        plus = plus[..., :block.shape[-1]].expand(b, -1, -1)
+        return torch.baddbmm(plus, self.blend.expand(b, -1, -1), block).view(b, -1, x1 - x0, c)
 
 
 def offset_encoding_1d(coords: torch.Tensor) -> torch.Tensor:
@@ -316,10 +320,10 @@ class LiifSiren(nn.Module):
         height, width = ys.numel(), xs.numel()
         out = lr.new_empty(pre.shape[0], height, width, 3)
         step = width if block_queries is None else max(1, block_queries // height)
+        per_row = per_row.repeat(1, 1, min(step, width))  # (B, H, cols*D): added in the GEMM
         for x0 in range(0, width, step):
             x1 = min(x0 + step, width)
-            z = first.columns(x0, x1)  # (B, H, cols, D)
-            z += per_row[:, :, None]
+            z = first.columns(x0, x1, plus=per_row)  # (B, H, cols, D), the per-row term in
             residual = self.decoder.tail(_sin(z))  # (B, H, cols, 3)
             torch.add(residual, base.columns(x0, x1), out=out[:, :, x0:x1])
         return out.permute(0, 3, 1, 2)
