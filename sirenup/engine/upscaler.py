@@ -218,16 +218,17 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
     check_writable(dst, image, format, color)
     check_output_size(size, max_output_pixels, dst)
     result = upscaler.upscale_image(image, size)
-    write_image(dst, result, format=format, quality=quality, background=color,
-                png_compression=png_compression)
-    return {
+    report = {
         "input": str(src),
         "output": str(dst),
         "in_size": list(image.size),
         "out_size": list(size),
         "bit_depth": image.bit_depth,
-        "seconds": round(time.perf_counter() - start, 3),
         "model": upscaler.model_name,
         "device": str(upscaler.device),
         "warnings": list(image.warnings),
     }
+    del image  # the input's float pixels are not needed while the output is encoded
+    write_image(dst, result, format=format, quality=quality, background=color,
+                png_compression=png_compression)
+    return {**report, "seconds": round(time.perf_counter() - start, 3)}

@@ -212,9 +212,12 @@ class PatchConditionedSiren(nn.Module):
     def precompute(self, feats: torch.Tensor) -> torch.Tensor:
         """Feature part of the first layer, times w0, once per LR pixel.
 
-        (B, C, h, w) -> (B, D, h, w). Folding w0 in here saves a pass over every query.
+        (B, C, h, w) -> (B, D, h, w). Folding w0 in here saves a pass over every query;
+        without gradients it is applied in place (no second map of a tile's size at the
+        encoder's peak).
         """
-        return self.w0_first * self.patch_proj(feats)
+        pre = self.patch_proj(feats)
+        return pre.mul_(self.w0_first) if not torch.is_grad_enabled() else self.w0_first * pre
 
     def first_layer_input(self, pre: torch.Tensor, coords: torch.Tensor,
                           cell: torch.Tensor) -> torch.Tensor:
