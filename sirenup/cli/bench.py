@@ -116,7 +116,8 @@ def results_table(result: dict):
     names = "; ".join(f"{d['device']} = {d['device_name']} ({d['precision']})"
                       for d in result["devices"])
     table = Table(
-        box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+        collapse_padding=True, title_justify="left",
         title=escape(f"sirenup bench: {result['model']}, tile {result['tile']}, "
                      f"{result['torch_threads']} CPU threads"),
         caption=escape(
@@ -125,15 +126,15 @@ def results_table(result: dict):
             "memory a method added while it ran (CPU: resident set; CUDA: allocated)."),
         caption_justify="left")
     columns = (["device"] if several else []) + [
-        "scale", "input -> output", "model\ns", "model\nMP/s", "bicubic\nMP/s",
-        "model time\n/ bicubic", "model\npeak MB", "bicubic\npeak MB"]
+        "scale", "input\n-> output", "model\ns", "model\nMP/s", "bicubic\nMP/s",
+        "model t /\nbicubic t", "model\npeak MB", "bicubic\npeak MB"]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("device", "input -> output")
-                         else "right")
+        left = column in ("device", "input\n-> output")
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for row in result["cases"]:
         model, bicubic = row["model"], row["bicubic_torch"]
         cells = ([row["device"]] if several else []) + [
-            f"x{row['scale']:g}", f"{row['lr'][0]}\u00b2 -> {row['out'][0]}\u00b2",
+            f"x{row['scale']:g}", f"{row['lr'][0]}\u00b2->{row['out'][0]}\u00b2",
             _seconds(model["median_s"]), f"{model['mp_per_s']:.2f}",
             f"{bicubic['mp_per_s']:.1f}", f"{row['ratio_vs_bicubic_torch']:.1f}x",
             _megabytes(model["peak_mem_mb"]), _megabytes(bicubic["peak_mem_mb"])]
