@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +34,62 @@ def test_bench_json_reports_every_field():
                                       "1", "--warmup", "0", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["device"] == "cpu" and data["torch_threads"] >= 1
-    assert data["model"] and data["scale"] == 4.0
-    (row,) = data["sizes"]
+    assert data["torch_threads"] >= 1 and data["model"] and data["scales"] == [4.0]
+    (device,) = data["devices"]
+    assert device["device"] == "cpu" and device["precision"] == "fp32" and device["load_s"] > 0
+    (row,) = data["cases"]
+    assert row["device"] == "cpu" and row["scale"] == 4.0
     assert row["lr"] == [16, 16] and row["out"] == [64, 64]
     assert row["out_mp"] == pytest.approx(64 * 64 / 1e6)
     for method in ("model", "bicubic_torch", "bicubic_pillow"):
         m = row[method]
         assert m["median_s"] > 0 and m["min_s"] <= m["median_s"]
         assert m["mp_per_s"] > 0 and math.isfinite(m["mp_per_s"])
-        assert "peak_mem_mb" in m and m["memory_kind"]
+        assert m["peak_mem_mb"] is not None and m["peak_mem_mb"] >= 0 and m["memory_kind"]
     assert row["ratio_vs_bicubic_torch"] > 0 and row["ratio_vs_bicubic_pillow"] > 0
+
+
+def test_bench_table_on_stdout_fits_80_columns_with_every_scale():
+    result = CliRunner().invoke(app, ["bench", "--device", "cpu", "--sizes", "12,16",
+                                      "--scales", "2,3.5", "--repeats", "1", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    text = result.stdout
+    for header in ("model", "bicubic", "MP/s", "peak MB", "model t /", "bicubic t"):
+        assert header in text
+    for case in ("x2 ", "x3.5", "12\u00b2->24\u00b2", "16\u00b2->56\u00b2"):
+        assert case in text, case
+
+
+def test_bench_device_all_runs_every_available_device(monkeypatch):
+    import sirenup.engine.bench as bench
+
+    monkeypatch.setattr(bench, "available_devices", lambda: ["cpu", "cpu"])
+    steps = []
+    result = bench.run_benchmark(device="all", sizes=[8], scales=[2.0], repeats=1, warmup=0,
+                                 progress=lambda done, total, what: steps.append((done, total)))
+    assert [d["device"] for d in result["devices"]] == ["cpu", "cpu"]
+    assert len(result["cases"]) == 2
+    assert steps[-1] == (6, 6)  # one step per run: 2 devices x 3 methods x 1 run
+    assert bench.bench_devices("cpu") == ["cpu"]
+
+
+def test_memory_probe_reports_each_case_own_peak():
+    """Not monotonic like getrusage: a second, equal allocation reports the same peak."""
+    import torch
+
+    from sirenup.engine.bench import MemoryProbe
+
+    peaks = []
+    for _ in range(2):
+        probe = MemoryProbe(torch.device("cpu"))
+        probe.start()
+        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+        time.sleep(0.05)
+        del block
+        peaks.append(probe.stop())
+    assert all(p is not None and 48 <= p <= 200 for p in peaks), peaks
 
 
 def test_bench_cuda_without_cuda_is_a_usage_error(monkeypatch):
@@ -56,10 +102,12 @@ def test_bench_cuda_without_cuda_is_a_usage_error(monkeypatch):
     assert "CUDA is not available" in result.output
 
 
-@pytest.mark.parametrize("sizes", ["abc", "0", ","])
-def test_bench_rejects_bad_sizes(sizes):
-    result = CliRunner().invoke(app, ["bench", "--sizes", sizes])
+@pytest.mark.parametrize("args", [["--sizes", "abc"], ["--sizes", "0"], ["--sizes", ","],
+                                  ["--scales", "x"], ["--scales", "0.5"]])
+def test_bench_rejects_bad_sizes_and_scales(args):
+    result = CliRunner().invoke(app, ["bench", *args])
     assert result.exit_code == 2
+    assert "expected comma-separated" in result.output
 
 
 def test_synthetic_photo_is_deterministic_and_in_range():

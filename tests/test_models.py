@@ -259,13 +259,11 @@ def test_config_round_trip():
 
 @pytest.mark.parametrize("block", [None, 7])
 @pytest.mark.parametrize("out_hw", [(40, 52), (23, 31), (17, 17)])
-def test_decode_grid_matches_pointwise_decode(out_hw, block, monkeypatch):
+def test_decode_grid_matches_pointwise_decode(out_hw, block):
     """The separable inference path computes the same function as the training path, also
-    when a band is decoded in several blocks of columns."""
+    when a band is decoded in several blocks of columns (7 queries) or in one (None, GPUs)."""
     from sirenup.engine.tiler import output_axis
 
-    if block is not None:
-        monkeypatch.setattr(patch_siren, "QUERIES_PER_BLOCK", block)
     torch.manual_seed(3)
     model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=1, hidden=16)).eval()
     with torch.no_grad():
@@ -277,7 +275,8 @@ def test_decode_grid_matches_pointwise_decode(out_hw, block, monkeypatch):
         pre = model.encode(lr)
         points = model.decode(pre, lr, output_coords(out_h, out_w, in_h, in_w), cell)
         grid = model.decode_grid(pre, lr, output_axis(out_w, in_w, 0, out_w, 0),
-                                 output_axis(out_h, in_h, 0, out_h, 0), cell)
+                                 output_axis(out_h, in_h, 0, out_h, 0), cell,
+                                 block_queries=block)
     expected = points[0].T.reshape(3, out_h, out_w)
     assert torch.allclose(grid[0], expected, atol=1e-5)
 

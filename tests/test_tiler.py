@@ -84,15 +84,13 @@ def test_missing_context_would_be_caught(lr_image, monkeypatch):
     assert (tiled - whole).abs().max() > 10 * TOLERANCE
 
 
-def test_large_tile_takes_the_untiled_path(lr_image, monkeypatch):
+def test_large_tile_encodes_the_image_once(lr_image, monkeypatch):
     model = make_model(loud=False)
-
-    def no_tiling(*args, **kwargs):
-        raise AssertionError("upscale_tiled should not be called")
-
-    monkeypatch.setattr(tiler, "upscale_tiled", no_tiling)
+    encode, calls = model.encode, []
+    monkeypatch.setattr(model, "encode", lambda lr: calls.append(lr.shape) or encode(lr))
     out = upscale_tensor(model, lr_image, target(2), tile=max(LR_H, LR_W))
     assert out.shape == (1, 3, *target(2))
+    assert calls == [lr_image.shape]
 
 
 def test_identity_scale_reproduces_input(lr_image):
@@ -196,21 +194,16 @@ def test_oom_retries_with_smaller_tiles(monkeypatch, kind):
     calls = []
     lr = torch.rand(1, 3, 96, 128)
 
-    def fake_whole(model, lr, out_hw):
-        calls.append("whole")
-        raise oom(kind)
-
-    def fake_tiled(model, lr, out_hw, *, tile, overlap):
+    def fake_stream(model, lr, out_hw, sink, *, tile, overlap):
         calls.append(tile)
         if tile > 40:
             raise oom(kind)
-        return torch.full((1, 3, *out_hw), 0.5)
+        sink(0, out_hw[0], 0, out_hw[1], torch.full((*out_hw, 3), 0.5))
 
-    monkeypatch.setattr(tiler, "upscale_whole", fake_whole)
-    monkeypatch.setattr(tiler, "upscale_tiled", fake_tiled)
+    monkeypatch.setattr(tiler, "stream_tiles", fake_stream)
     out = upscale_tensor(None, lr, (200, 300), tile=0)
-    assert out.shape == (1, 3, 200, 300)
-    assert calls == ["whole", 64, 32]
+    assert out.shape == (1, 3, 200, 300) and (out == 0.5).all()
+    assert calls == [128, 64, 32]  # the whole image first
 
     calls.clear()
     out = upscale_tensor(None, lr, (200, 300), tile=100, overlap=8)
@@ -221,11 +214,11 @@ def test_oom_retries_with_smaller_tiles(monkeypatch, kind):
 def test_oom_at_the_smallest_tile_is_raised(monkeypatch):
     calls = []
 
-    def fake_tiled(model, lr, out_hw, *, tile, overlap):
+    def fake_stream(model, lr, out_hw, sink, *, tile, overlap):
         calls.append(tile)
         raise oom("torch")
 
-    monkeypatch.setattr(tiler, "upscale_tiled", fake_tiled)
+    monkeypatch.setattr(tiler, "stream_tiles", fake_stream)
     with pytest.raises(torch.OutOfMemoryError):
         upscale_tensor(None, torch.rand(1, 3, 96, 128), (200, 300), tile=64)
     assert calls == [64, MIN_TILE]
@@ -238,8 +231,7 @@ def test_non_oom_errors_propagate(monkeypatch):
         calls.append(1)
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(tiler, "upscale_whole", broken)
-    monkeypatch.setattr(tiler, "upscale_tiled", broken)
+    monkeypatch.setattr(tiler, "stream_tiles", broken)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         upscale_tensor(None, torch.rand(1, 3, 96, 128), (200, 300), tile=0)
     assert calls == [1]

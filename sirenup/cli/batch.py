@@ -69,9 +69,14 @@ def batch(
     max_input_pixels: MaxInputPixelsOption = None,
     max_output_pixels: MaxOutputPixelsOption = DEFAULT_MAX_OUTPUT_PIXELS,
     shard: Annotated[str | None, typer.Option(
-        "--shard", show_default=False, metavar="K/N",
+        "--shard", show_default=False, metavar="K/N|auto",
         help="Process only the K-th of N deterministic parts (K from 1), e.g. one per "
-             "machine or job-array task.")] = None,
+             "machine or job-array task; auto reads them from a Slurm array job or a "
+             "Kubernetes indexed Job.")] = None,
+    shard_count: Annotated[int | None, typer.Option(
+        "--shard-count", show_default=False, metavar="N",
+        help="With --shard auto on Kubernetes: the Job's completions (or set "
+             "SIRENUP_SHARD_COUNT).")] = None,
     json: JsonOption = False,
 ) -> None:
     """Upscale every image of the INPUTs into OUTPUT_DIR, loading the model once.
@@ -81,9 +86,11 @@ def batch(
     from rich.markup import escape
 
     from sirenup.engine.batch import BatchOptions, run_batch
+    from sirenup.engine.shards import resolve_shard
     from sirenup.engine.upscaler import check_tiling, load_upscaler
 
     check_tiling(tile, overlap)
+    shard = resolve_shard(shard, shard_count)  # "auto" -> this array task's "K/N"
     options = BatchOptions(
         scale=scale, width=width, height=height, recursive=recursive, overwrite=overwrite,
         suffix=suffix, format=format, quality=quality, png_compression=png_compression,

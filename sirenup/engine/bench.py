@@ -1,27 +1,31 @@
 """In-process speed benchmark: the model against bicubic on the same device, same input.
 
-For each LR size a deterministic, photo-like synthetic image (smooth gradients, hard edges,
-band-limited texture and sensor-like noise) is upscaled by
+For each device, scale and LR size, a deterministic, photo-like synthetic image (smooth
+gradients, hard edges, band-limited texture and sensor-like noise) is upscaled by
 
 - ``model``: ``Upscaler.upscale_rgb`` (numpy in, numpy out, tiled as configured);
-- ``bicubic_torch``: ``torch.nn.functional.interpolate(mode="bicubic")`` on the run's device,
+- ``bicubic_torch``: ``torch.nn.functional.interpolate(mode="bicubic")`` on the same device,
   numpy in, numpy out, so host/device copies count as they do for the model;
 - ``bicubic_pillow``: Pillow ``resize(..., BICUBIC)`` of the 8-bit image (always on the CPU).
 
 Times are wall-clock (``time.perf_counter``) with CUDA/MPS synchronised before every clock
-read. Memory is ``torch.cuda.max_memory_allocated`` on CUDA; elsewhere it is how far the
-process's peak RSS (``ru_maxrss``) rose during the method's runs: 0 means the process had
-already been that large, so read it as a lower bound.
+read. Memory (``MemoryProbe``) is the peak a method added above what the process held when its
+runs began: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU and MPS the resident set
+size, sampled every few milliseconds by a thread (and exact whenever the process reaches a new
+all-time high, from ``getrusage``), so each case reports its own peak, not the process's.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,11 +33,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.engine.devices import cpu_model
+from sirenup.engine.devices import available_devices, cpu_model
 from sirenup.engine.upscaler import load_upscaler
 from sirenup.hub.registry import DEFAULT_MODEL
 
 MB = 1024 * 1024
+METHODS = ("model", "bicubic_torch", "bicubic_pillow")
+# Progress callback: (runs done, runs in all, what runs now).
+Progress = Callable[[int, int, str], None]
 
 
 def synthetic_photo(height: int, width: int | None = None, *, seed: int = 0) -> np.ndarray:
@@ -78,6 +85,8 @@ def synthetic_photo(height: int, width: int | None = None, *, seed: int = 0) -> 
     return (np.round(np.clip(img, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
 
 
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -94,48 +103,127 @@ def bicubic_rgb(rgb: np.ndarray, size: tuple[int, int], device: torch.device) ->
     return out.clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
 
 
-def _max_rss_bytes() -> int | None:
+# -- memory ------------------------------------------------------------------------------------
+
+def max_rss_bytes() -> int | None:
+    """The process's all-time peak resident set size (getrusage), or None (Windows)."""
     try:
         import resource
-    except ImportError:  # Windows
+    except ImportError:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS: bytes, else KiB
 
 
+def rss_reader() -> Callable[[], int] | None:
+    """A cheap function -> the current resident set size in bytes, or None if there is none:
+    /proc/self/statm (Linux), else psutil when it is installed."""
+    try:
+        statm = open("/proc/self/statm", "rb")  # noqa: SIM115 - kept open, read many times
+        page = os.sysconf("SC_PAGE_SIZE")
+
+        def read_statm() -> int:
+            statm.seek(0)
+            return int(statm.read().split()[1]) * page
+
+        read_statm()
+        return read_statm
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    process = psutil.Process()
+    return lambda: process.memory_info().rss
+
+
+class RssSampler:
+    """Samples the resident set size every ``interval`` seconds in a daemon thread; the big
+    buffers of an upscale live for milliseconds at least, so a 2 ms period sees them."""
+
+    def __init__(self, read: Callable[[], int], interval: float = 0.002):
+        self.read, self.interval = read, interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.read())
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self.peak = self.read()
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.read())
+        return self.peak
+
+
 class MemoryProbe:
-    """Peak memory of what runs between ``start()`` and ``stop()``, in MiB."""
+    """Peak memory added by what runs between ``start()`` and ``stop()``, in MiB (None if this
+    platform cannot tell). ``kind`` names what is measured."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.kind = ("cuda_max_memory_allocated" if device.type == "cuda"
-                     else "process_rss_peak_increase")
-        self._rss0: int | None = None
+        self._base = 0
+        self._rusage0: int | None = None
+        self._sampler: RssSampler | None = None
+        if device.type == "cuda":
+            self.kind = "cuda_max_allocated_increase"
+        elif device.type == "mps":
+            self.kind = "mps_allocated_increase_sampled"
+        else:
+            self.kind = "rss_peak_increase"
+
+    def _mps_allocated(self) -> int:
+        return int(torch.mps.current_allocated_memory())
 
     def start(self) -> None:
+        synchronize(self.device)
         if self.device.type == "cuda":
-            synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._rss0 = _max_rss_bytes()
+            self._base = torch.cuda.memory_allocated(self.device)
+            return
+        read = self._mps_allocated if self.device.type == "mps" else rss_reader()
+        self._rusage0 = max_rss_bytes() if self.device.type == "cpu" else None
+        if read is not None:
+            self._sampler = RssSampler(read)
+            self._sampler.start()
+            self._base = self._sampler.peak
+        elif self._rusage0 is not None:
+            self._base = self._rusage0
 
     def stop(self) -> float | None:
+        synchronize(self.device)
         if self.device.type == "cuda":
-            synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) / MB
-        rss1 = _max_rss_bytes()
-        if rss1 is None or self._rss0 is None:
+            return (torch.cuda.max_memory_allocated(self.device) - self._base) / MB
+        peak = self._sampler.stop() if self._sampler is not None else None
+        if self._rusage0 is not None:
+            rusage1 = max_rss_bytes()
+            if rusage1 is not None and rusage1 > self._rusage0:  # a new all-time high: exact
+                peak = max(peak or 0, rusage1)
+        if peak is None:
             return None
-        return (rss1 - self._rss0) / MB
+        return max(peak - self._base, 0) / MB
 
+
+# -- timing ------------------------------------------------------------------------------------
 
 def time_method(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int,
-                out_mp: float) -> dict:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed."""
+                out_mp: float, on_run: Callable[[], None] | None = None) -> dict:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; ``on_run`` after
+    each run (progress)."""
     probe = MemoryProbe(device)
     probe.start()
     for _ in range(warmup):
         fn()
+        if on_run:
+            on_run()
     times = []
     for _ in range(repeats):
         synchronize(device)
@@ -143,6 +231,8 @@ def time_method(fn: Callable[[], object], device: torch.device, *, repeats: int,
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
+        if on_run:
+            on_run()
     peak = probe.stop()
     median = statistics.median(times)
     return {
@@ -164,63 +254,100 @@ def device_name(device: torch.device) -> str:
     return cpu_model()
 
 
+def bench_devices(spec: str) -> list[str]:
+    """--device: 'all' -> every device available here (cpu, cuda:N, mps); else that one."""
+    return available_devices() if spec.strip().lower() == "all" else [spec]
+
+
+@dataclass(frozen=True)
+class Case:
+    scale: float
+    side: int
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        side = max(1, round(self.side * self.scale))
+        return side, side
+
+    @property
+    def out_mp(self) -> float:
+        return self.out_size[0] * self.out_size[1] / 1e6
+
+    def label(self) -> str:
+        return f"x{self.scale:g} {self.side}\u00b2 -> {self.out_size[0]}\u00b2"
+
+
+def case_runs(upscaler, case: Case, seed: int) -> dict[str, tuple[Callable, torch.device]]:
+    """Each method of one case -> (a function that runs it once, the device it runs on)."""
+    rgb = synthetic_photo(case.side, case.side, seed=seed)
+    pil = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+    size, dev = case.out_size, upscaler.device
+    return {
+        "model": (lambda: upscaler.upscale_rgb(rgb, size), dev),
+        "bicubic_torch": (lambda: bicubic_rgb(rgb, size, dev), dev),
+        "bicubic_pillow": (lambda: np.asarray(pil.resize(size, Image.BICUBIC)),
+                           torch.device("cpu")),
+    }
+
+
 def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",
-                  sizes: Sequence[int] = (256, 512), scale: float = 4.0, repeats: int = 5,
-                  warmup: int = 1, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                  threads: int | None = None,
-                  seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
-    """Time the model and the bicubic baselines for each LR size -> a JSON-ready dict."""
-    log = log or (lambda message: None)
+                  sizes: Sequence[int] = (256, 512), scales: Sequence[float] = (4.0,),
+                  repeats: int = 3, warmup: int = 1, tile: int = DEFAULT_TILE,
+                  overlap: int = DEFAULT_OVERLAP, threads: int | None = None, seed: int = 0,
+                  progress: Progress | None = None) -> dict:
+    """Time the model and the bicubic baselines for each device x scale x LR size -> a
+    JSON-ready dict: the machine, one entry per device (``devices``) and one per case
+    (``cases``, each naming its device)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
-                             overlap=overlap)
-    load_s = time.perf_counter() - t0
-    dev = upscaler.device
-    cpu = torch.device("cpu")
+    devices = bench_devices(device)
+    cases = [Case(float(s), side) for s in scales for side in sizes]
+    total = len(devices) * len(cases) * len(METHODS) * (warmup + repeats)
+    done = 0
+    report = progress or (lambda done, total, what: None)
     result = {
-        "model": upscaler.model_name,
-        "model_path": str(upscaler.model_path),
-        "device": str(dev),
-        "precision": upscaler.precision,
-        "device_name": device_name(dev),
+        "model": None,
         "cpu": cpu_model(),
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "scale": scale,
+        "scales": [float(s) for s in scales],
+        "sizes": list(sizes),
         "tile": tile,
         "overlap": overlap,
         "repeats": repeats,
         "warmup": warmup,
         "seed": seed,
-        "load_s": load_s,
-        "sizes": [],
+        "devices": [],
+        "cases": [],
     }
-    for side in sizes:
-        rgb = synthetic_photo(side, side, seed=seed)
-        out_size = (max(1, round(side * scale)), max(1, round(side * scale)))
-        out_mp = out_size[0] * out_size[1] / 1e6
-        pil = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
-        log(f"{side}x{side} -> {out_size[0]}x{out_size[1]}: model")
-        model_row = time_method(lambda rgb=rgb, size=out_size: upscaler.upscale_rgb(rgb, size),
-                                dev, repeats=repeats, warmup=warmup, out_mp=out_mp)
-        log(f"{side}x{side} -> {out_size[0]}x{out_size[1]}: bicubic")
-        torch_row = time_method(lambda rgb=rgb, size=out_size: bicubic_rgb(rgb, size, dev),
-                                dev, repeats=repeats, warmup=warmup, out_mp=out_mp)
-        pillow_row = time_method(
-            lambda pil=pil, size=out_size: np.asarray(pil.resize(size, Image.BICUBIC)),
-            cpu, repeats=repeats, warmup=warmup, out_mp=out_mp)
-        result["sizes"].append({
-            "lr": [side, side],
-            "out": list(out_size),
-            "out_mp": out_mp,
-            "model": model_row,
-            "bicubic_torch": torch_row,
-            "bicubic_pillow": pillow_row,
-            "ratio_vs_bicubic_torch": _ratio(model_row, torch_row),
-            "ratio_vs_bicubic_pillow": _ratio(model_row, pillow_row),
+    for spec in devices:
+        report(done, total, f"{spec}: loading the model")
+        t0 = time.perf_counter()
+        upscaler = load_upscaler(model, device=spec, precision=precision, tile=tile,
+                                 overlap=overlap)
+        dev = upscaler.device
+        result["model"] = upscaler.model_name
+        result["devices"].append({
+            "device": str(dev), "device_name": device_name(dev),
+            "precision": upscaler.precision, "load_s": time.perf_counter() - t0,
         })
+        for case in cases:
+            row = {"device": str(dev), "scale": case.scale, "lr": [case.side, case.side],
+                   "out": list(case.out_size), "out_mp": case.out_mp}
+            for method, (fn, method_device) in case_runs(upscaler, case, seed).items():
+                what = f"{dev} {case.label()}: {method.replace('_', ' ')}"
+
+                def tick(what=what) -> None:
+                    nonlocal done
+                    done += 1
+                    report(done, total, what)
+
+                report(done, total, what)
+                row[method] = time_method(fn, method_device, repeats=repeats, warmup=warmup,
+                                          out_mp=case.out_mp, on_run=tick)
+            row["ratio_vs_bicubic_torch"] = _ratio(row["model"], row["bicubic_torch"])
+            row["ratio_vs_bicubic_pillow"] = _ratio(row["model"], row["bicubic_pillow"])
+            result["cases"].append(row)
     return result
 
 

@@ -11,11 +11,13 @@ for ``sirenup doctor``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import re
 import subprocess
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -119,6 +121,85 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+
+
+# -- decode sizes ------------------------------------------------------------------------------
+
+# CPU: output rows per decode_grid call: enough that each band's x interpolation serves many
+# rows, few enough that its row-blending product stays cheap (about 10 LR rows per band);
+# queries per block inside a band: (16384, 64) fp32 activations, 4 MB, stay in cache.
+MIN_BAND_ROWS, MAX_BAND_ROWS = 8, 32
+CPU_BLOCK_QUERIES = 16384
+# GPU: a band is as many rows as fit this many queries (a whole 512-px tile at x4 is 4.2 M),
+# each block the whole band: kernel launches, not cache, are what costs there. About 1 KB of
+# activations per query in fp32; the budget shrinks to a quarter of free memory when that is
+# less.
+GPU_BAND_QUERIES = 1 << 23
+GPU_BYTES_PER_QUERY = 1024
+
+
+@dataclass(frozen=True)
+class DecodeSizes:
+    """How the decoder walks a tile: output rows per band and queries per block."""
+
+    rows: int | None  # output rows per decode_grid call; None: the whole tile
+    band_queries: int | None  # or: as many rows as hold this many queries
+    block_queries: int | None  # queries per block inside decode_grid; None: the whole band
+
+    def band_rows(self, width: int, height: int) -> int:
+        if self.rows is not None:
+            return max(1, min(self.rows, height))
+        if self.band_queries is not None:
+            return max(1, min(self.band_queries // max(width, 1), height))
+        return max(1, height)
+
+
+def decode_sizes(device: torch.device, scale: float) -> DecodeSizes:
+    """Bands and blocks for ``device`` at ``scale`` (output rows per LR row): cache-sized on
+    the CPU; whole tiles on CUDA/MPS, as far as free memory allows."""
+    if device.type == "cpu":
+        rows = min(MAX_BAND_ROWS, max(MIN_BAND_ROWS, round(8 * scale)))
+        return DecodeSizes(rows=rows, band_queries=None, block_queries=CPU_BLOCK_QUERIES)
+    budget = GPU_BAND_QUERIES
+    free = free_memory(device)
+    if free is not None:
+        budget = max(CPU_BLOCK_QUERIES, min(budget, free // 4 // GPU_BYTES_PER_QUERY))
+    return DecodeSizes(rows=None, band_queries=budget, block_queries=None)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (CUDA: the driver's count; MPS: the recommended working set
+    less what is allocated), or None (CPU, or unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        if device.type == "mps":
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+    except (RuntimeError, AttributeError):
+        return None
+    return None
+
+
+# Bytes per LR pixel of a tile on a GPU at scale s, whole-tile bands: the encoder's maps
+# (~6 live 32-channel fp32 maps), the pre-activation map, and s^2 queries of ~1 KB each.
+def _tile_bytes_per_pixel(scale: float) -> float:
+    return 6 * 32 * 4 + 64 * 4 + scale * scale * (GPU_BYTES_PER_QUERY + 12)
+
+
+MAX_AUTO_TILE = 4096
+
+
+def auto_tile(device: torch.device, scale: float, requested: int, default: int) -> int:
+    """The LR tile side to use. The CPU keeps ``requested``; on CUDA/MPS the default tile grows
+    to what half the free memory holds (bigger tiles: fewer launches, less re-read context),
+    up to MAX_AUTO_TILE; a tile the user chose is kept. Out-of-memory still halves it."""
+    if device.type == "cpu" or requested != default:
+        return requested
+    free = free_memory(device)
+    if free is None:
+        return requested
+    side = int(math.sqrt(free / 2 / _tile_bytes_per_pixel(max(scale, 1.0))))
+    return max(requested, min(MAX_AUTO_TILE, side // 64 * 64))
 
 
 # -- hardware report ---------------------------------------------------------------------------

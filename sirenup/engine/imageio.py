@@ -79,8 +79,10 @@ _OPEN_LOCK = threading.RLock()
 class DecodedImage:
     """An image ready for the model, with what is needed to write the result back alike."""
 
-    rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]; grey images hold Y in all three channels
-    alpha: np.ndarray | None = None  # (H, W) float32 in [0, 1]
+    # (H, W, 3) float32 in [0, 1]; grey images hold Y in all three channels. An upscaled
+    # result holds integers instead (uint8, or uint16 when 16-bit; grey: (H, W) luminance).
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None  # (H, W) float32 in [0, 1], or integers like rgb
     mode: str = "RGB"  # Pillow mode of the file as decoded (before conversion)
     grey: bool = False  # write back as greyscale
     bit_depth: int = 8  # 8, or 16 (grey, RGB or RGBA read from a 16-bit PNG/TIFF)
@@ -566,8 +568,9 @@ def flatten(image: DecodedImage, background: tuple[int, int, int]) -> DecodedIma
     if image.alpha is None:
         return image
     bg = np.asarray(background, dtype=np.float32) / 255.0
-    a = np.clip(image.alpha, 0.0, 1.0)[..., None]
-    rgb = image.rgb * a + bg * (1.0 - a)
+    a = np.clip(_as_float(image.alpha), 0.0, 1.0)[..., None]
+    rgb = _as_float(image.rgb)
+    rgb = (rgb if rgb.ndim == 3 else rgb[..., None]) * a + bg * (1.0 - a)
     grey = image.grey and background[0] == background[1] == background[2]
     return replace(image, rgb=np.ascontiguousarray(rgb, dtype=np.float32), alpha=None,
                    grey=grey)
@@ -612,20 +615,18 @@ def save_pil(path: str | os.PathLike, pil: Image.Image, format: str | None = Non
 
 def to_pil(image: DecodedImage, *, sixteen_bit: bool = True) -> Image.Image:
     """DecodedImage -> Pillow image: L / I;16 / LA for grey, RGB / RGBA for colour (8-bit)."""
-    rgb = np.asarray(image.rgb, dtype=np.float32)
+    rgb = image.rgb
     if image.grey:
-        rgb = np.clip(rgb, 0.0, 1.0)
-        y = rgb @ LUMA if rgb.ndim == 3 else rgb
+        y = np.clip(_as_float(rgb), 0.0, 1.0) @ LUMA if rgb.ndim == 3 else rgb
         if image.bit_depth == 16 and sixteen_bit and image.alpha is None:
-            return Image.fromarray(np.round(y * 65535.0).astype(np.uint16))  # mode I;16
-        pil = Image.fromarray(_to_uint8(y))  # mode L
+            return Image.fromarray(_as_uint16(y))  # mode I;16
+        pil = Image.fromarray(_as_uint8(y))  # mode L
         if image.alpha is not None:
-            pil = Image.merge("LA", [pil, Image.fromarray(_to_uint8(image.alpha))])
+            pil = Image.merge("LA", [pil, Image.fromarray(_as_uint8(image.alpha))])
         return pil
-    pil = Image.fromarray(_to_uint8(rgb))  # mode RGB
-    if image.alpha is not None:
-        pil = Image.merge("RGBA", [*pil.split(), Image.fromarray(_to_uint8(image.alpha))])
-    return pil
+    if image.alpha is not None:  # one RGBA array that Pillow uses in place, not a merge
+        return Image.fromarray(np.dstack([_as_uint8(rgb), _as_uint8(image.alpha)]), "RGBA")
+    return Image.fromarray(_as_uint8(rgb))  # mode RGB
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -635,12 +636,37 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
+def _as_uint8(values: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1], uint8 or uint16 -> uint8 (integers already 8-bit are not copied)."""
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == np.uint16:
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return _to_uint8(values)
+
+
+def _as_uint16(values: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1], uint8 or uint16 -> uint16 (uint16 is not copied)."""
+    if values.dtype == np.uint16:
+        return values
+    if values.dtype == np.uint8:
+        return values.astype(np.uint16) * 257
+    return np.round(np.clip(values, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def _as_float(values: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / floats -> float32 in [0, 1]."""
+    if values.dtype in (np.uint8, np.uint16):
+        return values.astype(np.float32) / float(np.iinfo(values.dtype).max)
+    return np.asarray(values, dtype=np.float32)
+
+
 def _to_uint16(image: DecodedImage) -> np.ndarray:
     """(H, W, 3|4) uint16 of a colour image (alpha last)."""
-    planes = np.clip(np.asarray(image.rgb, dtype=np.float32), 0.0, 1.0)
+    planes = _as_uint16(image.rgb)
     if image.alpha is not None:
-        planes = np.dstack([planes, np.clip(image.alpha, 0.0, 1.0)])
-    return np.round(planes * 65535.0).astype(np.uint16)
+        planes = np.dstack([planes, _as_uint16(image.alpha)])
+    return planes
 
 
 def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | None = None,

@@ -10,17 +10,16 @@ On an out-of-memory error the tile is halved and the image retried (chaiNNer's a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.engine.devices import DecodeSizes, decode_sizes
 from sirenup.models.patch_siren import LiifSiren, cell_size, output_coords
 
 MIN_TILE = 32
-# Output rows per decode_grid call: enough that each band's x interpolation serves many rows,
-# few enough that its row-blending product stays cheap (about 10 LR rows per band).
-MIN_BAND_ROWS, MAX_BAND_ROWS = 8, 32
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def output_range(lr_lo: float, lr_hi: float, lr_len: int, out_len: int) -> tuple
 
 
 def blend_weights(span: Span, length: int, overlap: int, lr_len: int, out_len: int,
-                  out0: int, out1: int) -> torch.Tensor:
+                  out0: int, out1: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """1-D weights over output pixels [out0, out1): 1 in the core, raised-cosine ramps across
     each overlap shared with a neighbour, so that neighbouring weights sum to one."""
     centres = (torch.arange(out0, out1, dtype=torch.float64) + 0.5) * (lr_len / out_len)
@@ -65,14 +64,60 @@ def blend_weights(span: Span, length: int, overlap: int, lr_len: int, out_len: i
         if span.stop < length:  # ramp down across [stop - overlap, stop + overlap)
             t = ((centres - (span.stop - overlap)) / (2 * overlap)).clamp(0, 1)
             w = w * torch.cos(t * math.pi / 2) ** 2
-    return w.float()
+    return w.to(dtype)
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    """One tile along one axis, with its output pixels: region [out0, out1) (the core plus the
+    overlap), of which [done0, done1) is complete once this tile is added (the rest,
+    [done1, out1), is shared with the next tile); ``weights`` over the region, normalised so
+    the tiles' weights sum to one at every output pixel."""
+
+    span: Span
+    out0: int
+    out1: int
+    done0: int
+    done1: int
+    weights: torch.Tensor
+
+
+def plan_axis(length: int, out_len: int, tile: int, overlap: int,
+              context: int) -> list[AxisTile]:
+    """The tiles along one axis of ``length`` LR pixels (``out_len`` output pixels).
+
+    ``overlap`` is capped at half the tile, so an output pixel is shared by at most two tiles
+    along an axis: what lets ``stream_tiles`` finish pixels as it goes."""
+    overlap = min(overlap, tile // 2)
+    spans = [(span, *output_range(span.ext0, span.ext1, length, out_len))
+             for span in split_axis(length, tile, overlap, context)]
+    spans = [(span, o0, o1) for span, o0, o1 in spans if o1 > o0]
+    raw = [blend_weights(span, length, overlap, length, out_len, o0, o1, dtype=torch.float64)
+           for span, o0, o1 in spans]
+    total = torch.zeros(out_len, dtype=torch.float64)
+    for (_, o0, o1), w in zip(spans, raw, strict=True):
+        total[o0:o1] += w
+    tiles, done = [], 0
+    for i, ((span, o0, o1), w) in enumerate(zip(spans, raw, strict=True)):
+        done1 = spans[i + 1][1] if i + 1 < len(spans) else out_len
+        tiles.append(AxisTile(span, o0, o1, done, done1, (w / total[o0:o1]).float()))
+        done = done1
+    return tiles
+
+
+Sink = Callable[[int, int, int, int, torch.Tensor], None]
+"""sink(y0, y1, x0, x1, values): finished output pixels rows [y0, y1) x cols [x0, x1), values
+(y1 - y0, x1 - x0, 3) float32 on the model's device, not clamped. Called once per pixel per
+pass, top to bottom; a retry after out-of-memory calls it again for the same pixels."""
 
 
 @torch.no_grad()
-def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: tuple[int, int],
-                  image_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
-                  origin: tuple[int, int]) -> torch.Tensor:
-    """Decode output rows x cols of the whole image from a tile's encoding -> (h, w, 3).
+def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: tuple[int, int],
+                 image_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
+                 origin: tuple[int, int], sizes: DecodeSizes
+                 ) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Decode output rows x cols of the whole image from a tile's encoding, in bands of rows:
+    -> (top, bottom, (bottom - top, cols, 3)) per band.
 
     ``lr``/``pre`` cover the tile read from ``origin`` (x, y) of the image of ``image_hw``.
     """
@@ -80,14 +125,23 @@ def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw:
     in_h, in_w = image_hw
     (y0, y1), (x0, x1) = rows, cols
     cell = cell_size(out_h, out_w, in_h, in_w, device=lr.device)
-    band_rows = min(MAX_BAND_ROWS, max(MIN_BAND_ROWS, round(8 * out_h / in_h)))
+    band_rows = sizes.band_rows(x1 - x0, y1 - y0)
     xs = output_axis(out_w, in_w, x0, x1, origin[0], device=lr.device)
-    out = lr.new_empty(y1 - y0, x1 - x0, 3)
     for top in range(y0, y1, band_rows):
         bottom = min(top + band_rows, y1)
         ys = output_axis(out_h, in_h, top, bottom, origin[1], device=lr.device)
-        out[top - y0:bottom - y0] = model.decode_grid(pre, lr, xs, ys, cell)[0].permute(1, 2, 0)
-    return out
+        band = model.decode_grid(pre, lr, xs, ys, cell, block_queries=sizes.block_queries)
+        yield top, bottom, band[0].permute(1, 2, 0)  # a view: channels-last underneath
+
+
+@torch.no_grad()
+def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: tuple[int, int],
+                  image_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
+                  origin: tuple[int, int], sizes: DecodeSizes | None = None) -> torch.Tensor:
+    """``decode_bands`` gathered into one (h, w, 3) tensor."""
+    sizes = sizes or decode_sizes(lr.device, out_hw[0] / image_hw[0])
+    bands = decode_bands(model, pre, lr, out_hw, image_hw, rows, cols, origin, sizes)
+    return torch.cat([band for _, _, band in bands], dim=0)
 
 
 def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
@@ -100,73 +154,95 @@ def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
 
 
 @torch.no_grad()
-def upscale_whole(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
-    """Untiled: (1, 3, h, w) -> (1, 3, H, W), unclamped."""
-    in_h, in_w = lr.shape[-2:]
-    pre = model.encode(lr).float()  # fp32 under autocast too: coordinates sample it
-    out = decode_region(model, pre, lr, out_hw, (in_h, in_w), (0, out_hw[0]), (0, out_hw[1]),
-                        (0, 0))
-    return out.permute(2, 0, 1).unsqueeze(0)  # a view: channels-last underneath
+def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], sink: Sink, *,
+                 tile: int, overlap: int) -> None:
+    """Upscale (1, 3, h, w) to out_hw, tile by tile in raster order, handing each output pixel
+    to ``sink`` as soon as every tile that covers it is done.
 
-
-@torch.no_grad()
-def upscale_tiled(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *, tile: int,
-                  overlap: int) -> torch.Tensor:
-    """Tiled: (1, 3, h, w) -> (1, 3, H, W), unclamped. Peak memory follows the tile size."""
+    Memory does not grow with the image: besides one band of one tile, only the pixels still
+    waiting for a neighbour are held, in float: the overlap strip below the current row of
+    tiles and the one right of the current tile. One tile covering the image (tile >= its
+    sides) is the untiled case: every band goes straight to the sink.
+    """
     in_h, in_w = lr.shape[-2:]
     out_h, out_w = out_hw
     context = model.receptive_radius
-    canvas = torch.zeros(out_h, out_w, 3, dtype=torch.float32, device=lr.device)
-    weight = torch.zeros(out_h, out_w, 1, dtype=torch.float32, device=lr.device)
-    for sy in split_axis(in_h, tile, overlap, context):
-        y0, y1 = output_range(sy.ext0, sy.ext1, in_h, out_h)
-        if y1 <= y0:
-            continue
-        wy = blend_weights(sy, in_h, overlap, in_h, out_h, y0, y1).to(lr.device)
-        for sx in split_axis(in_w, tile, overlap, context):
-            x0, x1 = output_range(sx.ext0, sx.ext1, in_w, out_w)
-            if x1 <= x0:
-                continue
-            wx = blend_weights(sx, in_w, overlap, in_w, out_w, x0, x1).to(lr.device)
-            crop = lr[..., sy.read0:sy.read1, sx.read0:sx.read1]
-            pre = model.encode(crop).float()  # fp32 under autocast too
-            rgb = decode_region(model, pre, crop, out_hw, (in_h, in_w), (y0, y1), (x0, x1),
-                                (sx.read0, sy.read0))
-            w = (wy[:, None] * wx[None, :]).unsqueeze(-1)  # (h, w, 1)
-            canvas[y0:y1, x0:x1] += rgb.float() * w
-            weight[y0:y1, x0:x1] += w
-    canvas /= weight.clamp_min(1e-12)
-    return canvas.permute(2, 0, 1).unsqueeze(0)  # a view: channels-last underneath
+    sizes = decode_sizes(lr.device, out_h / in_h)
+    tile_rows = plan_axis(in_h, out_h, tile, overlap, context)
+    tile_cols = plan_axis(in_w, out_w, tile, overlap, context)
+    below = None  # the previous row of tiles' sums over rows [ty.out0, previous out1)
+    for ty in tile_rows:
+        wy = ty.weights.to(lr.device)
+        below_next = lr.new_empty(ty.out1 - ty.done1, out_w, 3)
+        beside = None  # the previous tile's sums over cols [tx.out0, previous out1)
+        for tx in tile_cols:
+            wx = tx.weights.to(lr.device)
+            crop = lr[..., ty.span.read0:ty.span.read1, tx.span.read0:tx.span.read1]
+            pre = model.encode(crop).float()  # fp32 under autocast too: coordinates sample it
+            beside_next = lr.new_empty(ty.out1 - ty.out0, tx.out1 - tx.done1, 3)
+            for top, bottom, band in decode_bands(
+                    model, pre, crop, out_hw, (in_h, in_w), (ty.out0, ty.out1),
+                    (tx.out0, tx.out1), (tx.span.read0, ty.span.read0), sizes):
+                r0, r1 = top - ty.out0, bottom - ty.out0  # band rows within the tile
+                band = band.float() * (wy[r0:r1, None, None] * wx[None, :, None])
+                if beside is not None:
+                    band[:, :beside.shape[1]] += beside[r0:r1]
+                if below is not None and top < ty.out0 + below.shape[0]:
+                    rows = slice(r0, min(r1, below.shape[0]))
+                    band[:rows.stop - r0, :tx.done1 - tx.out0] += \
+                        below[rows, tx.out0:tx.done1]
+                beside_next[r0:r1] = band[:, tx.done1 - tx.out0:]
+                split = min(max(ty.done1 - top, 0), bottom - top)  # rows [top, top+split) done
+                if split:
+                    sink(top, top + split, tx.out0, tx.done1, band[:split, :tx.done1 - tx.out0])
+                if split < bottom - top:
+                    below_next[top + split - ty.done1:bottom - ty.done1, tx.out0:tx.done1] = \
+                        band[split:, :tx.done1 - tx.out0]
+            beside = beside_next
+        below = below_next
+
+
+class TensorSink:
+    """Collects the output into one (H, W, 3) float32 tensor, clamped to [0, 1]."""
+
+    def __init__(self, out_hw: tuple[int, int], device: torch.device):
+        self.canvas = torch.empty(*out_hw, 3, dtype=torch.float32, device=device)
+
+    def __call__(self, y0: int, y1: int, x0: int, x1: int, values: torch.Tensor) -> None:
+        torch.clamp(values, 0, 1, out=self.canvas[y0:y1, x0:x1])
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def upscale_tensor(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *,
-                   tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
-    """(1, 3, h, w) in [0, 1] -> (1, 3, H, W) in [0, 1].
-
-    ``tile=0`` decodes the whole image at once. On out-of-memory, the tile is halved (down to
-    MIN_TILE) and the image retried; a failure at the smallest tile is re-raised.
-    """
+def upscale_into(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], sink: Sink, *,
+                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> int:
+    """``stream_tiles`` with out-of-memory retries: the tile is halved (down to MIN_TILE) and
+    the image redone (the sink sees the same pixels again); a failure at the smallest tile is
+    re-raised. ``tile=0``: the whole image as one tile first. -> the tile that worked."""
     in_h, in_w = lr.shape[-2:]
-    if tile == 0 or tile >= max(in_h, in_w):
-        try:
-            return upscale_whole(model, lr, out_hw).clamp_(0, 1)
-        except (RuntimeError, torch.OutOfMemoryError) as error:
-            if not is_out_of_memory(error):
-                raise
-            tile = max(MIN_TILE, max(in_h, in_w) // 2)
-            _release_memory(lr.device)
+    tile = max(in_h, in_w) if tile == 0 else tile
     while True:
         try:
-            return upscale_tiled(model, lr, out_hw, tile=tile, overlap=overlap).clamp_(0, 1)
+            stream_tiles(model, lr, out_hw, sink, tile=tile, overlap=overlap)
+            return tile
         except (RuntimeError, torch.OutOfMemoryError) as error:
             if not is_out_of_memory(error) or tile <= MIN_TILE:
                 raise
-            tile = max(MIN_TILE, tile // 2)
+            tile = max(MIN_TILE, min(tile, max(in_h, in_w)) // 2)
             _release_memory(lr.device)
+
+
+def upscale_tensor(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], *,
+                   tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] -> (1, 3, H, W) in [0, 1], a view of a channels-last tensor.
+
+    ``tile=0`` decodes the whole image at once; out-of-memory halves the tile (``upscale_into``).
+    """
+    sink = TensorSink(out_hw, lr.device)
+    upscale_into(model, lr, out_hw, sink, tile=tile, overlap=overlap)
+    return sink.canvas.permute(2, 0, 1).unsqueeze(0)
 
 
 def _release_memory(device: torch.device) -> None:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.engine.devices import autocast, resolve_device
+from sirenup.engine.devices import auto_tile, autocast, resolve_device
 from sirenup.engine.imageio import (
     EXTENSIONS,
     LUMA,
@@ -30,7 +30,7 @@ from sirenup.engine.imageio import (
     write_image,
 )
 from sirenup.engine.sizing import aspect_warning, scale_label, target_size
-from sirenup.engine.tiler import MIN_TILE, upscale_tensor
+from sirenup.engine.tiler import MIN_TILE, Sink, TensorSink, upscale_into
 from sirenup.errors import SirenupError, UsageError
 from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
 from sirenup.models.weights import WeightsError, load_weights
@@ -50,30 +50,97 @@ class Upscaler:
         self.model_name = self.metadata.get("name", self.model_name)
         self.tile, self.overlap = tile, overlap
 
+    def __call__(self, image, *, scale: float | None = None,
+                 size: tuple[int, int] | None = None):
+        """Upscale one image in memory (the Python API, e.g. inside a Ray Data or Dask map).
+
+        ``image``: a PIL image (-> a PIL RGB image) or an (h, w, 3) array of uint8, uint16 or
+        floats in [0, 1] (-> an array of the same dtype). ``scale`` (default 4) or ``size`` =
+        (W, H), as the CLI's --scale / --width --height.
+        """
+        if isinstance(image, Image.Image):
+            return Image.fromarray(self(np.asarray(image.convert("RGB")), scale=scale,
+                                        size=size))
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise UsageError(f"expected an (h, w, 3) RGB array, got shape {array.shape}")
+        width, height = size if size is not None else (None, None)
+        out_size = target_size(array.shape[1], array.shape[0], scale=scale, out_width=width,
+                               out_height=height)
+        if array.dtype in (np.uint8, np.uint16):
+            rgb = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+            sink = QuantizedSink((out_size[1], out_size[0]), array.dtype.type)
+            self.upscale_into(rgb, out_size, sink)
+            return sink.array
+        return self.upscale_rgb(array.astype(np.float32, copy=False), out_size)
+
+    def tile_for(self, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
+        """The tile to start with: ``self.tile``, grown on CUDA/MPS to what free memory holds
+        when it is the default (``devices.auto_tile``)."""
+        scale = max(out_hw[0] / lr_hw[0], out_hw[1] / lr_hw[1])
+        return auto_tile(self.device, scale, self.tile, DEFAULT_TILE)
+
     @torch.inference_mode()
-    def upscale_rgb(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(h, w, 3) float32 in [0, 1] -> (H, W, 3) float32 in [0, 1], size = (W, H)."""
+    def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink) -> None:
+        """Upscale (h, w, 3) float32 in [0, 1] to ``size`` = (W, H), handing the output to
+        ``sink`` piece by piece (``tiler.stream_tiles``)."""
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
+        out_hw = (size[1], size[0])
         with autocast(self.device, self.precision):
-            out = upscale_tensor(self.model, lr, (size[1], size[0]), tile=self.tile,
-                                 overlap=self.overlap)
-        # The tiler's canvas is channels-last: this permute is a view, not a copy.
-        return out[0].permute(1, 2, 0).float().cpu().numpy()  # (H, W, 3)
+            upscale_into(self.model, lr, out_hw, sink,
+                         tile=self.tile_for(lr.shape[-2:], out_hw), overlap=self.overlap)
+
+    def upscale_rgb(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(h, w, 3) float32 in [0, 1] -> (H, W, 3) float32 in [0, 1], size = (W, H)."""
+        sink = TensorSink((size[1], size[0]), self.device)
+        self.upscale_into(rgb, size, sink)
+        return sink.canvas.cpu().numpy()
 
     def upscale_image(self, image: DecodedImage, size: tuple[int, int]) -> DecodedImage:
         """Upscale a decoded image to ``size`` = (W, H): colour through the model, alpha with
-        Pillow's bicubic filter; grey stays grey (the model's RGB back to luminance)."""
-        rgb = self.upscale_rgb(image.rgb, size)
-        if image.grey:
-            rgb = np.repeat((rgb @ LUMA)[..., None], 3, axis=2)
-        alpha = None
-        if image.alpha is not None:
-            plane = Image.fromarray(np.ascontiguousarray(image.alpha, dtype=np.float32))  # "F"
-            plane = plane.resize(size, Image.Resampling.BICUBIC)
-            alpha = np.clip(np.asarray(plane, dtype=np.float32), 0.0, 1.0)
-        return dataclasses.replace(image, rgb=np.ascontiguousarray(rgb, dtype=np.float32),
-                                   alpha=alpha, warnings=list(image.warnings))
+        Pillow's bicubic filter; grey stays grey (the model's RGB back to luminance).
+
+        The result holds integers of the image's bit depth (uint8, or uint16 for 16-bit
+        images), assembled as the model goes: no full-size float copy of the output is made,
+        so memory is the output in its final form plus what one tile needs.
+        """
+        dtype = np.uint16 if image.bit_depth == 16 else np.uint8
+        sink = QuantizedSink((size[1], size[0]), dtype, grey=image.grey)
+        self.upscale_into(image.rgb, size, sink)
+        alpha = None if image.alpha is None else resize_alpha(image.alpha, size, dtype)
+        return dataclasses.replace(image, rgb=sink.array, alpha=alpha,
+                                   warnings=list(image.warnings))
+
+
+class QuantizedSink:
+    """Receives the tiler's output and stores it as ``dtype`` integers (uint8: 0-255, uint16:
+    0-65535, rounded to nearest), (H, W, 3), or (H, W) luminance for a grey image."""
+
+    def __init__(self, out_hw: tuple[int, int], dtype: type = np.uint8, *, grey: bool = False):
+        self.array = np.empty(out_hw if grey else (*out_hw, 3), dtype=dtype)
+        self.top = float(np.iinfo(dtype).max)
+        self.grey = grey
+
+    def __call__(self, y0: int, y1: int, x0: int, x1: int, values: torch.Tensor) -> None:
+        values = values.clamp(0, 1)
+        if self.grey:
+            values = values @ torch.from_numpy(LUMA).to(values.device)
+        values = values.mul_(self.top).round_()
+        kind = torch.uint8 if self.top == 255 else torch.int32  # torch has no general uint16
+        self.array[y0:y1, x0:x1] = values.to(kind).cpu().numpy()
+
+
+def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: type) -> np.ndarray:
+    """Alpha (h, w) float in [0, 1] -> (H, W) ``dtype`` integers, Pillow's bicubic filter.
+    8-bit alpha is resized as an 8-bit plane (Pillow rounds and clips): no float plane of the
+    output's size."""
+    if dtype == np.uint8:
+        plane = Image.fromarray(np.rint(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8))
+        return np.asarray(plane.resize(size, Image.Resampling.BICUBIC))
+    plane = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32))  # mode "F"
+    plane = np.asarray(plane.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+    return np.rint(np.clip(plane, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
 def check_tiling(tile: int, overlap: int) -> None:
@@ -160,16 +227,17 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
         raise SirenupError(f"{dst}: is the input file; choose another output")
     check_writable(dst, image, format, color)
     result = upscaler.upscale_image(image, size)
-    write_image(dst, result, format=format, quality=quality, background=color,
-                png_compression=png_compression)
-    return {
+    report = {
         "input": str(src),
         "output": str(dst),
         "in_size": list(image.size),
         "out_size": list(size),
         "bit_depth": image.bit_depth,
-        "seconds": round(time.perf_counter() - start, 3),
         "model": upscaler.model_name,
         "device": str(upscaler.device),
         "warnings": list(image.warnings),
     }
+    del image  # the input's float pixels are not needed while the output is encoded
+    write_image(dst, result, format=format, quality=quality, background=color,
+                png_compression=png_compression)
+    return {**report, "seconds": round(time.perf_counter() - start, 3)}

@@ -164,11 +164,15 @@ class SeparableSampler:
         self.blend = image.new_zeros(ys.numel(), bottom - top)  # (H, h')
         self.blend.index_put_((out_rows, y_index - top), y_weight, accumulate=True)
 
-    def columns(self, x0: int, x1: int) -> torch.Tensor:
-        """Samples of grid columns [x0, x1) -> (B, H, x1 - x0, C)."""
+    def columns(self, x0: int, x1: int, plus: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples of grid columns [x0, x1) -> (B, H, x1 - x0, C); ``plus`` (B or 1, H, at
+        least cols*C) is added by the same GEMM (no extra pass over the result)."""
         b, _, _, c = self.rows.shape
         block = self.rows[:, :, x0:x1].flatten(2)  # (B, h', cols*C), a strided view
-        return torch.matmul(self.blend, block).view(b, -1, x1 - x0, c)
+        if plus is None:
+            return torch.matmul(self.blend, block).view(b, -1, x1 - x0, c)
+        plus = plus[..., :block.shape[-1]].expand(b, -1, -1)
+        return torch.baddbmm(plus, self.blend.expand(b, -1, -1), block).view(b, -1, x1 - x0, c)
 
 
 def offset_encoding_1d(coords: torch.Tensor) -> torch.Tensor:
@@ -208,9 +212,12 @@ class PatchConditionedSiren(nn.Module):
     def precompute(self, feats: torch.Tensor) -> torch.Tensor:
         """Feature part of the first layer, times w0, once per LR pixel.
 
-        (B, C, h, w) -> (B, D, h, w). Folding w0 in here saves a pass over every query.
+        (B, C, h, w) -> (B, D, h, w). Folding w0 in here saves a pass over every query;
+        without gradients it is applied in place (no second map of a tile's size at the
+        encoder's peak).
         """
-        return self.w0_first * self.patch_proj(feats)
+        pre = self.patch_proj(feats)
+        return pre.mul_(self.w0_first) if not torch.is_grad_enabled() else self.w0_first * pre
 
     def first_layer_input(self, pre: torch.Tensor, coords: torch.Tensor,
                           cell: torch.Tensor) -> torch.Tensor:
@@ -301,23 +308,25 @@ class LiifSiren(nn.Module):
 
     @torch.no_grad()
     def decode_grid(self, pre: torch.Tensor, lr: torch.Tensor, xs: torch.Tensor,
-                    ys: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+                    ys: torch.Tensor, cell: torch.Tensor,
+                    block_queries: int | None = QUERIES_PER_BLOCK) -> torch.Tensor:
         """Inference on the output grid ys x xs (LR coords (W,), (H,)) -> (B, 3, H, W).
 
         Same result as ``decode`` at those points, computed the faster separable way. Meant
         for a band of a few output rows (the x interpolation is shared by the whole band);
-        the band is decoded in blocks of columns of about QUERIES_PER_BLOCK queries, whose
-        activations stay in cache. The result is a view of a channels-last (B, H, W, 3) tensor.
+        the band is decoded in blocks of columns of about ``block_queries`` queries, whose
+        activations stay in cache (None: the whole band at once, as on a GPU). The result is a
+        view of a channels-last (B, H, W, 3) tensor.
         """
         first, per_row = self.decoder.first_layer_grid(pre, xs, ys, self.cell_input(cell))
         base = SeparableSampler(lr, xs, ys, cubic_taps)  # the bicubic upsampling
         height, width = ys.numel(), xs.numel()
         out = lr.new_empty(pre.shape[0], height, width, 3)
-        step = max(1, QUERIES_PER_BLOCK // height)
+        step = width if block_queries is None else max(1, block_queries // height)
+        per_row = per_row.repeat(1, 1, min(step, width))  # (B, H, cols*D): added in the GEMM
         for x0 in range(0, width, step):
             x1 = min(x0 + step, width)
-            z = first.columns(x0, x1)  # (B, H, cols, D)
-            z += per_row[:, :, None]
+            z = first.columns(x0, x1, plus=per_row)  # (B, H, cols, D), the per-row term in
             residual = self.decoder.tail(_sin(z))  # (B, H, cols, 3)
             torch.add(residual, base.columns(x0, x1), out=out[:, :, x0:x1])
         return out.permute(0, 3, 1, 2)
