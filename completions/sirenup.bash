@@ -30,7 +30,7 @@ _sirenup() {
             return 0
             ;;
         "sirenup upscale/--model"|"sirenup upscale/-m"|"sirenup batch/--model"|"sirenup batch/-m"|"sirenup compare/--model"|"sirenup compare/-m"|"sirenup bench/--model"|"sirenup bench/-m")
-            COMPREPLY=($(compgen -W "sirenup-base" -- "$cur"))
+            COMPREPLY=($(compgen -W "sirenup-base sirenup-gan sirenup-real" -- "$cur"))
             IFS=$'\n' COMPREPLY+=($(compgen -f -- "$cur"))
             compopt -o filenames 2>/dev/null
             return 0
@@ -55,10 +55,10 @@ _sirenup() {
         "sirenup doctor") opts="--json --quick --help -h" subs="" args="" files=0 ;;
         "sirenup models") opts="--help -h" subs="list download verify path remove" args="" files=0 ;;
         "sirenup models list") opts="--json --help -h" subs="" args="" files=0 ;;
-        "sirenup models download") opts="--force --max-size --help -h" subs="" args="sirenup-base" files=0 ;;
-        "sirenup models verify") opts="--json --help -h" subs="" args="sirenup-base" files=0 ;;
-        "sirenup models path") opts="--help -h" subs="" args="sirenup-base" files=0 ;;
-        "sirenup models remove") opts="--all --help -h" subs="" args="sirenup-base" files=0 ;;
+        "sirenup models download") opts="--force --max-size --help -h" subs="" args="sirenup-base sirenup-gan sirenup-real" files=0 ;;
+        "sirenup models verify") opts="--json --help -h" subs="" args="sirenup-base sirenup-gan sirenup-real" files=0 ;;
+        "sirenup models path") opts="--help -h" subs="" args="sirenup-base sirenup-gan sirenup-real" files=0 ;;
+        "sirenup models remove") opts="--all --help -h" subs="" args="sirenup-base sirenup-gan sirenup-real" files=0 ;;
     esac
     if [[ "$cur" == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -26,7 +26,7 @@ _sirenup() {
       compadd -- 'auto' 'cpu' 'cuda' 'mps'
       return ;;
     ("sirenup upscale/--model"|"sirenup upscale/-m"|"sirenup batch/--model"|"sirenup batch/-m"|"sirenup compare/--model"|"sirenup compare/-m"|"sirenup bench/--model"|"sirenup bench/-m")
-      compadd -- 'sirenup-base'
+      compadd -- 'sirenup-base' 'sirenup-gan' 'sirenup-real'
       _files
       return ;;
     ("sirenup upscale/--precision"|"sirenup batch/--precision"|"sirenup compare/--precision"|"sirenup bench/--precision")
@@ -72,19 +72,19 @@ _sirenup() {
       ;;
     ("sirenup models download")
       opts=('--force:Download again even if the cached file verifies.' '--max-size:Largest download accepted when the registry records no size, e.g. 500M.' '--help:Show this message and exit.' '-h:Show this message and exit.')
-      args=('sirenup-base')
+      args=('sirenup-base' 'sirenup-gan' 'sirenup-real')
       ;;
     ("sirenup models verify")
       opts=('--json:Print the results as JSON on stdout.' '--help:Show this message and exit.' '-h:Show this message and exit.')
-      args=('sirenup-base')
+      args=('sirenup-base' 'sirenup-gan' 'sirenup-real')
       ;;
     ("sirenup models path")
       opts=('--help:Show this message and exit.' '-h:Show this message and exit.')
-      args=('sirenup-base')
+      args=('sirenup-base' 'sirenup-gan' 'sirenup-real')
       ;;
     ("sirenup models remove")
       opts=('--all:Delete every cached model and partial download.' '--help:Show this message and exit.' '-h:Show this message and exit.')
-      args=('sirenup-base')
+      args=('sirenup-base' 'sirenup-gan' 'sirenup-real')
       ;;
   esac
   if [[ "$cur" == -* ]]; then

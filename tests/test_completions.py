@@ -57,7 +57,7 @@ def test_tree_matches_the_app(tree):
 BASH_CASES = [
     ("sirenup mo", ["models"]),
     ("sirenup models ", MODELS_COMMANDS),
-    ("sirenup models download ", ["sirenup-base"]),
+    ("sirenup models download ", ["sirenup-base", "sirenup-gan", "sirenup-real"]),
     ("sirenup upscale --dev", ["--device"]),
     ("sirenup upscale --device ", ["auto", "cpu", "cuda", "mps"]),
     ("sirenup --quiet upscale --precision ", ["auto", "fp32", "fp16", "bf16"]),

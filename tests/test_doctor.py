@@ -62,9 +62,10 @@ def test_doctor_json_schema(invoke, machine):
     assert model["id"] == machine.id and model["problem"] is None
     assert model["verified"] is None and model["pinned"] is False
     assert model["sha256"] == machine.sha256 and model["path"] == str(machine.path)
-    [bundled] = report["bundled"]
-    assert bundled["name"] == "sirenup-base" and bundled["ok"] is True
-    assert bundled["sha256"] == bundled["recorded_sha256"]
+    bundled = {entry["name"]: entry for entry in report["bundled"]}
+    assert set(bundled) == {"sirenup-base", "sirenup-gan", "sirenup-real"}
+    for entry in bundled.values():
+        assert entry["ok"] is True and entry["sha256"] == entry["recorded_sha256"]
     [smoke] = report["smoke"]
     assert smoke["device"] == "cpu" and smoke["ok"] is True and smoke["precision"] == "fp32"
     assert smoke["upscale_s"] > 0

@@ -118,7 +118,10 @@ def test_models_commands(runner, cache_root, server, monkeypatch):
     listed = json.loads(run(runner, "models", "list", "--json").stdout)
     assert listed["cache_dir"] == str(cache_root)
     rows = {row["source"]: row for row in listed["models"]}
-    assert rows["bundled"]["name"] == "sirenup-base" and rows["bundled"]["verified"] is True
+    bundled_rows = [row for row in listed["models"] if row["source"] == "bundled"]
+    assert [row["name"] for row in bundled_rows] == ["sirenup-base", "sirenup-gan",
+                                                      "sirenup-real"]
+    assert all(row["verified"] is True for row in bundled_rows)
     assert rows["cached"]["path"] == str(path) and rows["cached"]["verified"] is True
     for key in ("name", "size", "source", "verified", "path", "sha256"):
         assert key in rows["cached"]
@@ -133,7 +136,7 @@ def test_models_commands(runner, cache_root, server, monkeypatch):
     path.write_bytes(b"corrupt")
     failed = run(runner, "models", "verify", "--json")
     assert failed.exit_code == 1
-    assert [m["verified"] for m in json.loads(failed.stdout)["models"]] == [True, False]
+    assert [m["verified"] for m in json.loads(failed.stdout)["models"]] == [True, True, True, False]
 
     assert run(runner, "models", "remove", "sirenup-base").exit_code == 2
     assert run(runner, "models", "remove", url).exit_code == 0
