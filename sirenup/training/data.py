@@ -70,7 +70,7 @@ def as_image(values: torch.Tensor, window: int) -> torch.Tensor:
     return values.transpose(1, 2).reshape(values.shape[0], 3, window, window)
 
 
-Degrade = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]  # (HR, p, gen) -> LR
+Degrade = Callable[..., torch.Tensor]  # (HR crops, LR size p, gen=generator) -> LR crops
 
 
 class CropSampler:
@@ -126,7 +126,7 @@ class CropSampler:
     def _low_res(self, hr: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, 3, S, S) HR -> (B, 3, p, p) LR rounded to 8-bit levels, as in a saved file."""
         if self.degrade is not None:
-            lr = self.degrade(hr, self.patch, gen)
+            lr = self.degrade(hr, self.patch, gen=gen)
         else:
             lr = F.interpolate(hr, size=(self.patch, self.patch), mode="bicubic",
                                antialias=True, align_corners=False)

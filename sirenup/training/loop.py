@@ -12,6 +12,7 @@ share of the batch, gradients are averaged, and rank 0 alone logs, validates and
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -135,10 +136,7 @@ class Trainer:
         self.log(f"{len(images)} training images, {sum(i[0].numel() for i in images) / 1e6:.1f} MP")
         degrade_fn = None
         if self.degrade is not None:
-            degrade_cfg = self.degrade
-
-            def degrade_fn(hr, lr_size, gen):
-                return degrade(hr, lr_size, degrade_cfg, gen)
+            degrade_fn = functools.partial(degrade, cfg=self.degrade)
         return CropSampler(images, patch=cfg.patch, batch=self.dist.share(cfg.batch),
                            queries=cfg.queries, scale_min=cfg.scale_min,
                            scale_max=cfg.scale_max, window=self.gan.window if self.gan else 0,

@@ -79,11 +79,10 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
     device = resolve_device(setup.device)
     info = distributed.init(device)
     try:
-        batch = info.share(setup.batch)
+        info.share(setup.batch)  # the global batch must split evenly over the processes
     except ValueError as error:
         distributed.shutdown()
         raise UsageError(str(error)) from None
-    del batch
     lr = setup.lr if setup.lr is not None else (1e-4 if setup.gan else 5e-4)
     cfg = TrainConfig(
         data=[str(d) for d in setup.data], out=str(setup.out),
