@@ -232,3 +232,14 @@ def cache_root(tmp_path, monkeypatch):
     monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
     monkeypatch.setattr(download, "BACKOFF_S", 0.01)
     return root
+
+
+@pytest.fixture(scope="session")
+def gan_photos(tmp_path_factory) -> Path:
+    """Three 100x90 photo-like images: big enough for --gan windows at scales 2-3."""
+    from tests.test_training import photo
+
+    root = tmp_path_factory.mktemp("gan_photos")
+    for i in range(3):
+        photo(i, 100, 90).save(root / f"photo{i}.png")
+    return root

@@ -46,12 +46,9 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp_train")
-    for i in range(3):
-        photo(i, 100, 90).save(root / f"photo{i}.png")
-    return root
+@pytest.fixture
+def data_dir(gan_photos) -> Path:
+    return gan_photos
 
 
 @pytest.mark.parametrize("mode", ["l1", "gan"])

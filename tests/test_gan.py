@@ -19,17 +19,13 @@ from sirenup.training.gan import (
     spectral_loss,
 )
 from sirenup.training.loop import CHECKPOINT, WEIGHTS, TrainConfig, Trainer
-from tests.test_training import photo
 
 GAN = {"window": 32, "d_channels": 8, "ema": 0.9}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gan_train")
-    for i in range(3):
-        photo(i, 100, 90).save(root / f"photo{i}.png")
-    return root
+@pytest.fixture
+def data_dir(gan_photos) -> Path:
+    return gan_photos
 
 
 def config(data_dir: Path, out: Path, **overrides) -> TrainConfig:

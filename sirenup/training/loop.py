@@ -283,6 +283,7 @@ class Trainer:
         self.model.train()
         bar = progress(total=cfg.steps, initial=self.step) if progress and main else None
         averages: dict[str, float] = {}
+        saved_last = False
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             parts = self.train_step()
@@ -297,7 +298,8 @@ class Trainer:
                                     "train_seconds": round(self.train_seconds, 1),
                                     "lr": learning_rate(self.step, cfg),
                                     "train": {k: round(v, 5) for k, v in averages.items()}})
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            saved_last = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+            if saved_last:
                 self.save_checkpoint()
             if main and cfg.val and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 record = self.validate()
@@ -305,7 +307,8 @@ class Trainer:
                     on_validate(record)
         if bar is not None:
             bar.close()
-        self.save_checkpoint()
+        if not saved_last:  # the loop saves its last step; this covers a run with no steps
+            self.save_checkpoint()
         distributed.barrier(self.dist)  # no rank leaves before rank 0 has written the files
 
     def postfix(self, averages: dict) -> dict:
