@@ -67,6 +67,23 @@ def test_losses_behave():
     assert spectral_loss(shifted, image) < 0.5 * spectral_loss(image * 0 + 0.5, image)
 
 
+def test_spectral_floor_weighs_faint_fine_detail():
+    """With floor 1 the loss is about linear in amplitude: a lost faint texture counts a tenth
+    of a lost texture 10x as strong. With a small floor (the log regime) it counts
+    several times more, so a photo's faint fine detail is asked for too."""
+    smooth = torch.full((1, 3, 64, 64), 0.5)
+    noise = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def faint_over_strong(floor):
+        faint, strong = smooth + 0.003 * noise, smooth + 0.03 * noise
+        return spectral_loss(smooth, faint, floor) / spectral_loss(smooth, strong, floor)
+
+    assert faint_over_strong(1.0) < 0.12
+    assert faint_over_strong(1e-3) > 0.25
+    with pytest.raises(ValueError, match="freq_floor"):
+        GanConfig(freq_floor=0).validate()
+
+
 def test_gan_step_reports_every_loss_and_decodes_dense_windows(data_dir, tmp_path):
     trainer = Trainer(config(data_dir, tmp_path / "run"), log=quiet)
     batch = trainer.sampler.sample(torch.Generator().manual_seed(0))
@@ -172,6 +189,7 @@ def test_cli_defaults_are_the_configs_defaults():
     for option, field in [("gan_window", "window"), ("gan_loss", "loss"),
                           ("lambda_pix", "lambda_pix"), ("lambda_adv", "lambda_adv"),
                           ("lambda_fm", "lambda_fm"), ("lambda_freq", "lambda_freq"),
+                          ("freq_floor", "freq_floor"),
                           ("lr_d", "lr_d"), ("d_channels", "d_channels"), ("ema", "ema")]:
         assert defaults[option] == getattr(gan, field), option
     degrade = DegradeConfig()

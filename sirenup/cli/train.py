@@ -77,6 +77,10 @@ def train(
     lambda_freq: Annotated[float, typer.Option(
         "--lambda-freq", min=0.0, rich_help_panel=GAN,
         help="Weight of the log-amplitude spectrum loss.")] = 0.5,
+    freq_floor: Annotated[float, typer.Option(
+        "--freq-floor", min=1e-6, rich_help_panel=GAN,
+        help="Spectrum amplitude below which that loss counts linearly (smaller: fine detail "
+             "counts more).")] = 1.0,
     lr_d: Annotated[float, typer.Option(
         "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 2e-4,
     d_channels: Annotated[int, typer.Option(
@@ -147,6 +151,7 @@ def train(
         name=name,
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
+             "freq_floor": freq_floor,
              "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
         degrade={"clean_prob": degrade_clean_prob, "first_prob": degrade_first_prob,
                  "blur_prob": degrade_blur_prob,
