@@ -149,30 +149,41 @@ class SeparableSampler:
     format). The y pass, per block of columns, is one (H, h') @ (h', cols*C) product whose
     matrix ``blend`` has 2 (or 4) non-zeros per row: a GEMM that writes its output once,
     where gathering rows and blending them would take several passes.
+
+    ``extra`` = (weights (H, k), values (B, k, W, C')) appends k rows to ``rows`` and k columns
+    to ``blend``: the y pass then also adds ``weights @ values`` per output row, inside the
+    same GEMM (no pass over its result, no copy of a per-row term into it). ``values`` may
+    have more channels than the map (C' >= C); the map's rows are zero in the extra ones.
     """
 
-    def __init__(self, image: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, taps=linear_taps):
+    def __init__(self, image: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, taps=linear_taps,
+                 extra: tuple[torch.Tensor, torch.Tensor] | None = None):
         x_index, x_weight = taps(xs, image.shape[-1])  # (W, T)
         y_index, y_weight = taps(ys, image.shape[-2])  # (H, T)
         x_weight, y_weight = x_weight.to(image.dtype), y_weight.to(image.dtype)
         top, bottom = int(y_index.min()), int(y_index.max()) + 1
+        n_lr, n_extra = bottom - top, 0 if extra is None else extra[0].shape[1]
         band = image[..., top:bottom, :].permute(0, 2, 3, 1)  # (B, h', w, C)
-        self.rows = band.index_select(2, x_index[:, 0]) * x_weight[:, :1]  # (B, h', W, C)
+        b, c = image.shape[0], image.shape[1]
+        c_all = c if extra is None else extra[1].shape[-1]
+        self.rows = image.new_empty(b, n_lr + n_extra, xs.numel(), c_all)  # (B, h'+k, W, C')
+        self.lr_rows = self.rows[:, :n_lr, :, :c]  # the x pass of the map's rows
+        self.rows[:, :n_lr, :, c:] = 0
+        torch.mul(band.index_select(2, x_index[:, 0]), x_weight[:, :1], out=self.lr_rows)
         for t in range(1, x_index.shape[1]):
-            self.rows.addcmul_(band.index_select(2, x_index[:, t]), x_weight[:, t:t + 1])
+            self.lr_rows.addcmul_(band.index_select(2, x_index[:, t]), x_weight[:, t:t + 1])
         out_rows = torch.arange(ys.numel(), device=image.device)[:, None].expand_as(y_index)
-        self.blend = image.new_zeros(ys.numel(), bottom - top)  # (H, h')
+        self.blend = image.new_zeros(ys.numel(), n_lr + n_extra)  # (H, h' + k)
         self.blend.index_put_((out_rows, y_index - top), y_weight, accumulate=True)
+        if extra is not None:
+            self.blend[:, n_lr:] = extra[0]
+            self.rows[:, n_lr:] = extra[1]
 
-    def columns(self, x0: int, x1: int, plus: torch.Tensor | None = None) -> torch.Tensor:
-        """Samples of grid columns [x0, x1) -> (B, H, x1 - x0, C); ``plus`` (B or 1, H, at
-        least cols*C) is added by the same GEMM (no extra pass over the result)."""
+    def columns(self, x0: int, x1: int) -> torch.Tensor:
+        """Samples of grid columns [x0, x1) -> (B, H, x1 - x0, C)."""
         b, _, _, c = self.rows.shape
-        block = self.rows[:, :, x0:x1].flatten(2)  # (B, h', cols*C), a strided view
-        if plus is None:
-            return torch.matmul(self.blend, block).view(b, -1, x1 - x0, c)
-        plus = plus[..., :block.shape[-1]].expand(b, -1, -1)
-        return torch.baddbmm(plus, self.blend.expand(b, -1, -1), block).view(b, -1, x1 - x0, c)
+        block = self.rows[:, :, x0:x1].flatten(2)  # (B, h' + k, cols*C), a strided view
+        return torch.matmul(self.blend, block).view(b, -1, x1 - x0, c)
 
 
 def offset_encoding_1d(coords: torch.Tensor) -> torch.Tensor:
@@ -232,25 +243,49 @@ class PatchConditionedSiren(nn.Module):
         return z.add_(bias).baddbmm_(offset_weight.expand(z.shape[0], -1, -1), offsets)
 
     def first_layer_grid(self, pre: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
-                         cell: torch.Tensor) -> tuple[SeparableSampler, torch.Tensor]:
-        """``first_layer_input`` on the grid ys x xs, in separable parts (no grad).
+                         cell: torch.Tensor) -> SeparableSampler:
+        """``first_layer_input`` on the grid ys x xs, as an interpolator whose
+        ``columns(x0, x1)`` is the pre-activation of those columns (B, H, cols, D + 1) (no
+        grad). Channel D is pi/2 everywhere: after the sine it is 1, which carries the next
+        layer's bias inside its product (``tail_after_ones``) instead of a pass of its own.
 
         The offset encoding is separable (sin/cos of the x offset and of the y offset), so its
         term is a per-column plus a per-row table instead of a product per query. The
         per-column one is added to the interpolator's LR-height rows, before the y pass (whose
-        two weights sum to one): cheaper than adding it to every output row. Returns the
-        interpolator and the per-row term (B, H, D); the pre-activation of columns [x0, x1)
-        is ``interp.columns(x0, x1) + per_row[:, :, None]``.
+        weights sum to one): cheaper than adding it to every output row. The per-row one
+        (sin y, cos y and the constant cell term, three rows of weights) rides in the y pass's
+        GEMM as three extra rows (``SeparableSampler``'s ``extra``).
         """
         w0, weight = self.w0_first, self.offset_proj.weight  # (D, 4): sin x, sin y, cos x, cos y
-        interp = SeparableSampler(pre, xs, ys)
-        interp.rows += offset_encoding_1d(xs).T @ (w0 * weight[:, 0::2]).T  # (W, D)
-        per_row = offset_encoding_1d(ys).T @ (w0 * weight[:, 1::2]).T  # (H, D)
-        return interp, per_row + w0 * self.cell_proj(cell)[:, None, :]  # (B, H, D)
+        row_weights = torch.cat([offset_encoding_1d(ys).T, ys.new_ones(ys.numel(), 1)], 1)
+        width, b = xs.numel(), pre.shape[0]
+        row_values = pre.new_zeros(b, 3, pre.shape[1] + 1)  # (B, 3, D + 1): sin y, cos y, cell
+        row_values[:, 0, :-1] = w0 * weight[:, 1]
+        row_values[:, 1, :-1] = w0 * weight[:, 3]
+        row_values[:, 2, :-1] = w0 * self.cell_proj(cell)
+        row_values[:, 2, -1] = math.pi / 2  # channel D: sin(pi/2) = 1, the next layer's bias
+        extra = (row_weights.to(pre.dtype), row_values[:, :, None, :].expand(-1, -1, width, -1))
+        interp = SeparableSampler(pre, xs, ys, extra=extra)
+        interp.lr_rows += offset_encoding_1d(xs).T @ (w0 * weight[:, 0::2]).T  # (W, D)
+        return interp
 
     def forward(self, pre: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) map, (B, N, 2) coords, (B, 2) cells -> RGB residual (B, N, 3)."""
         return self.tail(_sin(self.first_layer_input(pre, coords, cell)).transpose(1, 2))
+
+    def tail_after_ones(self, h: torch.Tensor) -> torch.Tensor:
+        """``tail`` of activations (..., D + 1) whose last channel is 1: the first layer's
+        bias is a column of its weight, so its product needs no bias copied in first."""
+        layers = [(layer.w0, layer.linear) for layer in self.hidden_layers] or [(1.0, self.out)]
+        w0, first = layers[0]
+        h = F.linear(h, w0 * torch.cat([first.weight, first.bias[:, None]], dim=1))
+        if not self.hidden_layers:
+            return h
+        h = _sin(h)
+        for layer in self.hidden_layers[1:]:
+            w0, linear = layer.w0, layer.linear
+            h = _sin(F.linear(h, w0 * linear.weight, w0 * linear.bias))
+        return F.linear(h, self.out.weight, self.out.bias)
 
     def tail(self, h: torch.Tensor) -> torch.Tensor:
         """First-layer activations (..., D) -> RGB residual (..., 3).
@@ -318,16 +353,15 @@ class LiifSiren(nn.Module):
         activations stay in cache (None: the whole band at once, as on a GPU). The result is a
         view of a channels-last (B, H, W, 3) tensor.
         """
-        first, per_row = self.decoder.first_layer_grid(pre, xs, ys, self.cell_input(cell))
+        first = self.decoder.first_layer_grid(pre, xs, ys, self.cell_input(cell))
         base = SeparableSampler(lr, xs, ys, cubic_taps)  # the bicubic upsampling
         height, width = ys.numel(), xs.numel()
         out = lr.new_empty(pre.shape[0], height, width, 3)
         step = width if block_queries is None else max(1, block_queries // height)
-        per_row = per_row.repeat(1, 1, min(step, width))  # (B, H, cols*D): added in the GEMM
         for x0 in range(0, width, step):
             x1 = min(x0 + step, width)
-            z = first.columns(x0, x1, plus=per_row)  # (B, H, cols, D), the per-row term in
-            residual = self.decoder.tail(_sin(z))  # (B, H, cols, 3)
+            z = first.columns(x0, x1)  # (B, H, cols, D + 1)
+            residual = self.decoder.tail_after_ones(_sin(z))  # (B, H, cols, 3)
             torch.add(residual, base.columns(x0, x1), out=out[:, :, x0:x1])
         return out.permute(0, 3, 1, 2)
 
