@@ -152,6 +152,50 @@ def test_fine_tuning_records_its_lineage(data_dir, tmp_path):
     assert meta["total_train_seconds"] >= meta["train_seconds"]
 
 
+def test_deepened_encoder_starts_as_the_same_function():
+    """Blocks added for --blocks start as the identity: same output, more parameters."""
+    from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
+    from sirenup.training.loop import deepen_encoder
+
+    torch.manual_seed(0)
+    model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=2, hidden=16)).eval()
+    with torch.no_grad():
+        model.decoder.out.weight.uniform_(-0.5, 0.5)
+    deeper = deepen_encoder(model, 4).eval()
+    assert deeper.config.n_blocks == 4 and len(deeper.encoder.blocks) == 4
+    lr = torch.rand(1, 3, 9, 11)
+    coords, cell = output_coords(18, 22, 9, 11), cell_size(18, 22, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(deeper(lr, coords, cell), model(lr, coords, cell), atol=1e-6)
+    with pytest.raises(ValueError, match="blocks can be added, not removed"):
+        deepen_encoder(model, 1)
+
+
+def test_cli_train_blocks_deepens_an_init_model(data_dir, tmp_path):
+    """--init with --blocks trains a deeper model; its export upscales through the CLI."""
+    from typer.testing import CliRunner
+
+    from sirenup.cli.app import app
+    from sirenup.models.weights import load_weights
+
+    runner = CliRunner()
+    parent = Trainer(config(data_dir, tmp_path / "parent", steps=1), log=lambda _: None)
+    parent.run()
+    run_dir = tmp_path / "deep"
+    result = runner.invoke(app, [
+        "train", str(data_dir), "--out", str(run_dir), "--steps", "2", "--batch", "2",
+        "--patch", "16", "--queries", "32", "--init", str(tmp_path / "parent" / WEIGHTS),
+        "--blocks", "6"])
+    assert result.exit_code == 0, result.output
+    model, _ = load_weights(run_dir / WEIGHTS)
+    assert model.config.n_blocks == 6
+    result = runner.invoke(app, ["upscale", str(next(data_dir.glob("*.png"))), "-o",
+                                 str(tmp_path / "out.png"), "--scale", "2",
+                                 "--model", str(run_dir / WEIGHTS)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.png").is_file()
+
+
 def test_resume_without_checkpoint_is_false(data_dir, tmp_path):
     trainer = Trainer(config(data_dir, tmp_path / "empty"), log=lambda m: None)
     assert not trainer.resume()

@@ -57,6 +57,10 @@ def train(
         "--init", help="Start from these weights: a file or a registry name.")] = None,
     name: Annotated[str, typer.Option(
         "--name", help="Model name in the weights file.")] = "sirenup-custom",
+    blocks: Annotated[int | None, typer.Option(
+        "--blocks", min=1, max=64,
+        help="Residual blocks in the encoder (default 4). With --init, blocks added beyond the "
+             "initial model's start as the identity.")] = None,
     gan: Annotated[bool, typer.Option(
         "--gan", rich_help_panel=GAN,
         help="Adversarial fine-tuning against a patch discriminator (use with --init).")] = False,
@@ -148,7 +152,7 @@ def train(
         data=data, out=out, val=val, steps=steps, batch=batch, patch=patch, queries=queries,
         scale_min=scale_min, scale_max=scale_max, lr=lr, device=device, seed=seed,
         val_every=val_every, checkpoint_every=checkpoint_every, resume=resume, init=init,
-        name=name,
+        name=name, model={} if blocks is None else {"n_blocks": blocks},
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
              "freq_floor": freq_floor,

@@ -74,10 +74,32 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
     """The model to train, and the metadata of the weights it starts from (None: fresh)."""
     if cfg.init:
         model, metadata = load_weights(Path(cfg.init))
-        return model.train(), metadata
+        blocks = cfg.model.get("n_blocks", model.config.n_blocks)
+        return deepen_encoder(model, blocks).train(), metadata
     overrides = dict(cfg.model)
     overrides.setdefault("max_cell_scale", cfg.scale_max)
     return LiifSiren(config=LiifSirenConfig.from_dict(overrides)), None
+
+
+def deepen_encoder(model: LiifSiren, n_blocks: int) -> LiifSiren:
+    """``model`` with ``n_blocks`` residual blocks in its encoder, computing the same function:
+    the added blocks (after the existing ones) start with a zero second convolution, so each
+    is the identity until training moves it (more capacity and context, the same start)."""
+    have = model.config.n_blocks
+    if n_blocks == have:
+        return model
+    if n_blocks < have:
+        raise ValueError(f"--blocks {n_blocks}: the initial model has {have} encoder blocks; "
+                         "blocks can be added, not removed")
+    config = LiifSirenConfig.from_dict({**model.config.to_dict(), "n_blocks": n_blocks})
+    deeper = LiifSiren(config=config)
+    missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("encoder.blocks.") for k in missing), missing
+    with torch.no_grad():
+        for block in deeper.encoder.blocks[have:]:
+            block.conv2.weight.zero_()
+            block.conv2.bias.zero_()
+    return deeper
 
 
 def atomic_torch_save(obj, path: Path) -> None:

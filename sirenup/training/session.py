@@ -7,7 +7,7 @@ Kept out of the CLI module so that the command only parses options.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sirenup.errors import SirenupError, UsageError
@@ -34,6 +34,7 @@ class TrainSetup:
     name: str
     gan: dict | None
     degrade: dict | None
+    model: dict = field(default_factory=dict)  # LiifSirenConfig overrides (--blocks)
 
 
 def check_sub_configs(setup: TrainSetup) -> None:
@@ -91,6 +92,7 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
         scale_max=setup.scale_max, lr=lr, device=str(info.device), seed=setup.seed,
         val_every=setup.val_every, checkpoint_every=setup.checkpoint_every,
         init=resolve_init(setup.init), name=setup.name, gan=setup.gan, degrade=setup.degrade,
+        model=setup.model,
     )
     try:
         try:
