@@ -16,11 +16,12 @@ from sirenup.training.gan import (
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
+    grid_phase_loss,
     spectral_loss,
 )
 from sirenup.training.loop import CHECKPOINT, WEIGHTS, TrainConfig, Trainer
 
-GAN = {"window": 32, "d_channels": 8, "ema": 0.9}
+GAN = {"window": 32, "d_channels": 8, "ema": 0.9, "lambda_grid": 0.1}
 
 
 @pytest.fixture
@@ -67,6 +68,33 @@ def test_losses_behave():
     assert spectral_loss(shifted, image) < 0.5 * spectral_loss(image * 0 + 0.5, image)
 
 
+def dense_coords(batch: int, side: int, scale: float) -> torch.Tensor:
+    """LR coordinates (B, side*side, 2) of a dense window at ``scale``, rows major."""
+    r = (torch.arange(side, dtype=torch.float32) + 0.5) / scale - 0.5
+    ys, xs = torch.meshgrid(r, r, indexing="ij")
+    return torch.stack([xs, ys], dim=-1).reshape(1, -1, 2).expand(batch, -1, -1)
+
+
+def test_grid_phase_loss_sees_dots_on_the_lr_grid_not_texture():
+    """Dots painted at one phase of every LR pixel cost far more than detail of the same
+    strength scattered anywhere (the photo's own detail costs nothing)."""
+    gen = torch.Generator().manual_seed(0)
+    side, scale = 32, 4.0
+    coords = dense_coords(2, side, scale)
+    smooth = torch.linspace(0.3, 0.7, side).expand(2, 3, side, side)
+    real = smooth + 0.02 * torch.randn(2, 1, side, side, generator=gen)
+    other_texture = smooth + 0.02 * torch.randn(2, 1, side, side, generator=gen)
+    dots = torch.zeros(2, 1, side, side)
+    dots[..., ::4, ::4] = 0.08  # one pixel per LR pixel, always at the same offset
+    dotted = smooth + 0.01 * torch.randn(2, 1, side, side, generator=gen) + dots
+    assert grid_phase_loss(real, real, coords) == 0
+    assert grid_phase_loss(dotted, real, coords) > 4 * grid_phase_loss(other_texture, real, coords)
+    # differentiable, and it is the generator's: gradients reach the fake only
+    fake = dotted.clone().requires_grad_(True)
+    grid_phase_loss(fake, real, coords).backward()
+    assert fake.grad.abs().sum() > 0
+
+
 def test_spectral_floor_weighs_faint_fine_detail():
     """With floor 1 the loss is about linear in amplitude: a lost faint texture counts a tenth
     of a lost texture 10x as strong. With a small floor (the log regime) it counts
@@ -93,7 +121,7 @@ def test_gan_step_reports_every_loss_and_decodes_dense_windows(data_dir, tmp_pat
     coords = batch.coords[0].view(32, 32, 2)
     assert torch.allclose(coords[:, 1:, 0] - coords[:, :-1, 0], batch.cell[0, 1].expand(32, 31))
     parts = trainer.train_step()
-    assert {"g_pix", "g_adv", "g_fm", "g_freq", "g_total", "d_loss", "d_real",
+    assert {"g_pix", "g_adv", "g_fm", "g_freq", "g_grid", "g_total", "d_loss", "d_real",
             "d_fake"} <= set(parts)
     assert all(torch.isfinite(torch.tensor(v)) for v in parts.values())
 
@@ -189,7 +217,7 @@ def test_cli_defaults_are_the_configs_defaults():
     for option, field in [("gan_window", "window"), ("gan_loss", "loss"),
                           ("lambda_pix", "lambda_pix"), ("lambda_adv", "lambda_adv"),
                           ("lambda_fm", "lambda_fm"), ("lambda_freq", "lambda_freq"),
-                          ("freq_floor", "freq_floor"),
+                          ("freq_floor", "freq_floor"), ("lambda_grid", "lambda_grid"),
                           ("lr_d", "lr_d"), ("d_channels", "d_channels"), ("ema", "ema")]:
         assert defaults[option] == getattr(gan, field), option
     degrade = DegradeConfig()

@@ -85,6 +85,10 @@ def train(
         "--freq-floor", min=1e-6, rich_help_panel=GAN,
         help="Spectrum amplitude below which that loss counts linearly (smaller: fine detail "
              "counts more).")] = 1.0,
+    lambda_grid: Annotated[float, typer.Option(
+        "--lambda-grid", min=0.0, rich_help_panel=GAN,
+        help="Weight of the LR-grid phase loss (fine detail locked to the LR pixels, such as "
+             "dotted patterns, costs the generator; 0: off).")] = 0.0,
     lr_d: Annotated[float, typer.Option(
         "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 2e-4,
     d_channels: Annotated[int, typer.Option(
@@ -155,7 +159,7 @@ def train(
         name=name, model={} if blocks is None else {"n_blocks": blocks},
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
-             "freq_floor": freq_floor,
+             "freq_floor": freq_floor, "lambda_grid": lambda_grid,
              "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
         degrade={"clean_prob": degrade_clean_prob, "first_prob": degrade_first_prob,
                  "blur_prob": degrade_blur_prob,

@@ -40,6 +40,7 @@ class GanConfig:
     lambda_fm: float = 1.0  # feature matching on the discriminator's activations
     lambda_freq: float = 0.5  # log-amplitude spectrum L1: asks for the photo's fine detail
     freq_floor: float = 1.0  # amplitude below which the spectrum loss turns linear (see below)
+    lambda_grid: float = 0.0  # LR-grid phase loss: fine detail must not lock to the LR pixels
     lr_d: float = 2e-4  # discriminator learning rate (the generator's is --lr)
     d_channels: int = 32  # discriminator width of its first layer
     d_layers: int = 3  # discriminator stride-2 stages (70x70 receptive field at 3)
@@ -66,7 +67,8 @@ class GanConfig:
                              f"(the discriminator downsamples by {2 ** self.d_layers})")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema {self.ema}: expected 0 <= ema < 1")
-        for name in ("lambda_pix", "lambda_adv", "lambda_fm", "lambda_freq", "lr_d"):
+        for name in ("lambda_pix", "lambda_adv", "lambda_fm", "lambda_freq", "lambda_grid",
+                     "lr_d"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if not self.freq_floor > 0:
@@ -120,6 +122,52 @@ def spectral_loss(fake: torch.Tensor, real: torch.Tensor, floor: float = 1.0) ->
     return F.l1_loss(log_amplitude(fake, floor), log_amplitude(real, floor))
 
 
+GRID_PHASE_BINS = 4  # per axis: where in its LR pixel an output pixel lies, in quarters
+
+
+def grid_phase_bins(coords: torch.Tensor, bins: int = GRID_PHASE_BINS) -> torch.Tensor:
+    """Each query's phase on the LR pixel grid, as one of bins x bins classes: (B, N, 2) LR
+    coordinates -> (B, N) class indices (offset from the nearest LR pixel centre, quantised
+    along x and along y)."""
+    phase = coords - torch.round(coords) + 0.5  # (B, N, 2) in [0, 1)
+    index = (phase * bins).long().clamp_(0, bins - 1)
+    return index[..., 0] * bins + index[..., 1]
+
+
+def _detail_energy(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, H*W) squared Laplacian of the luma-like channel mean: where the
+    fine detail is, pixel by pixel (rows major, as the dense queries)."""
+    grey = images.mean(dim=1, keepdim=True)
+    kernel = grey.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+    detail = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernel.view(1, 1, 3, 3))
+    return detail.square().flatten(1)
+
+
+def grid_phase_profile(images: torch.Tensor, phase: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Share of a window's fine-detail energy at each LR-grid phase, over that phase's share
+    of the pixels: (B, n_bins), about 1 everywhere for a photo (its detail knows nothing of
+    the LR grid), peaked where an upscaler paints dots or edges locked to the LR pixels."""
+    energy = _detail_energy(images)  # (B, N)
+    per_bin = energy.new_zeros(energy.shape[0], n_bins).scatter_add_(1, phase, energy)
+    counts = energy.new_zeros(energy.shape[0], n_bins).scatter_add_(
+        1, phase, torch.ones_like(energy))
+    mean_per_bin = per_bin / counts.clamp(min=1)
+    return mean_per_bin / (energy.mean(dim=1, keepdim=True) + 1e-8)
+
+
+def grid_phase_loss(fake: torch.Tensor, real: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """L1 between the fake's and the real window's grid-phase profiles (bins the window's
+    pixels fall in only). Periodic structure on the LR pixel grid (the dotted pattern a small
+    upscaler under adversarial pressure paints) costs the generator; real detail does not,
+    wherever it is."""
+    n_bins = GRID_PHASE_BINS ** 2
+    phase = grid_phase_bins(coords)
+    used = torch.zeros(phase.shape[0], n_bins, device=phase.device).scatter_(1, phase, 1.0)
+    gap = (grid_phase_profile(fake, phase, n_bins)
+           - grid_phase_profile(real, phase, n_bins).detach()).abs()
+    return (gap * used).sum() / used.sum()
+
+
 # -- the adversarial half of the training state ----------------------------------------------
 class ExponentialAverage:
     """EMA of a model's parameters and buffers, a full copy of the model (what is exported)."""
@@ -147,8 +195,10 @@ class Adversary:
         self.optimizer = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_d, betas=(0.9, 0.99))
         self.ema = ExponentialAverage(generator, decay=cfg.ema)
 
-    def generator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Total generator loss on fake/real windows (B, 3, w, w), and its parts."""
+    def generator_loss(self, fake: torch.Tensor, real: torch.Tensor,
+                       coords: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Total generator loss on fake/real windows (B, 3, w, w), and its parts; ``coords``
+        (B, w*w, 2), the windows' LR coordinates, are needed for the grid-phase loss."""
         cfg = self.cfg
         self.disc.requires_grad_(False)  # the G step must not touch D's gradients
         try:
@@ -164,7 +214,12 @@ class Adversary:
         total = cfg.lambda_pix * pix + cfg.lambda_adv * adv + cfg.lambda_fm * fm \
             + cfg.lambda_freq * freq
         parts = {"g_pix": pix.item(), "g_adv": adv.item(), "g_fm": fm.item(),
-                 "g_freq": freq.item(), "g_total": total.item()}
+                 "g_freq": freq.item()}
+        if cfg.lambda_grid > 0:
+            grid = grid_phase_loss(fake, real, coords)
+            total = total + cfg.lambda_grid * grid
+            parts["g_grid"] = grid.item()
+        parts["g_total"] = total.item()
         return total, parts
 
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, lr: float) -> dict:

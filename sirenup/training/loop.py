@@ -265,7 +265,7 @@ class Trainer:
             parts = {"loss": loss.item()}
         else:
             fake, real = as_image(pred, batch.window), as_image(target, batch.window)
-            loss, parts = self.adversary.generator_loss(fake, real)
+            loss, parts = self.adversary.generator_loss(fake, real, batch.coords.to(self.device))
         for group in self.optimizer.param_groups:
             group["lr"] = lr_now
         self.optimizer.zero_grad(set_to_none=True)
