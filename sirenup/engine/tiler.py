@@ -153,11 +153,28 @@ def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
     return grid[0, :, 1]
 
 
+def float_tile(pixels: torch.Tensor) -> torch.Tensor:
+    """A (B, 3, h, w) tile of the LR image -> a float copy in [0, 1], channels-last: integer
+    samples (uint8, uint16) divided by their maximum (exactly as ``imageio.as_float`` does),
+    so the whole image can stay in its file's integers and only one tile is float at a time.
+
+    Always a fresh channels-last tensor, whatever the input: a tile that is a view of the
+    image's (h, w, 3) array keeps that array's batch stride, which torch does not count as
+    channels-last, so when the view covered the whole image (one tile) ``LiifSiren.encode``
+    used it as it was and the convolutions ran channels-first (slower, other rounding)."""
+    tile = torch.empty_like(pixels, dtype=torch.float32, memory_format=torch.channels_last)
+    tile.copy_(pixels)
+    if not pixels.is_floating_point():
+        tile.div_(255.0 if pixels.dtype == torch.uint8 else 65535.0)
+    return tile
+
+
 @torch.no_grad()
 def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], sink: Sink, *,
                  tile: int, overlap: int) -> None:
-    """Upscale (1, 3, h, w) to out_hw, tile by tile in raster order, handing each output pixel
-    to ``sink`` as soon as every tile that covers it is done.
+    """Upscale (1, 3, h, w) (float in [0, 1], or uint8/uint16 samples: ``float_tile``) to
+    out_hw, tile by tile in raster order, handing each output pixel to ``sink`` as soon as
+    every tile that covers it is done.
 
     Memory does not grow with the image: besides one band of one tile, only the pixels still
     waiting for a neighbour are held, in float: the overlap strip below the current row of
@@ -170,16 +187,19 @@ def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
     sizes = decode_sizes(lr.device, out_h / in_h)
     tile_rows = plan_axis(in_h, out_h, tile, overlap, context)
     tile_cols = plan_axis(in_w, out_w, tile, overlap, context)
+    def strip(rows: int, cols: int) -> torch.Tensor:  # waiting pixels: float32, as bands are
+        return torch.empty(rows, cols, 3, dtype=torch.float32, device=lr.device)
+
     below = None  # the previous row of tiles' sums over rows [ty.out0, previous out1)
     for ty in tile_rows:
         wy = ty.weights.to(lr.device)
-        below_next = lr.new_empty(ty.out1 - ty.done1, out_w, 3)
+        below_next = strip(ty.out1 - ty.done1, out_w)
         beside = None  # the previous tile's sums over cols [tx.out0, previous out1)
         for tx in tile_cols:
             wx = tx.weights.to(lr.device)
-            crop = lr[..., ty.span.read0:ty.span.read1, tx.span.read0:tx.span.read1]
+            crop = float_tile(lr[..., ty.span.read0:ty.span.read1, tx.span.read0:tx.span.read1])
             pre = model.encode(crop).float()  # fp32 under autocast too: coordinates sample it
-            beside_next = lr.new_empty(ty.out1 - ty.out0, tx.out1 - tx.done1, 3)
+            beside_next = strip(ty.out1 - ty.out0, tx.out1 - tx.done1)
             for top, bottom, band in decode_bands(
                     model, pre, crop, out_hw, (in_h, in_w), (ty.out0, ty.out1),
                     (tx.out0, tx.out1), (tx.span.read0, ty.span.read0), sizes):

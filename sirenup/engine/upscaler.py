@@ -20,6 +20,7 @@ from sirenup.engine.imageio import (
     EXTENSIONS,
     LUMA,
     DecodedImage,
+    as_float,
     check_output_size,
     check_png_compression,
     check_quality,
@@ -67,10 +68,9 @@ class Upscaler:
         width, height = size if size is not None else (None, None)
         out_size = target_size(array.shape[1], array.shape[0], scale=scale, out_width=width,
                                out_height=height)
-        if array.dtype in (np.uint8, np.uint16):
-            rgb = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+        if array.dtype in (np.uint8, np.uint16):  # converted to float one tile at a time
             sink = QuantizedSink((out_size[1], out_size[0]), array.dtype.type)
-            self.upscale_into(rgb, out_size, sink)
+            self.upscale_into(array, out_size, sink)
             return sink.array
         return self.upscale_rgb(array.astype(np.float32, copy=False), out_size)
 
@@ -82,9 +82,10 @@ class Upscaler:
 
     @torch.inference_mode()
     def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink) -> None:
-        """Upscale (h, w, 3) float32 in [0, 1] to ``size`` = (W, H), handing the output to
-        ``sink`` piece by piece (``tiler.stream_tiles``)."""
-        lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
+        """Upscale (h, w, 3) float32 in [0, 1], or uint8/uint16 samples, to ``size`` = (W, H),
+        handing the output to ``sink`` piece by piece (``tiler.stream_tiles``, which converts
+        integers to float one tile at a time)."""
+        lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=_model_input_dtype(rgb)))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
         out_hw = (size[1], size[0])
         with autocast(self.device, self.precision):
@@ -107,7 +108,7 @@ class Upscaler:
         """
         dtype = np.uint16 if image.bit_depth == 16 else np.uint8
         sink = QuantizedSink((size[1], size[0]), dtype, grey=image.grey)
-        self.upscale_into(image.rgb, size, sink)
+        self.upscale_into(image.rgb, size, sink)  # float or integer samples alike
         alpha = None if image.alpha is None else resize_alpha(image.alpha, size, dtype)
         return dataclasses.replace(image, rgb=sink.array, alpha=alpha,
                                    warnings=list(image.warnings))
@@ -131,14 +132,21 @@ class QuantizedSink:
         self.array[y0:y1, x0:x1] = values.to(kind).cpu().numpy()
 
 
+def _model_input_dtype(rgb: np.ndarray) -> type:
+    """Integer samples go to the tiler as they are (a quarter of float32's memory for 8 bits);
+    anything else as float32."""
+    return rgb.dtype.type if rgb.dtype in (np.uint8, np.uint16) else np.float32
+
+
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: type) -> np.ndarray:
-    """Alpha (h, w) float in [0, 1] -> (H, W) ``dtype`` integers, Pillow's bicubic filter.
-    8-bit alpha is resized as an 8-bit plane (Pillow rounds and clips): no float plane of the
-    output's size."""
+    """Alpha (h, w), float in [0, 1] or uint8/uint16 -> (H, W) ``dtype`` integers, Pillow's
+    bicubic filter. 8-bit alpha is resized as an 8-bit plane (Pillow rounds and clips): no
+    float plane of the output's size."""
     if dtype == np.uint8:
-        plane = Image.fromarray(np.rint(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8))
-        return np.asarray(plane.resize(size, Image.Resampling.BICUBIC))
-    plane = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32))  # mode "F"
+        plane = alpha if alpha.dtype == np.uint8 else \
+            np.rint(np.clip(as_float(alpha), 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.asarray(Image.fromarray(plane).resize(size, Image.Resampling.BICUBIC))
+    plane = Image.fromarray(np.ascontiguousarray(as_float(alpha)))  # mode "F"
     plane = np.asarray(plane.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
     return np.rint(np.clip(plane, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
@@ -213,7 +221,8 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
         return size
 
     # The output size is checked from the header, before the pixels take memory.
-    image = read_image(src, max_pixels=max_input_pixels, check_size=output_size)
+    image = read_image(src, max_pixels=max_input_pixels, check_size=output_size,
+                       integers=True)  # uint8/uint16 samples: converted to float per tile
     size = output_size(image.size)
     aspect = aspect_warning(image.size, size, width, height)
     if aspect:
@@ -237,7 +246,7 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
         "device": str(upscaler.device),
         "warnings": list(image.warnings),
     }
-    del image  # the input's float pixels are not needed while the output is encoded
+    del image  # the input's pixels are not needed while the output is encoded
     write_image(dst, result, format=format, quality=quality, background=color,
                 png_compression=png_compression)
     return {**report, "seconds": round(time.perf_counter() - start, 3)}
