@@ -601,6 +601,18 @@ def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | N
     Alpha into a format without alpha: an error unless ``background`` flattens it.
     ``png_compression``: zlib level 0-9 of PNG outputs (None: DEFAULT_PNG_COMPRESSION).
     """
+    prepare_write(path, image, format=format, quality=quality, background=background,
+                  png_compression=png_compression)()
+
+
+def prepare_write(path: str | os.PathLike, image: DecodedImage, *, format: str | None = None,
+                  quality: int | None = None,
+                  background: tuple[int, int, int] | None = None,
+                  png_compression: int | None = None) -> Callable[[], None]:
+    """``write_image`` in two steps: checks and conversions now -> a function that encodes and
+    writes the file. That function holds the encoder's own copy of the pixels (Pillow's, for
+    8-bit output), not ``image``: a caller that drops ``image`` before calling it frees the
+    pixel array while the file is encoded (at 96 MP of RGB: 275 MiB less at the peak)."""
     path = Path(path)
     fmt = check_writable(path, image, format, background)
     check_quality(quality)
@@ -609,17 +621,15 @@ def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | N
     if image.alpha is not None and fmt not in ALPHA_FORMATS:
         image = flatten(image, background)
     if image.bit_depth == 16 and not image.grey and fmt in SIXTEEN_BIT_FORMATS:
-        deep = _to_uint16(image)
+        deep, icc = _to_uint16(image), image.icc_profile
         if fmt == "PNG":
-            data = _encode_png16(deep, icc=image.icc_profile, exif=_exif_bytes(image.exif),
-                                 level=level)
-            atomic_write_bytes(path, data)
-        else:
-            atomic_write(path, lambda f: _write_tiff16(f, deep, image.icc_profile))
-        return
+            exif = _exif_bytes(image.exif)
+            return lambda: atomic_write_bytes(
+                path, _encode_png16(deep, icc=icc, exif=exif, level=level))
+        return lambda: atomic_write(path, lambda f: _write_tiff16(f, deep, icc))
     pil = to_pil(image, sixteen_bit=fmt in SIXTEEN_BIT_FORMATS)
     options = _save_options(fmt, image, pil.mode, quality, level)
-    atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
+    return lambda: atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
 
 
 def save_pil(path: str | os.PathLike, pil: Image.Image, format: str | None = None) -> None:
