@@ -1,17 +1,27 @@
-"""The upscaler reads an image as the file's integers (uint8/uint16) and converts it to float
-one tile at a time (memory: a quarter of the float image). The output must be the very same
-pixels as from the float image, for every kind of input, tiled or not."""
+"""What keeps an upscale's peak memory down, with the very same output pixels as before:
+
+- the upscaler reads an image as the file's integers (uint8/uint16) and converts it to float
+  one tile at a time (a quarter of the float image's memory): the output equals the float
+  image's, for every kind of input, tiled or not;
+- on the CPU the encoder runs over a tile in slabs of rows: the same map, value for value;
+- ``prepare_write`` holds the encoder's copy of the pixels, not the image: the output array
+  can be freed while the file is encoded.
+"""
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from sirenup.engine.imageio import _encode_png16, as_float, read_image
-from sirenup.engine.tiler import float_tile
-from sirenup.engine.upscaler import Upscaler, load_upscaler
+from sirenup.engine import tiler
+from sirenup.engine.imageio import DecodedImage, _encode_png16, as_float, prepare_write, read_image
+from sirenup.engine.tiler import encode_tile, float_tile
+from sirenup.engine.upscaler import Upscaler, load_upscaler, return_freed_blocks
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 
 def _pattern(height: int, width: int, top: int, channels: int) -> np.ndarray:
@@ -23,7 +33,7 @@ def _pattern(height: int, width: int, top: int, channels: int) -> np.ndarray:
 
 def _inputs(tmp_path) -> dict:
     """One file per kind of input the decoder distinguishes."""
-    h, w = 41, 57
+    h, w = 23, 31
     rgb8, rgba8 = _pattern(h, w, 255, 3), _pattern(h, w, 255, 4)
     grey8 = rgb8[..., 0]
     files = {}
@@ -66,7 +76,7 @@ def test_read_image_integers_are_the_float_samples_times_their_maximum(tmp_path)
             assert np.array_equal(as_float(ints.alpha), floats.alpha), name
         assert (ints.size, ints.grey, ints.bit_depth, ints.mode) == \
             (floats.size, floats.grey, floats.bit_depth, floats.mode), name
-    assert read_image(tmp_path / "rotated.jpg", integers=True).size == (41, 57)
+    assert read_image(tmp_path / "rotated.jpg", integers=True).size == (23, 31)
 
 
 @pytest.mark.parametrize("tiling", ["tiled", "untiled"])
@@ -106,3 +116,58 @@ def test_float_tile_is_a_channels_last_copy():
     tile = float_tile(image)
     assert torch.equal(tile, image) and tile.data_ptr() != image.data_ptr()
     assert tile.stride() == (20 * 30 * 3, 1, 30 * 3, 3)  # channels-last, batch stride too
+
+
+# -- the encoder in slabs ----------------------------------------------------------------------
+
+def _model() -> LiifSiren:
+    torch.manual_seed(0)
+    model = LiifSiren(config=LiifSirenConfig()).eval()
+    with torch.no_grad():  # a residual far from zero: a wrong slab would show
+        model.decoder.out.weight.uniform_(-0.3, 0.3)
+    return model
+
+
+def test_encoding_in_slabs_gives_the_whole_tiles_map_exactly(monkeypatch):
+    model, calls = _model(), []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda lr: calls.append(lr.shape[-2]) or encode(lr))
+    image = float_tile(torch.rand(1, 3, 300, 900))  # 270 k pixels: two slabs of 150 rows
+    with torch.no_grad():
+        whole = encode(image).float()
+        slabs = encode_tile(model, image)
+    context = model.receptive_radius
+    assert calls == [150 + context, 150 + context]
+    assert torch.equal(slabs, whole)
+    assert slabs.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_small_slabs_stay_within_float_rounding(monkeypatch):
+    """Slabs of a few rows may round a last bit differently (oneDNN picks its kernels by
+    shape); the default slabs are far larger (above)."""
+    model = _model()
+    image = float_tile(torch.rand(1, 3, 45, 61))
+    with torch.no_grad():
+        whole = model.encode(image).float()
+        for pixels in (61 * 20, 61 * 7):  # 3 and 7 slabs
+            monkeypatch.setattr(tiler, "CPU_ENCODE_SLAB_PIXELS", pixels)
+            assert torch.allclose(encode_tile(model, image), whole, rtol=0, atol=1e-5)
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def test_prepare_write_lets_the_output_array_go_before_encoding(tmp_path):
+    rgb = _pattern(30, 40, 255, 3)
+    image = DecodedImage(rgb=rgb.copy())
+    array = weakref.ref(image.rgb)
+    write = prepare_write(tmp_path / "out.png", image)
+    del image
+    assert array() is None  # only Pillow's copy is left
+    write()
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.mode == "RGB" and np.array_equal(np.asarray(out), rgb)
+
+
+def test_return_freed_blocks_is_harmless():
+    return_freed_blocks()
+    return_freed_blocks()
