@@ -160,8 +160,8 @@ def float_tile(pixels: torch.Tensor) -> torch.Tensor:
 
     Always a fresh channels-last tensor, whatever the input: a tile that is a view of the
     image's (h, w, 3) array keeps that array's batch stride, which torch does not count as
-    channels-last, so when the view covered the whole image (one tile) ``LiifSiren.encode``
-    used it as it was and the convolutions ran channels-first (slower, other rounding)."""
+    channels-last, so when the view spanned the image's full width ``LiifSiren.encode`` used
+    it as it was and the convolutions ran channels-first (1.5x slower, other rounding)."""
     tile = torch.empty_like(pixels, dtype=torch.float32, memory_format=torch.channels_last)
     tile.copy_(pixels)
     if not pixels.is_floating_point():
