@@ -171,3 +171,12 @@ def test_prepare_write_lets_the_output_array_go_before_encoding(tmp_path):
 def test_return_freed_blocks_is_harmless():
     return_freed_blocks()
     return_freed_blocks()
+
+
+def test_sixteen_bit_samples_go_to_an_accelerator_as_floats():
+    from sirenup.engine.upscaler import _model_input
+
+    deep = _pattern(5, 6, 65535, 3)
+    assert _model_input(deep, torch.device("cpu")).dtype == np.uint16
+    assert np.array_equal(_model_input(deep, torch.device("mps")), as_float(deep))
+    assert _model_input(_pattern(5, 6, 255, 3), torch.device("cuda")).dtype == np.uint8

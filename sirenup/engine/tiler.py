@@ -219,6 +219,7 @@ def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
     sizes = decode_sizes(lr.device, out_h / in_h)
     tile_rows = plan_axis(in_h, out_h, tile, overlap, context)
     tile_cols = plan_axis(in_w, out_w, tile, overlap, context)
+
     def strip(rows: int, cols: int) -> torch.Tensor:  # waiting pixels: float32, as bands are
         return torch.empty(rows, cols, 3, dtype=torch.float32, device=lr.device)
 

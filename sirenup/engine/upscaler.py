@@ -90,8 +90,7 @@ class Upscaler:
         """Upscale (h, w, 3) float32 in [0, 1], or uint8/uint16 samples, to ``size`` = (W, H),
         handing the output to ``sink`` piece by piece (``tiler.stream_tiles``, which converts
         integers to float one tile at a time)."""
-        # (torch.from_numpy warns about a read-only array, e.g. numpy's view of a PIL image)
-        lr = torch.from_numpy(np.require(rgb, _model_input_dtype(rgb), ["C", "W"]))
+        lr = torch.from_numpy(_model_input(rgb, self.device))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
         out_hw = (size[1], size[0])
         with autocast(self.device, self.precision):
@@ -157,10 +156,15 @@ def return_freed_blocks() -> None:
         pass
 
 
-def _model_input_dtype(rgb: np.ndarray) -> type:
-    """Integer samples go to the tiler as they are (a quarter of float32's memory for 8 bits);
-    anything else as float32."""
-    return rgb.dtype.type if rgb.dtype in (np.uint8, np.uint16) else np.float32
+def _model_input(rgb: np.ndarray, device: torch.device) -> np.ndarray:
+    """The array the tiler gets: uint8 samples as they are (a quarter of float32's memory),
+    uint16 too on the CPU (elsewhere as float32 in [0, 1], as before: torch's uint16 is not
+    supported on every accelerator), anything else as float32. Contiguous and writable
+    (torch.from_numpy warns about a read-only array, e.g. numpy's view of a PIL image)."""
+    if rgb.dtype == np.uint16 and device.type != "cpu":
+        rgb = as_float(rgb)
+    dtype = rgb.dtype if rgb.dtype in (np.uint8, np.uint16) else np.float32
+    return np.require(rgb, dtype, ["C_CONTIGUOUS", "WRITEABLE"])
 
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: type) -> np.ndarray:
