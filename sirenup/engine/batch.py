@@ -309,7 +309,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     def prepare(job: Job):
         # The output size is checked from the header, before the pixels take memory.
         image = read_image(job.src, max_pixels=options.max_input_pixels,
-                           check_size=lambda in_size: output_size(job, in_size))
+                           check_size=lambda in_size: output_size(job, in_size),
+                           integers=True)  # uint8/uint16: the upscaler converts per tile
         size = output_size(job, image.size)
         check_writable(job.dst, image, options.format, color)
         aspect = aspect_warning(image.size, size, options.width, options.height)

@@ -1,11 +1,12 @@
 """Reading and writing images: float arrays for the model, metadata and bit depth kept.
 
 ``read_image`` decodes any image Pillow can open into a ``DecodedImage``: colour as float32
-(H, W, 3) in [0, 1] (greyscale expanded to three channels, remembered as grey), alpha apart,
-EXIF orientation applied, EXIF and ICC profile kept, CMYK converted to RGB, the first frame of
-an animation (with a warning); only regular files (a FIFO would block). Float images (32-bit
-float TIFF) are read as 0-1 intensities: NaN -> 0, infinities and values outside clipped, with
-one warning. ``write_image`` encodes one in memory and writes it atomically
+(H, W, 3) in [0, 1], or on request as the file's integers (uint8/uint16: what the upscaler
+reads, a quarter of the memory), greyscale expanded to three channels (remembered as grey),
+alpha apart, EXIF orientation applied, EXIF and ICC profile kept, CMYK converted to RGB, the
+first frame of an animation (with a warning); only regular files (a FIFO would block).
+Float images (32-bit float TIFF) are read as 0-1 intensities: NaN -> 0, infinities and values
+outside clipped, with one warning. ``write_image`` encodes one in memory and writes it atomically
 (``sirenup.files.atomic_write``: complete and fsynced, or absent), in the format the extension
 (or ``format``) names; an encoder's error is one line.
 
@@ -79,8 +80,9 @@ _OPEN_LOCK = threading.RLock()
 class DecodedImage:
     """An image ready for the model, with what is needed to write the result back alike."""
 
-    # (H, W, 3) float32 in [0, 1]; grey images hold Y in all three channels. An upscaled
-    # result holds integers instead (uint8, or uint16 when 16-bit; grey: (H, W) luminance).
+    # (H, W, 3) float32 in [0, 1], or integers (uint8, or uint16 when 16-bit: what
+    # read_image(integers=True) gives); grey images hold Y in all three channels. An upscaled
+    # result holds integers (grey: (H, W) luminance).
     rgb: np.ndarray
     alpha: np.ndarray | None = None  # (H, W) float32 in [0, 1], or integers like rgb
     mode: str = "RGB"  # Pillow mode of the file as decoded (before conversion)
@@ -164,8 +166,14 @@ def _mp(pixels: int) -> str:
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
-               check_size: Callable[[tuple[int, int]], object] | None = None) -> DecodedImage:
+               check_size: Callable[[tuple[int, int]], object] | None = None,
+               integers: bool = False) -> DecodedImage:
     """Decode ``path`` (first frame of an animation) -> DecodedImage, or SirenupError.
+
+    Colour and alpha come as float32 in [0, 1], or with ``integers`` as the file's own
+    samples: uint8, uint16 for 16-bit images (a float TIFF stays float32). The upscaler takes
+    either and converts one tile at a time, so an integer image is 1/4 (8-bit) or 1/2 (16-bit)
+    of the float one's memory for as long as the upscale lasts.
 
     ``max_pixels`` bounds width x height (None: Pillow's decompression-bomb limit; 0: none);
     the size is checked from the header, before any pixel is decoded. So is
@@ -187,7 +195,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
             if check_size is not None:
                 swap = _header_orientation(im) in {5, 6, 7, 8}
                 check_size((im.size[1], im.size[0]) if swap else im.size)
-            return _decode(path, im)
+            return _decode(path, im, integers)
     except FileNotFoundError:
         raise SirenupError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -329,7 +337,7 @@ def _is_empty(path: Path) -> bool:
         return False
 
 
-def _decode(path: Path, im: Image.Image) -> DecodedImage:
+def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage:
     found: list[str] = []
     frames = getattr(im, "n_frames", 1)
     if getattr(im, "is_animated", False) and frames > 1:
@@ -340,12 +348,10 @@ def _decode(path: Path, im: Image.Image) -> DecodedImage:
 
     deep = _read_16_bit_colour(path, im, found)
     if deep is not None:
-        orientation = _orientation(im)
-        deep = _orient(deep, orientation)
-        values = deep.astype(np.float32) / 65535.0
+        deep = _orient(deep, _orientation(im))
+        rgb, alpha = deep[..., :3], deep[..., 3] if deep.shape[2] == 4 else None
         return DecodedImage(
-            rgb=np.ascontiguousarray(values[..., :3]),
-            alpha=np.ascontiguousarray(values[..., 3]) if values.shape[2] == 4 else None,
+            rgb=_samples(rgb, integers), alpha=None if alpha is None else _samples(alpha, integers),
             mode=source_mode, bit_depth=16, exif=exif, icc_profile=icc,
             format=source_format, warnings=found)
 
@@ -374,33 +380,43 @@ def _decode(path: Path, im: Image.Image) -> DecodedImage:
         im = im.convert("LA" if mode == "L" else "RGBA")  # a tRNS colour key becomes alpha
         mode = im.mode
 
+    # The samples stay the file's integers here (uint8, uint16; float TIFF: float32 in [0, 1]).
     if mode in {"I;16", "I;16L", "I;16B", "I;16N", "I"}:
-        values = np.asarray(im).astype(np.float32)
-        y = np.clip(values, 0, 65535) / 65535.0
+        y = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
         grey, bit_depth = True, 16
     elif mode == "F":
         y = _float_plane(np.asarray(im, dtype=np.float32), path, found)
         grey, bit_depth = True, 16
     elif mode in {"L", "LA"}:
         array = np.asarray(im)
-        y = (array if mode == "L" else array[..., 0]).astype(np.float32) / 255.0
+        y = array if mode == "L" else array[..., 0]
         if mode == "LA":
-            alpha = array[..., 1].astype(np.float32) / 255.0
+            alpha = array[..., 1]
         grey = True
     else:
         if mode not in {"RGB", "RGBA"}:
             im = im.convert("RGBA" if im.has_transparency_data else "RGB")
             mode = im.mode
         array = np.asarray(im)
-        rgb = array[..., :3].astype(np.float32) / 255.0
+        rgb = array[..., :3]
         if mode == "RGBA":
-            alpha = array[..., 3].astype(np.float32) / 255.0
+            alpha = array[..., 3]
     if grey:
-        rgb = np.repeat(y.astype(np.float32)[..., None], 3, axis=2)
-    return DecodedImage(rgb=np.ascontiguousarray(rgb, dtype=np.float32),
-                        alpha=None if alpha is None else alpha.astype(np.float32),
+        rgb = np.repeat(y[..., None], 3, axis=2)
+    return DecodedImage(rgb=_samples(rgb, integers),
+                        alpha=None if alpha is None else _samples(alpha, integers),
                         mode=source_mode, grey=grey, bit_depth=bit_depth, exif=exif,
                         icc_profile=icc, format=source_format, warnings=found)
+
+
+def _samples(values: np.ndarray, integers: bool) -> np.ndarray:
+    """Decoded samples as ``read_image`` hands them out: the file's integers when asked for
+    (float samples stay float32), else float32 in [0, 1] (integers divided by their maximum).
+    Contiguous and writable either way (numpy's view of a Pillow image is read-only, which
+    torch.from_numpy warns about)."""
+    if not integers:
+        values = as_float(values)
+    return np.require(values, requirements=["C_CONTIGUOUS", "WRITEABLE"])
 
 
 def _float_plane(values: np.ndarray, path: Path, found: list[str]) -> np.ndarray:
@@ -568,8 +584,8 @@ def flatten(image: DecodedImage, background: tuple[int, int, int]) -> DecodedIma
     if image.alpha is None:
         return image
     bg = np.asarray(background, dtype=np.float32) / 255.0
-    a = np.clip(_as_float(image.alpha), 0.0, 1.0)[..., None]
-    rgb = _as_float(image.rgb)
+    a = np.clip(as_float(image.alpha), 0.0, 1.0)[..., None]
+    rgb = as_float(image.rgb)
     rgb = (rgb if rgb.ndim == 3 else rgb[..., None]) * a + bg * (1.0 - a)
     grey = image.grey and background[0] == background[1] == background[2]
     return replace(image, rgb=np.ascontiguousarray(rgb, dtype=np.float32), alpha=None,
@@ -585,6 +601,18 @@ def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | N
     Alpha into a format without alpha: an error unless ``background`` flattens it.
     ``png_compression``: zlib level 0-9 of PNG outputs (None: DEFAULT_PNG_COMPRESSION).
     """
+    prepare_write(path, image, format=format, quality=quality, background=background,
+                  png_compression=png_compression)()
+
+
+def prepare_write(path: str | os.PathLike, image: DecodedImage, *, format: str | None = None,
+                  quality: int | None = None,
+                  background: tuple[int, int, int] | None = None,
+                  png_compression: int | None = None) -> Callable[[], None]:
+    """``write_image`` in two steps: checks and conversions now -> a function that encodes and
+    writes the file. That function holds the encoder's own copy of the pixels (Pillow's, for
+    8-bit output), not ``image``: a caller that drops ``image`` before calling it frees the
+    pixel array while the file is encoded (at 96 MP of RGB: 275 MiB less at the peak)."""
     path = Path(path)
     fmt = check_writable(path, image, format, background)
     check_quality(quality)
@@ -593,17 +621,15 @@ def write_image(path: str | os.PathLike, image: DecodedImage, *, format: str | N
     if image.alpha is not None and fmt not in ALPHA_FORMATS:
         image = flatten(image, background)
     if image.bit_depth == 16 and not image.grey and fmt in SIXTEEN_BIT_FORMATS:
-        deep = _to_uint16(image)
+        deep, icc = _to_uint16(image), image.icc_profile
         if fmt == "PNG":
-            data = _encode_png16(deep, icc=image.icc_profile, exif=_exif_bytes(image.exif),
-                                 level=level)
-            atomic_write_bytes(path, data)
-        else:
-            atomic_write(path, lambda f: _write_tiff16(f, deep, image.icc_profile))
-        return
+            exif = _exif_bytes(image.exif)
+            return lambda: atomic_write_bytes(
+                path, _encode_png16(deep, icc=icc, exif=exif, level=level))
+        return lambda: atomic_write(path, lambda f: _write_tiff16(f, deep, icc))
     pil = to_pil(image, sixteen_bit=fmt in SIXTEEN_BIT_FORMATS)
     options = _save_options(fmt, image, pil.mode, quality, level)
-    atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
+    return lambda: atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
 
 
 def save_pil(path: str | os.PathLike, pil: Image.Image, format: str | None = None) -> None:
@@ -617,7 +643,7 @@ def to_pil(image: DecodedImage, *, sixteen_bit: bool = True) -> Image.Image:
     """DecodedImage -> Pillow image: L / I;16 / LA for grey, RGB / RGBA for colour (8-bit)."""
     rgb = image.rgb
     if image.grey:
-        y = np.clip(_as_float(rgb), 0.0, 1.0) @ LUMA if rgb.ndim == 3 else rgb
+        y = np.clip(as_float(rgb), 0.0, 1.0) @ LUMA if rgb.ndim == 3 else rgb
         if image.bit_depth == 16 and sixteen_bit and image.alpha is None:
             return Image.fromarray(_as_uint16(y))  # mode I;16
         pil = Image.fromarray(_as_uint8(y))  # mode L
@@ -654,7 +680,7 @@ def _as_uint16(values: np.ndarray) -> np.ndarray:
     return np.round(np.clip(values, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def _as_float(values: np.ndarray) -> np.ndarray:
+def as_float(values: np.ndarray) -> np.ndarray:
     """uint8 / uint16 / floats -> float32 in [0, 1]."""
     if values.dtype in (np.uint8, np.uint16):
         return values.astype(np.float32) / float(np.iinfo(values.dtype).max)
