@@ -60,7 +60,7 @@ complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-pix -x -d 'Weight 
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-adv -x -d 'Weight of the adversarial loss.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-fm -x -d 'Weight of feature matching on the discriminator\'s activations.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-freq -x -d 'Weight of the log-amplitude spectrum loss.'
-complete -c sirenup -n '__sirenup_at sirenup train' -l freq-floor -x -d 'Spectrum amplitude below which that loss counts linearly (smaller: fine detail counts more).'
+complete -c sirenup -n '__sirenup_at sirenup train' -l freq-floor -x -d 'Spectrum amplitude below which that loss counts linearly (smaller: fine detail counts more; 1: the log regime only for strong detail).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-grid -x -d 'Weight of the LR-grid phase loss (fine detail locked to the LR pixels, such as dotted patterns, costs the generator; 0: off).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lr-d -x -d 'Discriminator learning rate.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l d-channels -x -d 'Discriminator width.'
