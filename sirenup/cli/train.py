@@ -80,15 +80,15 @@ def train(
         help="Weight of feature matching on the discriminator's activations.")] = 1.0,
     lambda_freq: Annotated[float, typer.Option(
         "--lambda-freq", min=0.0, rich_help_panel=GAN,
-        help="Weight of the log-amplitude spectrum loss.")] = 0.15,
+        help="Weight of the log-amplitude spectrum loss.")] = 0.5,
     freq_floor: Annotated[float, typer.Option(
         "--freq-floor", min=1e-6, rich_help_panel=GAN,
         help="Spectrum amplitude below which that loss counts linearly (smaller: fine detail "
-             "counts more; 1: the log regime only for strong detail).")] = 1e-3,
+             "counts more; 1: the log regime only for strong detail).")] = 1.0,
     lambda_grid: Annotated[float, typer.Option(
         "--lambda-grid", min=0.0, rich_help_panel=GAN,
         help="Weight of the LR-grid phase loss (fine detail locked to the LR pixels, such as "
-             "dotted patterns, costs the generator; 0: off).")] = 0.2,
+             "dotted patterns, costs the generator; 0: off).")] = 0.0,
     lr_d: Annotated[float, typer.Option(
         "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 2e-4,
     d_channels: Annotated[int, typer.Option(

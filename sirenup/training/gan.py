@@ -38,9 +38,9 @@ class GanConfig:
     lambda_pix: float = 1.0  # L1 to the HR window: keeps the model faithful
     lambda_adv: float = 0.1  # adversarial term
     lambda_fm: float = 1.0  # feature matching on the discriminator's activations
-    lambda_freq: float = 0.15  # log-amplitude spectrum L1: asks for the photo's fine detail
-    freq_floor: float = 1e-3  # amplitude below which the spectrum loss turns linear (see below)
-    lambda_grid: float = 0.2  # LR-grid phase loss: fine detail must not lock to the LR pixels
+    lambda_freq: float = 0.5  # log-amplitude spectrum L1: asks for the photo's fine detail
+    freq_floor: float = 1.0  # amplitude below which the spectrum loss turns linear (see below)
+    lambda_grid: float = 0.0  # LR-grid phase loss: fine detail must not lock to the LR pixels
     lr_d: float = 2e-4  # discriminator learning rate (the generator's is --lr)
     d_channels: int = 32  # discriminator width of its first layer
     d_layers: int = 3  # discriminator stride-2 stages (70x70 receptive field at 3)
