@@ -20,7 +20,7 @@ from PIL import Image
 from sirenup.engine import tiler
 from sirenup.engine.imageio import DecodedImage, _encode_png16, as_float, prepare_write, read_image
 from sirenup.engine.tiler import encode_tile, float_tile
-from sirenup.engine.upscaler import Upscaler, load_upscaler, return_freed_blocks
+from sirenup.engine.upscaler import Upscaler, load_upscaler
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 
@@ -168,9 +168,11 @@ def test_prepare_write_lets_the_output_array_go_before_encoding(tmp_path):
         assert out.mode == "RGB" and np.array_equal(np.asarray(out), rgb)
 
 
-def test_return_freed_blocks_is_harmless():
-    return_freed_blocks()
-    return_freed_blocks()
+def test_release_freed_memory_is_harmless():
+    from sirenup.engine.tiler import release_freed_memory
+
+    release_freed_memory()
+    release_freed_memory()
 
 
 def test_sixteen_bit_samples_go_to_an_accelerator_as_floats():

@@ -4,11 +4,8 @@ RGB arrays with the tiler; plus ``upscale_file``, the one-image operation the CL
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,8 +50,6 @@ class Upscaler:
         self.model, self.metadata = load_weights(self.model_path, device=self.device)
         self.model_name = self.metadata.get("name", self.model_name)
         self.tile, self.overlap = tile, overlap
-        if self.device.type == "cpu":
-            return_freed_blocks()
 
     def __call__(self, image, *, scale: float | None = None,
                  size: tuple[int, int] | None = None):
@@ -135,25 +130,6 @@ class QuantizedSink:
         values = values.mul_(self.top).round_()
         kind = torch.uint8 if self.top == 255 else torch.int32  # torch has no general uint16
         self.array[y0:y1, x0:x1] = values.to(kind).cpu().numpy()
-
-
-# glibc's malloc raises its mmap threshold to the size of each mapped block freed (up to 32
-# MiB) and its trim threshold to twice that: after the first tiles, the encoder's 10-40 MiB
-# maps come from the heap and up to 64 MiB of freed heap stays resident. Setting the threshold
-# fixes both (the trim threshold stays at 128 KiB): measured 50-70 MiB less at an upscale's
-# peak, the same for any value from 8 to 32 MiB.
-MMAP_THRESHOLD = 8 << 20
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-
-
-def return_freed_blocks() -> None:
-    """Set glibc's mmap threshold to MMAP_THRESHOLD (process-wide; nothing elsewhere)."""
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
 
 
 def _model_input(rgb: np.ndarray, device: torch.device) -> np.ndarray:
