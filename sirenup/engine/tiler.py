@@ -211,7 +211,7 @@ def release_freed_memory() -> None:
     10-40 MiB maps from the heap (its mmap threshold grows to the largest block freed): without
     a trim, up to 64 MiB of the previous tile's maps stay resident under the next tile's peak.
     Once per tile, not per allocation: a fixed mmap threshold instead (tried) freed as much but
-    page-faulted every map anew: 1.28x the wall time of a whole ×4 upscale."""
+    page-faulted every map anew: 1.28x the wall time of a whole x4 upscale."""
     if not sys.platform.startswith("linux"):
         return
     try:
