@@ -10,6 +10,7 @@ On an out-of-memory error the tile is halved and the image retried (chaiNNer's a
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -212,12 +213,20 @@ def release_freed_memory() -> None:
     a trim, up to 64 MiB of the previous tile's maps stay resident under the next tile's peak.
     Once per tile, not per allocation: a fixed mmap threshold instead (tried) freed as much but
     page-faulted every map anew: 1.28x the wall time of a whole x4 upscale."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, looked up once; None off Linux or without glibc (musl)."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        pass
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 @torch.no_grad()

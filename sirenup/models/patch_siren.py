@@ -276,16 +276,11 @@ class PatchConditionedSiren(nn.Module):
     def tail_after_ones(self, h: torch.Tensor) -> torch.Tensor:
         """``tail`` of activations (..., D + 1) whose last channel is 1: the first layer's
         bias is a column of its weight, so its product needs no bias copied in first."""
-        layers = [(layer.w0, layer.linear) for layer in self.hidden_layers] or [(1.0, self.out)]
-        w0, first = layers[0]
-        h = F.linear(h, w0 * torch.cat([first.weight, first.bias[:, None]], dim=1))
         if not self.hidden_layers:
-            return h
-        h = _sin(h)
-        for layer in self.hidden_layers[1:]:
-            w0, linear = layer.w0, layer.linear
-            h = _sin(F.linear(h, w0 * linear.weight, w0 * linear.bias))
-        return F.linear(h, self.out.weight, self.out.bias)
+            return F.linear(h, torch.cat([self.out.weight, self.out.bias[:, None]], dim=1))
+        first, *rest = self.hidden_layers
+        weight = first.w0 * torch.cat([first.linear.weight, first.linear.bias[:, None]], dim=1)
+        return self._sines_then_out(_sin(F.linear(h, weight)), rest)
 
     def tail(self, h: torch.Tensor) -> torch.Tensor:
         """First-layer activations (..., D) -> RGB residual (..., 3).
@@ -293,7 +288,11 @@ class PatchConditionedSiren(nn.Module):
         Channels-last: (N, D) @ (D, D) products run about twice as fast on CPU as the
         channels-first (D, D) @ (D, N) ones.
         """
-        for layer in self.hidden_layers:
+        return self._sines_then_out(h, self.hidden_layers)
+
+    def _sines_then_out(self, h: torch.Tensor, layers) -> torch.Tensor:
+        """``layers`` (hidden sine layers) then the linear output layer: (..., D) -> (..., 3)."""
+        for layer in layers:
             w0, linear = layer.w0, layer.linear
             h = _sin(F.linear(h, w0 * linear.weight, w0 * linear.bias))
         return F.linear(h, self.out.weight, self.out.bias)

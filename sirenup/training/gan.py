@@ -143,14 +143,14 @@ def _detail_energy(images: torch.Tensor) -> torch.Tensor:
     return detail.square().flatten(1)
 
 
-def grid_phase_profile(images: torch.Tensor, phase: torch.Tensor, n_bins: int) -> torch.Tensor:
+def grid_phase_profile(images: torch.Tensor, phase: torch.Tensor,
+                       counts: torch.Tensor) -> torch.Tensor:
     """Share of a window's fine-detail energy at each LR-grid phase, over that phase's share
     of the pixels: (B, n_bins), about 1 everywhere for a photo (its detail knows nothing of
-    the LR grid), peaked where an upscaler paints dots or edges locked to the LR pixels."""
+    the LR grid), peaked where an upscaler paints dots or edges locked to the LR pixels.
+    ``counts`` (B, n_bins): how many pixels fall in each bin."""
     energy = _detail_energy(images)  # (B, N)
-    per_bin = energy.new_zeros(energy.shape[0], n_bins).scatter_add_(1, phase, energy)
-    counts = energy.new_zeros(energy.shape[0], n_bins).scatter_add_(
-        1, phase, torch.ones_like(energy))
+    per_bin = torch.zeros_like(counts).scatter_add_(1, phase, energy)
     mean_per_bin = per_bin / counts.clamp(min=1)
     return mean_per_bin / (energy.mean(dim=1, keepdim=True) + 1e-8)
 
@@ -160,11 +160,12 @@ def grid_phase_loss(fake: torch.Tensor, real: torch.Tensor, coords: torch.Tensor
     pixels fall in only). Periodic structure on the LR pixel grid (the dotted pattern a small
     upscaler under adversarial pressure paints) costs the generator; real detail does not,
     wherever it is."""
-    n_bins = GRID_PHASE_BINS ** 2
-    phase = grid_phase_bins(coords)
-    used = torch.zeros(phase.shape[0], n_bins, device=phase.device).scatter_(1, phase, 1.0)
-    gap = (grid_phase_profile(fake, phase, n_bins)
-           - grid_phase_profile(real, phase, n_bins).detach()).abs()
+    phase = grid_phase_bins(coords)  # (B, N)
+    counts = fake.new_zeros(phase.shape[0], GRID_PHASE_BINS ** 2).scatter_add_(
+        1, phase, fake.new_ones(phase.shape))
+    used = (counts > 0).to(fake.dtype)
+    gap = (grid_phase_profile(fake, phase, counts)
+           - grid_phase_profile(real, phase, counts).detach()).abs()
     return (gap * used).sum() / used.sum()
 
 
