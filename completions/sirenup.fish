@@ -53,6 +53,7 @@ complete -c sirenup -n '__sirenup_at sirenup train' -l resume -d 'Continue from 
 complete -c sirenup -n '__sirenup_at sirenup train' -l init -x -d 'Start from these weights: a file or a registry name.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l name -x -d 'Model name in the weights file.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l blocks -x -d 'Residual blocks in the encoder (default 4). With --init, blocks added beyond the initial model\'s start as the identity.'
+complete -c sirenup -n '__sirenup_at sirenup train' -l channels -x -d 'Feature channels of the encoder (default 32). With --init, the channels added start with zero weight into the old ones: the same function at the start.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l gan -d 'Adversarial fine-tuning against a patch discriminator (use with --init).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l gan-window -x -d 'HR pixels per side decoded densely per crop.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l gan-loss -x -d 'ragan (relativistic average) or hinge.'

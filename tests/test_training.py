@@ -171,8 +171,32 @@ def test_deepened_encoder_starts_as_the_same_function():
         deepen_encoder(model, 1)
 
 
+def test_widened_encoder_starts_as_the_same_function_and_then_learns():
+    """Channels added for --channels leave the output unchanged, and the new paths get
+    gradients (zero weights from new channels into old ones, not zero new channels)."""
+    from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
+    from sirenup.training.loop import widen_encoder
+
+    torch.manual_seed(0)
+    model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=2, hidden=16)).eval()
+    with torch.no_grad():
+        model.decoder.out.weight.uniform_(-0.5, 0.5)
+    wider = widen_encoder(model, 12).eval()
+    assert wider.config.channels == 12 and wider.encoder.head.out_channels == 12
+    lr = torch.rand(1, 3, 9, 11)
+    coords, cell = output_coords(18, 22, 9, 11), cell_size(18, 22, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(wider(lr, coords, cell), model(lr, coords, cell), atol=1e-6)
+    wider(lr, coords, cell).square().mean().backward()
+    into_old = wider.encoder.blocks[0].conv1.weight.grad[:8, 8:]
+    assert into_old.abs().max() > 0  # the new channels' paths open at the first step
+    with pytest.raises(ValueError, match="channels can be added, not removed"):
+        widen_encoder(model, 4)
+
+
 def test_cli_train_blocks_deepens_an_init_model(data_dir, tmp_path):
-    """--init with --blocks trains a deeper model; its export upscales through the CLI."""
+    """--init with --blocks and --channels trains a deeper, wider model; its export upscales
+    through the CLI."""
     from typer.testing import CliRunner
 
     from sirenup.cli.app import app
@@ -185,10 +209,10 @@ def test_cli_train_blocks_deepens_an_init_model(data_dir, tmp_path):
     result = runner.invoke(app, [
         "train", str(data_dir), "--out", str(run_dir), "--steps", "2", "--batch", "2",
         "--patch", "16", "--queries", "32", "--init", str(tmp_path / "parent" / WEIGHTS),
-        "--blocks", "6"])
+        "--blocks", "6", "--channels", "40"])
     assert result.exit_code == 0, result.output
     model, _ = load_weights(run_dir / WEIGHTS)
-    assert model.config.n_blocks == 6
+    assert model.config.n_blocks == 6 and model.config.channels == 40
     result = runner.invoke(app, ["upscale", str(next(data_dir.glob("*.png"))), "-o",
                                  str(tmp_path / "out.png"), "--scale", "2",
                                  "--model", str(run_dir / WEIGHTS)])

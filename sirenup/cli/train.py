@@ -25,6 +25,11 @@ def _range(text: str, name: str) -> tuple[float, float]:
     return low, high
 
 
+def model_overrides(**values: int | None) -> dict:
+    """LiifSirenConfig overrides of the options given (None: not given)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 @handle_errors
 def train(
     data: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or images.")],
@@ -61,6 +66,10 @@ def train(
         "--blocks", min=1, max=64,
         help="Residual blocks in the encoder (default 4). With --init, blocks added beyond the "
              "initial model's start as the identity.")] = None,
+    channels: Annotated[int | None, typer.Option(
+        "--channels", min=1, max=1024,
+        help="Feature channels of the encoder (default 32). With --init, the channels added "
+             "start with zero weight into the old ones: the same function at the start.")] = None,
     gan: Annotated[bool, typer.Option(
         "--gan", rich_help_panel=GAN,
         help="Adversarial fine-tuning against a patch discriminator (use with --init).")] = False,
@@ -156,7 +165,7 @@ def train(
         data=data, out=out, val=val, steps=steps, batch=batch, patch=patch, queries=queries,
         scale_min=scale_min, scale_max=scale_max, lr=lr, device=device, seed=seed,
         val_every=val_every, checkpoint_every=checkpoint_every, resume=resume, init=init,
-        name=name, model={} if blocks is None else {"n_blocks": blocks},
+        name=name, model=model_overrides(n_blocks=blocks, channels=channels),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
              "freq_floor": freq_floor, "lambda_grid": lambda_grid,

@@ -74,6 +74,7 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
     """The model to train, and the metadata of the weights it starts from (None: fresh)."""
     if cfg.init:
         model, metadata = load_weights(Path(cfg.init))
+        model = widen_encoder(model, cfg.model.get("channels", model.config.channels))
         blocks = cfg.model.get("n_blocks", model.config.n_blocks)
         return deepen_encoder(model, blocks).train(), metadata
     overrides = dict(cfg.model)
@@ -100,6 +101,29 @@ def deepen_encoder(model: LiifSiren, n_blocks: int) -> LiifSiren:
             block.conv2.weight.zero_()
             block.conv2.bias.zero_()
     return deeper
+
+
+def widen_encoder(model: LiifSiren, channels: int) -> LiifSiren:
+    """``model`` with ``channels`` encoder feature channels, computing the same function
+    (Net2Net-style): the old weights are kept, the weights from a new channel into an old one
+    (or into the decoder) start at zero, and the new channels' own weights at their usual
+    initialisation, so the first steps' gradients open the new paths."""
+    have = model.config.channels
+    if channels == have:
+        return model
+    if channels < have:
+        raise ValueError(f"--channels {channels}: the initial model has {have} encoder channels; "
+                         "channels can be added, not removed")
+    config = LiifSirenConfig.from_dict({**model.config.to_dict(), "channels": channels})
+    wider = LiifSiren(config=config)
+    state = wider.state_dict()  # tensors that share the new model's storage
+    with torch.no_grad():
+        for name, old in model.state_dict().items():
+            new = state[name]
+            new[tuple(slice(0, n) for n in old.shape)] = old
+            if new.dim() == 4 and new.shape[1] > old.shape[1]:  # a conv reading the features
+                new[:old.shape[0], old.shape[1]:] = 0
+    return wider
 
 
 def atomic_torch_save(obj, path: Path) -> None:
