@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sirenup.errors import UsageError
 from sirenup.training.loop import (
     CHECKPOINT,
     METRICS,
@@ -167,7 +168,7 @@ def test_deepened_encoder_starts_as_the_same_function():
     coords, cell = output_coords(18, 22, 9, 11), cell_size(18, 22, 9, 11)
     with torch.no_grad():
         assert torch.allclose(deeper(lr, coords, cell), model(lr, coords, cell), atol=1e-6)
-    with pytest.raises(ValueError, match="blocks can be added, not removed"):
+    with pytest.raises(UsageError, match="--blocks 1: the initial model has 2; it can be raised"):
         deepen_encoder(model, 1)
 
 
@@ -190,7 +191,7 @@ def test_widened_encoder_starts_as_the_same_function_and_then_learns():
     wider(lr, coords, cell).square().mean().backward()
     into_old = wider.encoder.blocks[0].conv1.weight.grad[:8, 8:]
     assert into_old.abs().max() > 0  # the new channels' paths open at the first step
-    with pytest.raises(ValueError, match="channels can be added, not removed"):
+    with pytest.raises(UsageError, match="--channels 4: the initial model has 8"):
         widen_encoder(model, 4)
 
 
@@ -213,6 +214,11 @@ def test_cli_train_blocks_deepens_an_init_model(data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     model, _ = load_weights(run_dir / WEIGHTS)
     assert model.config.n_blocks == 6 and model.config.channels == 40
+    shrink = runner.invoke(app, [
+        "train", str(data_dir), "--out", str(tmp_path / "small"), "--steps", "1",
+        "--init", str(run_dir / WEIGHTS), "--channels", "20"])
+    assert shrink.exit_code == 2 and "it can be raised, not lowered" in shrink.output
+    assert "Traceback" not in shrink.output
     result = runner.invoke(app, ["upscale", str(next(data_dir.glob("*.png"))), "-o",
                                  str(tmp_path / "out.png"), "--scale", "2",
                                  "--model", str(run_dir / WEIGHTS)])

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from sirenup.engine.evaluate import evaluate_table
+from sirenup.errors import UsageError
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.training import distributed
@@ -82,22 +83,29 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
     return LiifSiren(config=LiifSirenConfig.from_dict(overrides)), None
 
 
+def grown_model(model: LiifSiren, field: str, value: int, option: str) -> LiifSiren | None:
+    """A fresh model like ``model`` with config ``field`` grown to ``value`` (None: no change);
+    UsageError when ``value`` would shrink it (training can add capacity, not remove it)."""
+    have = getattr(model.config, field)
+    if value == have:
+        return None
+    if value < have:
+        raise UsageError(f"{option} {value}: the initial model has {have}; it can be raised, "
+                         "not lowered")
+    return LiifSiren(config=LiifSirenConfig.from_dict({**model.config.to_dict(), field: value}))
+
+
 def deepen_encoder(model: LiifSiren, n_blocks: int) -> LiifSiren:
     """``model`` with ``n_blocks`` residual blocks in its encoder, computing the same function:
     the added blocks (after the existing ones) start with a zero second convolution, so each
     is the identity until training moves it (more capacity and context, the same start)."""
-    have = model.config.n_blocks
-    if n_blocks == have:
+    deeper = grown_model(model, "n_blocks", n_blocks, "--blocks")
+    if deeper is None:
         return model
-    if n_blocks < have:
-        raise ValueError(f"--blocks {n_blocks}: the initial model has {have} encoder blocks; "
-                         "blocks can be added, not removed")
-    config = LiifSirenConfig.from_dict({**model.config.to_dict(), "n_blocks": n_blocks})
-    deeper = LiifSiren(config=config)
     missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("encoder.blocks.") for k in missing), missing
     with torch.no_grad():
-        for block in deeper.encoder.blocks[have:]:
+        for block in deeper.encoder.blocks[model.config.n_blocks:]:
             block.conv2.weight.zero_()
             block.conv2.bias.zero_()
     return deeper
@@ -108,14 +116,9 @@ def widen_encoder(model: LiifSiren, channels: int) -> LiifSiren:
     (Net2Net-style): the old weights are kept, the weights from a new channel into an old one
     (or into the decoder) start at zero, and the new channels' own weights at their usual
     initialisation, so the first steps' gradients open the new paths."""
-    have = model.config.channels
-    if channels == have:
+    wider = grown_model(model, "channels", channels, "--channels")
+    if wider is None:
         return model
-    if channels < have:
-        raise ValueError(f"--channels {channels}: the initial model has {have} encoder channels; "
-                         "channels can be added, not removed")
-    config = LiifSirenConfig.from_dict({**model.config.to_dict(), "channels": channels})
-    wider = LiifSiren(config=config)
     state = wider.state_dict()  # tensors that share the new model's storage
     with torch.no_grad():
         for name, old in model.state_dict().items():
