@@ -65,9 +65,19 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters shown as escapes (``\\n``):
+    a file name or a server's message with a newline in it still gives one line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " " else
+                   repr(char)[1:-1] for char in text)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``message`` (plain text: it holds paths and exception text) as an error."""
-    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    """Print ``message`` (plain text: it holds paths and exception text) as an error, on one
+    line."""
+    console.print(Text.assemble(("error:", "red"), " ", one_line(message)), soft_wrap=True)
     return typer.Exit(code)
 
 

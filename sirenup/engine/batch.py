@@ -266,34 +266,53 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
 
     todo: list[Job] = []
     claims_image = image_extensions()
-    for job in jobs:
+
+    def classify(job: Job) -> str:
+        """-> 'todo', 'not image' or 'reported' (a failure or skip, already reported)."""
         if job.error is not None:
             fail(job, job.error)
         elif job.skip is not None:
             skip(job, job.skip)
         elif _is_special(job.src):
-            if job.named:
-                fail(job, SirenupError("not a regular file (a FIFO, device or socket); "
-                                       "sirenup reads only regular files"))
-            else:
+            if not job.named:
                 skip(job, "not a regular file")
-        elif job.dst.exists() and not options.overwrite and is_complete_image(job.dst):
+                return "reported"
+            fail(job, SirenupError("not a regular file (a FIFO, device or socket); "
+                                   "sirenup reads only regular files"))
+        elif _exists(job.dst) and not options.overwrite and is_complete_image(job.dst):
             skip(job, "output exists (use --overwrite to redo it)")
-        elif probe_image(job.src) is not None:
-            if job.dst.exists() and not options.overwrite:
-                emit("warning", {"input": str(job.src),
-                                 "message": f"{job.dst}: exists but does not decode to the end "
-                                            "(truncated?); redoing it"})
-            todo.append(job)
-        elif job.src.suffix.lower() in claims_image:
+        elif (recognised := probe_image(job.src) is not None) \
+                or job.src.suffix.lower() in claims_image:
             try:  # the reason read_image gives: empty, not an image, permission denied
-                read_image(job.src, max_pixels=options.max_input_pixels)
-                todo.append(job)
+                if not recognised:
+                    read_image(job.src, max_pixels=options.max_input_pixels)
             except Exception as error:
                 fail(job, error)
+                return "reported"
+            if not _exists(job.dst) or options.overwrite:
+                return "todo"
+            if probe_image(job.dst) is None:  # not an output cut short: a file of the user's
+                fail(job, SirenupError(f"{job.dst}: exists and is not an image; not replaced "
+                                       "(use --overwrite to replace it)"))
+                return "reported"
+            emit("warning", {"input": str(job.src),
+                             "message": f"{job.dst}: exists but does not decode to the end "
+                                        "(truncated?); redoing it"})
+            return "todo"
         else:
-            not_images += 1
             skip(job, "not an image")
+            return "not image"
+        return "reported"
+
+    for job in jobs:
+        try:
+            outcome = classify(job)
+        except OSError as error:  # the output's name: too long for the file system, a loop
+            fail(job, f"cannot use the output name {job.dst} ({os_reason(error)})")
+            continue
+        if outcome == "todo":
+            todo.append(job)
+        not_images += outcome == "not image"
 
     upscaler = load_upscaler()
     model, device = getattr(upscaler, "model_name", None), str(getattr(upscaler, "device", ""))
@@ -481,6 +500,15 @@ def _is_special(path: Path) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the file system refuses (too long) raises OSError."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
 def _resolved(path: Path) -> Path:
     try:
         return Path(path).resolve()
@@ -492,11 +520,11 @@ def _reason(error: Exception | str, job: Job) -> str:
     """The error's message without a leading '<path>: ' (the record names the file)."""
     if isinstance(error, str):
         return error
-    text = str(error) if isinstance(error, SirenupError) else \
+    text = str(error).strip() if isinstance(error, SirenupError) else \
         f"{type(error).__name__}: {error}"
-    text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    for path in (job.src, job.dst):
+    for path in (job.src, job.dst):  # before the first line is taken: a name may hold '\n'
         prefix = f"{path}: "
         if path is not None and text.startswith(prefix):
-            return text[len(prefix):]
-    return text
+            text = text[len(prefix):]
+            break
+    return text.splitlines()[0] if text.strip() else type(error).__name__
