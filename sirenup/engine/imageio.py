@@ -356,7 +356,11 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
             format=source_format, warnings=found)
 
     im.load()
-    im = ImageOps.exif_transpose(im)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # EXIF is metadata: a corrupt block does not make the pixels unusable
+        found.append(f"{path}: unreadable EXIF data ignored (orientation not applied)")
+        exif = None
 
     alpha = None
     grey, bit_depth = False, 8

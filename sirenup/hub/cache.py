@@ -35,8 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sirenup.errors import UsageError
-from sirenup.files import atomic_write_bytes, sha256_file  # noqa: F401 (sha256_file: API)
+from sirenup.errors import SirenupError, UsageError
+from sirenup.files import (  # noqa: F401 (sha256_file: API)
+    atomic_write_bytes,
+    os_reason,
+    sha256_file,
+)
 from sirenup.hub import download
 from sirenup.hub.download import ENV_OFFLINE, OfflineError, offline, say
 
@@ -71,6 +75,8 @@ def split_url(spec: str) -> tuple[str, str | None]:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in {"http", "https", "file"}:
         raise UsageError(f"{spec}: only http://, https:// and file:// URLs are supported")
+    if scheme != "file" and not urlsplit(url).hostname:  # not a retry's business
+        raise UsageError(f"{spec}: the URL names no host (expected {scheme}://HOST/PATH)")
     if not fragment:
         return url, None
     key, _, value = fragment.partition("=")
@@ -225,6 +231,16 @@ def _write_meta(entry_dir: Path, meta: dict) -> None:
     atomic_write_bytes(entry_dir / META, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
 
 
+def _make_cache_folder(folder: Path) -> None:
+    """Create the cache's models folder, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SirenupError(f"{folder}: cannot create the model cache folder "
+                           f"({os_reason(error)}); set {ENV_CACHE} to a writable folder") \
+            from None
+
+
 def _remove_if_empty(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.rmdir()
@@ -254,7 +270,7 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
     if offline() and not is_file_url:
         raise OfflineError(_offline_message(spec, entry, sha256, size))
 
-    entry_dir.parent.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(entry_dir.parent)
     with FileLock(lock_path(eid), on_wait=lambda: say(
             f"waiting for another sirenup process to download {url}")) as lock:
         entry = read_entry(entry_dir)  # another process may have fetched it meanwhile
@@ -267,7 +283,7 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
                 shutil.rmtree(entry_dir, ignore_errors=True)
             elif problem is not None:
                 say(f"cached {entry.filename} does not match ({problem}); fetching it again")
-        entry_dir.mkdir(parents=True, exist_ok=True)
+        _make_cache_folder(entry_dir)
         filename = url_filename(url)
         cap = size if size is not None else (
             DEFAULT_MAX_DOWNLOAD if max_size is None else max_size)
@@ -327,15 +343,22 @@ class FileLock:
     def __enter__(self) -> FileLock:
         import filelock
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_cache_folder(self.path.parent)
         self._lock = filelock.FileLock(str(self.path), thread_local=False)
         try:
-            self._lock.acquire(timeout=0)
+            try:
+                self._lock.acquire(timeout=0)
+            except filelock.Timeout:
+                self.waited = True
+                if self.on_wait is not None:
+                    self.on_wait()
+                self._lock.acquire()
         except filelock.Timeout:
-            self.waited = True
-            if self.on_wait is not None:
-                self.on_wait()
-            self._lock.acquire()
+            raise
+        except OSError as error:  # a read-only cache folder (Timeout is an OSError too)
+            raise SirenupError(f"{self.path}: cannot create the lock file "
+                               f"({os_reason(error)}); set {ENV_CACHE} to a writable "
+                               "folder") from None
         return self
 
     def __exit__(self, *exc) -> None:

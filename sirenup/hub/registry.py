@@ -122,7 +122,9 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
     path = Path(spec_str).expanduser()
     if path.is_file():
         return ResolvedModel(path.stem, path, "local")
-    if path.exists() and not path.is_dir():
+    if path.is_dir():
+        raise UsageError(f"--model {spec_str}: is a folder, not a weights file")
+    if path.exists():
         raise UsageError(f"--model {spec_str}: not a regular file (a FIFO or a device)")
     if path.suffix or "/" in spec_str or "\\" in spec_str:
         raise UsageError(f"--model {spec_str}: no such file")

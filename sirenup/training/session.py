@@ -77,6 +77,8 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
     from sirenup.training.loop import TrainConfig, Trainer
 
     check_sub_configs(setup)
+    if setup.out.exists() and not setup.out.is_dir():
+        raise UsageError(f"--out {setup.out}: exists and is not a folder")
     device = resolve_device(setup.device)
     info = distributed.init(device)
     try:
