@@ -181,7 +181,16 @@ def read_entry(entry_dir: Path) -> CacheEntry | None:
             return None  # not ours, or edited to point outside its folder
     except (OSError, ValueError):
         return None
+    if not all(isinstance(meta.get(key), kinds) for key, kinds in _META_TYPES.items()) \
+            or isinstance(meta.get("size"), bool):
+        return None  # edited by hand or damaged: not an entry to trust (or to print)
     return CacheEntry(entry_dir.name, entry_dir, meta)
+
+
+# meta.json's fields and their types (None: absent); "filename" is checked by _plain_name
+_META_TYPES = {"url": (str, type(None)), "sha256": (str, type(None)), "size": (int, type(None)),
+               "pinned": (bool, type(None)), "name": (str, type(None)),
+               "downloaded": (str, type(None))}
 
 
 def _plain_name(name: object) -> bool:

@@ -72,6 +72,7 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
                    on_validate: Callable[[dict], None]):
     """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0)."""
     from sirenup.engine.devices import resolve_device
+    from sirenup.engine.evaluate import check_benchmark_folder
     from sirenup.models.weights import WeightsError
     from sirenup.training import distributed
     from sirenup.training.loop import TrainConfig, Trainer
@@ -97,6 +98,8 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
         model=setup.model,
     )
     try:
+        if cfg.val:  # a bad image fails the run now, not at its first validation
+            check_benchmark_folder(Path(cfg.val), cfg.val_scales)
         try:
             trainer = Trainer(cfg, log=log)
         except WeightsError as error:
