@@ -1,0 +1,286 @@
+"""Hostile inputs found by the robustness audit (cases test_hostile.py did not hold): names
+with line breaks, output names the file system refuses, a user's file where a batch output
+goes, URLs without a host, an unusable model cache, multi-line server messages, a pickle with
+code, corrupt EXIF, an interrupted write, and train's data and --val folders. The bar is
+test_hostile.py's: one line on stderr, exit 1 or 2, no partial file, nothing clobbered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import threading
+import warnings
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import build_image
+from PIL import Image
+from test_hostile import no_traceback, one_error_line, temps_in
+
+from sirenup import files
+
+BASE = Path(__file__).resolve().parents[1] / "sirenup" / "assets" / "sirenup-base.safetensors"
+
+
+def write_png(path: Path, mode: str = "RGB", size=(24, 20), **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_image(mode, size).save(path, "PNG", **options)
+    return path
+
+
+def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A PNG whose header declares ``width`` x ``height`` over a few bytes of data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
+    return path
+
+
+# -- names -------------------------------------------------------------------------------------
+
+def test_newline_in_a_name_keeps_the_error_on_one_line(invoke, tmp_path):
+    bad = tmp_path / "holiday\nphoto.png"
+    bad.write_bytes(b"not an image")
+    result = invoke("upscale", bad, "--device", "cpu")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "holiday\\nphoto.png" in line and "not an image" in line
+
+
+def test_newline_in_a_name_in_batch(invoke, tmp_path):
+    write_png(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "bad\nname.png").write_bytes(b"not an image")
+    result = invoke("batch", tmp_path / "in", tmp_path / "out", "--device", "cpu",
+                    "--scale", "2", "--json")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1
+    [failure] = report["failures"]
+    assert failure["error"].startswith("not an image")  # not the name's second half
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("failed:")]
+    assert "bad\\nname.png: not an image" in line
+
+
+def test_output_name_too_long_fails_that_file_only(invoke, tmp_path):
+    write_png(tmp_path / "in" / "a.png")
+    write_png(tmp_path / "in" / ("l" * 245 + ".png"))
+    result = invoke("batch", tmp_path / "in", tmp_path / "out", "--suffix", "_upscaled",
+                    "--device", "cpu", "--scale", "2", "--json")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and report["failed"] == 1
+    assert "file name too long" in report["failures"][0]["error"]
+    assert (tmp_path / "out" / "a_upscaled.png").exists()
+
+
+# -- existing files ----------------------------------------------------------------------------
+
+def test_batch_does_not_replace_a_non_image_in_an_outputs_place(invoke, tmp_path):
+    write_png(tmp_path / "in" / "a.png")
+    write_png(tmp_path / "in" / "b.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "a.png"
+    mine.write_text("the user's notes, not an image\n")
+    args = ("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
+    result = invoke(*args)
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and "not replaced" in report["failures"][0]["error"]
+    assert mine.read_text() == "the user's notes, not an image\n"
+    again = invoke(*args, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert Image.open(mine).size == (48, 40)
+
+
+def test_interrupted_write_leaves_the_old_file(invoke, tmp_path, monkeypatch):
+    src = write_png(tmp_path / "a.png")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"the previous result")
+    calls = [0]
+
+    def interrupted(fd, data):
+        calls[0] += 1
+        if calls[0] > 1:
+            raise KeyboardInterrupt
+        return os.write(fd, data[:100])
+
+    monkeypatch.setattr(files, "_write", interrupted)
+    result = invoke("upscale", src, "-o", out, "--device", "cpu", "--scale", "2")
+    assert result.exit_code == 130
+    assert one_error_line(result) == "error: interrupted"
+    assert out.read_bytes() == b"the previous result" and temps_in(tmp_path) == []
+
+
+# -- images ------------------------------------------------------------------------------------
+
+def test_corrupt_exif_in_a_png_is_ignored_with_a_warning(invoke, tmp_path):
+    src = write_png(tmp_path / "a.png", exif=bytes(range(7, 67)))  # not a TIFF structure
+    result = invoke("upscale", src, "-o", tmp_path / "out.png", "--device", "cpu",
+                    "--scale", "2")
+    assert result.exit_code == 0, result.output
+    assert "unreadable EXIF data ignored" in result.stderr
+    assert Image.open(tmp_path / "out.png").size == (48, 40)
+
+
+# -- weights and the model cache ---------------------------------------------------------------
+
+class _Code:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_pickle_with_code_is_one_line_and_never_run(invoke, tmp_path, suffix):
+    marker = tmp_path / "ran"
+    weights = tmp_path / f"evil{suffix}"
+    weights.write_bytes(pickle.dumps(_Code(marker)))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        result = invoke("upscale", write_png(tmp_path / "a.png"), "--model", weights,
+                        "--device", "cpu")
+    assert result.exit_code == 1
+    assert str(weights) in one_error_line(result)
+    assert [str(w.message) for w in shown] == []  # torch.load's notes on the pickle
+    assert not marker.exists()
+
+
+def test_model_folder_is_named_as_a_folder(invoke, tmp_path):
+    folder = tmp_path / "weights.safetensors"
+    folder.mkdir()
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "--model", folder,
+                    "--device", "cpu")
+    assert result.exit_code == 2
+    assert "is a folder" in one_error_line(result)
+
+
+@pytest.mark.parametrize("url", ["http://", "https:///model.safetensors", "http://:80/m"])
+def test_url_without_a_host_is_bad_usage_at_once(invoke, cache_root, monkeypatch, url):
+    from sirenup.hub import download
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("connected")
+
+    monkeypatch.setattr(download, "urlopen", no_network)
+    result = invoke("-q", "models", "download", url)
+    assert result.exit_code == 2
+    assert "names no host" in one_error_line(result)
+
+
+@pytest.mark.parametrize("blocker", ["cache_is_a_file", "lock_is_a_folder"])
+def test_unusable_cache_is_one_clear_line(invoke, tmp_path, monkeypatch, blocker):
+    from sirenup.hub import cache
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(root))
+    url = BASE.as_uri()
+    if blocker == "cache_is_a_file":
+        root.write_text("not a folder")
+    else:
+        cache.lock_path(cache.entry_id(url)).mkdir(parents=True)
+    result = invoke("-q", "models", "download", url)
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "SIRENUP_CACHE_DIR" in line and "Error:" not in line
+
+
+def test_mistyped_cache_meta_is_ignored(invoke, cache_root):
+    entry = cache_root / "models" / "m-0123456789ab"
+    entry.mkdir(parents=True)
+    (entry / "meta.json").write_text(json.dumps(
+        {"filename": "m.safetensors", "size": "abc", "sha256": 5, "pinned": "yes"}))
+    (entry / "m.safetensors").write_bytes(b"junk")
+    for args in (("models", "list"), ("models", "list", "--json"), ("models", "verify")):
+        result = invoke(*args)
+        no_traceback(result)
+        assert result.exit_code == 0, result.output
+        assert "m-0123456789ab" not in result.stdout
+
+
+class _RedirectLoop(BaseHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.path)
+        self.end_headers()
+
+
+def test_redirect_loop_is_one_line(invoke, cache_root):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RedirectLoop)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/m.safetensors"
+        result = invoke("-q", "models", "download", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1
+    assert "HTTP 302" in one_error_line(result)
+
+
+# -- train's inputs ----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_training_data_skips_bombs_fifos_and_folders(tmp_path):
+    from sirenup.training.data import list_images, load_images
+
+    write_png(tmp_path / "good.png", size=(40, 40))
+    bomb_png(tmp_path / "bomb.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.png").mkdir()
+    assert [p.name for p in list_images([tmp_path])] == ["bomb.png", "good.png"]
+    images, warnings = load_images([tmp_path], min_side=16)
+    assert len(images) == 1
+    [warning] = warnings
+    assert "bomb.png" in warning and "decompression bomb" in warning
+
+
+TRAIN = ("train", "--steps", "1", "--batch", "2", "--patch", "16", "--queries", "16",
+         "--device", "cpu")
+
+
+def test_train_out_that_is_a_file_is_bad_usage(invoke, tmp_path):
+    write_png(tmp_path / "data" / "a.png", size=(64, 64))
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    result = invoke(*TRAIN, tmp_path / "data", "--out", out)
+    assert result.exit_code == 2
+    assert "--out" in one_error_line(result) and out.read_text() == "not a folder"
+
+
+def test_bad_val_image_fails_before_training(invoke, tmp_path, monkeypatch):
+    from sirenup.training import loop
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(loop.Trainer, "run", no_training)
+    write_png(tmp_path / "data" / "a.png", size=(64, 64))
+    val = tmp_path / "val"
+    write_png(val / "good.png", size=(64, 64))
+    (val / "broken.png").write_bytes(b"")
+    result = invoke(*TRAIN, tmp_path / "data", "--out", tmp_path / "run", "--val", val)
+    assert result.exit_code == 1
+    line = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "broken.png" in line[0] and "--val" in line[0]
+    no_traceback(result)
+
