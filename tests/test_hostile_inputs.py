@@ -284,3 +284,20 @@ def test_bad_val_image_fails_before_training(invoke, tmp_path, monkeypatch):
     assert len(line) == 1 and "broken.png" in line[0] and "--val" in line[0]
     no_traceback(result)
 
+
+
+def test_names_the_output_encoding_lacks_are_escaped(tmp_path):
+    """stdout in ASCII (PYTHONIOENCODING=ascii, an old C locale): a table naming é.png is
+    printed with escapes, not lost to a UnicodeEncodeError after the work is done."""
+    from typer.testing import CliRunner
+
+    from sirenup.cli.app import app
+
+    src = write_png(tmp_path / "in" / "été.png")
+    (tmp_path / "in" / "brûlé.png").write_bytes(b"not an image")
+    result = CliRunner(charset="ascii").invoke(
+        app, ["batch", str(src.parent), str(tmp_path / "out"), "--device", "cpu",
+              "--scale", "2"])
+    no_traceback(result)
+    assert result.exit_code == 1  # the bad file, nothing else
+    assert "br\\xfbl\\xe9.png" in result.stdout and (tmp_path / "out" / "été.png").exists()

@@ -6,6 +6,9 @@ the commands, so ``sirenup --help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import typer
 
 from sirenup import __version__
@@ -37,6 +40,9 @@ def main_options(
 ) -> None:
     state["debug"] = debug
     state["quiet"] = quiet
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks: escaped,
+        with contextlib.suppress(AttributeError, ValueError):  # not a UnicodeEncodeError
+            stream.reconfigure(errors="backslashreplace")
     from sirenup.hub import download  # stdlib only: no torch at start-up
 
     download.verbose = not quiet  # download messages and progress bar
