@@ -301,3 +301,29 @@ def test_names_the_output_encoding_lacks_are_escaped(tmp_path):
     no_traceback(result)
     assert result.exit_code == 1  # the bad file, nothing else
     assert "br\\xfbl\\xe9.png" in result.stdout and (tmp_path / "out" / "été.png").exists()
+
+
+@pytest.mark.parametrize("content", ["empty", "code", "list"])
+def test_damaged_checkpoint_is_one_clear_line(invoke, tmp_path, content):
+    import torch
+
+    marker = tmp_path / "ran"
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = run / "checkpoint.pt"
+    if content == "empty":
+        checkpoint.write_bytes(b"")
+    elif content == "code":
+        checkpoint.write_bytes(pickle.dumps(_Code(marker)))
+    else:
+        torch.save([1, 2], checkpoint)
+    write_png(tmp_path / "data" / "a.png", size=(96, 96))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        result = invoke(*TRAIN, tmp_path / "data", "--out", run, "--resume")
+    no_traceback(result)
+    assert result.exit_code == 1
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "its checkpoint is damaged" in errors[0]
+    assert [str(w.message) for w in shown if "pickle" in str(w.message)] == []
+    assert not marker.exists()

@@ -6,6 +6,7 @@ Kept out of the CLI module so that the command only parses options.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +109,17 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
             raise SirenupError(str(error)) from None
         if setup.resume:
             try:
-                resumed = trainer.resume()
-            except (ValueError, KeyError, RuntimeError) as error:
+                with warnings.catch_warnings():  # torch.load's notes on a refused pickle
+                    warnings.simplefilter("ignore")
+                    resumed = trainer.resume()
+            except ValueError as error:  # the run's own words (not a --gan run, ...)
                 raise SirenupError(f"cannot resume from {setup.out}: {error}") from None
+            except Exception as error:  # a damaged checkpoint: whatever torch.load raised
+                lines = str(error).strip().splitlines()
+                raise SirenupError(
+                    f"cannot resume from {setup.out}: its checkpoint is damaged or not a "
+                    f"sirenup checkpoint ({type(error).__name__}"
+                    f"{': ' + lines[0] if lines else ''})") from None
             if not resumed:
                 log(f"warning: no checkpoint in {setup.out}: starting from scratch")
         trainer.run(progress=_progress_bar, on_validate=on_validate)
