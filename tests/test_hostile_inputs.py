@@ -169,8 +169,13 @@ def test_model_folder_is_named_as_a_folder(invoke, tmp_path):
     assert "is a folder" in one_error_line(result)
 
 
-@pytest.mark.parametrize("url", ["http://", "https:///model.safetensors", "http://:80/m"])
-def test_url_without_a_host_is_bad_usage_at_once(invoke, cache_root, monkeypatch, url):
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("http://", "names no host"), ("https:///model.safetensors", "names no host"),
+    ("http://:80/m", "names no host"), ("http://[::1/m.safetensors", "not a valid URL"),
+    ("http://127.0.0.1:abc/m", "not a valid URL"), ("http://127.0.0.1:99999/m", "not a valid URL"),
+    ("http://a b/m.safetensors", "spaces or control characters"),
+    ("http://h/\x00.safetensors", "spaces or control characters")])
+def test_malformed_url_is_bad_usage_at_once(invoke, cache_root, monkeypatch, url, fragment):
     from sirenup.hub import download
 
     def no_network(*args, **kwargs):
@@ -179,7 +184,18 @@ def test_url_without_a_host_is_bad_usage_at_once(invoke, cache_root, monkeypatch
     monkeypatch.setattr(download, "urlopen", no_network)
     result = invoke("-q", "models", "download", url)
     assert result.exit_code == 2
-    assert "names no host" in one_error_line(result)
+    assert fragment in one_error_line(result)
+
+
+def test_very_long_url_name_is_cut_for_the_cache(invoke, cache_root):
+    from loopback_server import LoopbackServer
+
+    path = "/" + "w" * 400 + ".safetensors"
+    with LoopbackServer({path: BASE.read_bytes()}) as server:
+        result = invoke("-q", "models", "download", server.url(path))
+    assert result.exit_code == 0, result.output
+    [cached] = [p for p in cache_root.rglob("*.safetensors")]
+    assert len(cached.name) <= 140 and cached.read_bytes() == BASE.read_bytes()
 
 
 @pytest.mark.parametrize("blocker", ["cache_is_a_file", "lock_is_a_folder"])

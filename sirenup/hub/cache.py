@@ -46,6 +46,7 @@ from sirenup.hub.download import ENV_OFFLINE, OfflineError, offline, say
 
 ENV_CACHE = "SIRENUP_CACHE_DIR"
 META = "meta.json"
+MAX_STEM = 120  # characters of a URL's file name kept for the cached file's name
 # Largest download when the registry records no size (--max-size): sirenup models are a few
 # MB, so a response beyond this is not a model (an endless stream, a wrong URL).
 DEFAULT_MAX_DOWNLOAD = 1 << 30
@@ -72,11 +73,14 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 def split_url(spec: str) -> tuple[str, str | None]:
     """'URL#sha256=HEX' -> ('URL', 'hex'); a URL without a fragment -> ('URL', None)."""
     url, _, fragment = spec.strip().partition("#")
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as error:  # an unclosed [IPv6] bracket
+        raise UsageError(f"{spec}: not a valid URL ({error})") from None
     if scheme not in {"http", "https", "file"}:
         raise UsageError(f"{spec}: only http://, https:// and file:// URLs are supported")
-    if scheme != "file" and not urlsplit(url).hostname:  # not a retry's business
-        raise UsageError(f"{spec}: the URL names no host (expected {scheme}://HOST/PATH)")
+    if scheme != "file":  # a malformed URL is not a retry's business
+        _check_network_url(spec, url, scheme)
     if not fragment:
         return url, None
     key, _, value = fragment.partition("=")
@@ -85,13 +89,32 @@ def split_url(spec: str) -> tuple[str, str | None]:
     return url, value.lower()
 
 
+def _check_network_url(spec: str, url: str, scheme: str) -> None:
+    """UsageError unless ``url`` names a host, a valid port and no spaces or control
+    characters (http.client refuses those only after the retries)."""
+    if any(not char.isprintable() or char.isspace() for char in url):
+        raise UsageError(f"{spec}: the URL holds spaces or control characters (write them "
+                         "as %20 and the like)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
+    except ValueError as error:
+        raise UsageError(f"{spec}: not a valid URL ({error})") from None
+    if not parts.hostname:
+        raise UsageError(f"{spec}: the URL names no host (expected {scheme}://HOST/PATH)")
+
+
 def url_filename(url: str) -> str:
     """The weights file name a URL gives (its last path segment, made safe)."""
     name = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
-    if not name.lower().endswith((".safetensors", ".pt", ".pth")):
-        name += ".safetensors"
-    return name
+    known = [ext for ext in (".safetensors", ".pt", ".pth") if name.lower().endswith(ext)]
+    if known:
+        name, suffix = name[:-len(known[0])], name[-len(known[0]):]
+    else:
+        suffix = ".safetensors"
+    # the partial download's name adds ~30 characters: the whole stays far below NAME_MAX
+    return name[:MAX_STEM] + suffix
 
 
 def entry_id(url: str) -> str:

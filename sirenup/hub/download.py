@@ -243,6 +243,8 @@ def _request(url: str, state: _State, size: int | None, bar,
         if isinstance(error.reason, ssl.SSLCertVerificationError):
             raise DownloadError(f"{url}: {_first_line(error.reason)}") from None
         raise _Transient(_first_line(error.reason)) from None
+    except http.client.InvalidURL as error:  # retrying cannot mend the URL
+        raise DownloadError(f"{url}: not a valid URL ({_first_line(error)})") from None
     except (OSError, http.client.HTTPException) as error:
         raise _Transient(f"{type(error).__name__}: {_first_line(error)}") from None
     with response:
