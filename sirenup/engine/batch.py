@@ -8,7 +8,10 @@
   not decode (empty, truncated, over --max-input-pixels).
 - Output names: ``<stem><suffix><ext>``, ext = the --format's, else the input's when sirenup
   writes that format, else .png (a converted name already taken becomes ``<name><suffix>.png``).
-  An existing output is skipped unless ``overwrite``, so an interrupted run resumes.
+  An existing output is skipped unless ``overwrite``, so an interrupted run resumes; one that
+  does not decode to its end is redone, but a file that is not an image at all (the user's,
+  in an output's place) is never replaced without ``overwrite``: that input fails. An output
+  name the file system refuses (too long) fails its input only.
 - ``shard`` "K/N" keeps the files whose relative path hashes to K (1..N): N processes given the
   same inputs split the work with no coordination.
 - One model; decoding the next images and encoding the previous one run in a small thread pool
