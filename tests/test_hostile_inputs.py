@@ -343,3 +343,23 @@ def test_damaged_checkpoint_is_one_clear_line(invoke, tmp_path, content):
     assert len(errors) == 1 and "its checkpoint is damaged" in errors[0]
     assert [str(w.message) for w in shown if "pickle" in str(w.message)] == []
     assert not marker.exists()
+
+
+def test_weights_that_overflow_write_no_black_image(invoke, tmp_path):
+    """Finite weights that pass every check, but so large that the model's output overflows:
+    an error, not an all-black image (NaN clamped to 0) with exit code 0."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(BASE), "pt") as f:
+        header = f.metadata()
+    tensors = {name: value * 1e4 if name.startswith("encoder") and value.ndim > 1 else value
+               for name, value in load_file(str(BASE)).items()}
+    weights = tmp_path / "overflow.safetensors"
+    save_file(tensors, str(weights), metadata=header)
+    out = tmp_path / "out.png"
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "-o", out, "--model", weights,
+                    "--device", "cpu", "--scale", "2")
+    assert result.exit_code == 1
+    assert "NaN or infinite" in one_error_line(result)
+    assert not out.exists() and temps_in(tmp_path) == []
