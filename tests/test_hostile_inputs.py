@@ -363,3 +363,13 @@ def test_weights_that_overflow_write_no_black_image(invoke, tmp_path):
     assert result.exit_code == 1
     assert "NaN or infinite" in one_error_line(result)
     assert not out.exists() and temps_in(tmp_path) == []
+
+
+def test_cache_dir_with_an_unknown_user_is_kept_literal(invoke, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", "~no_such_user_for_sirenup/cache")
+    for args in (("models", "list"), ("doctor", "--quick", "--json")):
+        result = invoke(*args)
+        no_traceback(result)
+        assert "home directory" not in result.output
+    assert invoke("models", "list").exit_code == 0

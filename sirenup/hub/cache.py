@@ -55,7 +55,10 @@ DEFAULT_MAX_DOWNLOAD = 1 << 30
 def cache_dir() -> Path:
     env = os.environ.get(ENV_CACHE, "").strip()
     if env:
-        return Path(env).expanduser()
+        try:
+            return Path(env).expanduser()
+        except RuntimeError:  # ~user of no such user: kept as written, as the shell does
+            return Path(env)
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("sirenup"))
