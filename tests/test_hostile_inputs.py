@@ -373,3 +373,34 @@ def test_cache_dir_with_an_unknown_user_is_kept_literal(invoke, monkeypatch, tmp
         no_traceback(result)
         assert "home directory" not in result.output
     assert invoke("models", "list").exit_code == 0
+
+
+def test_sigterm_during_a_write_removes_the_temporary_file(invoke, tmp_path, monkeypatch):
+    """main() turns SIGTERM into SystemExit(143), so the atomic write's cleanup runs (killed
+    by the default action, the temporary file would stay)."""
+    import signal
+
+    from sirenup.cli import app as app_module
+
+    saved = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setattr("sys.argv", ["sirenup", "--version"])
+    try:
+        with pytest.raises(SystemExit):
+            app_module.main()
+        handler = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert handler is app_module._terminated
+    src = write_png(tmp_path / "a.png")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"the previous result")
+
+    def terminated(fd, data):
+        os.write(fd, data[:100])
+        handler(signal.SIGTERM, None)
+
+    monkeypatch.setattr(files, "_write", terminated)
+    result = invoke("upscale", src, "-o", out, "--device", "cpu", "--scale", "2")
+    assert result.exit_code == 128 + signal.SIGTERM
+    assert out.read_bytes() == b"the previous result" and temps_in(tmp_path) == []

@@ -7,6 +7,7 @@ the commands, so ``sirenup --help`` and ``--version`` stay fast.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 
 import typer
@@ -57,5 +58,13 @@ app.add_typer(models.app, name="models")
 app.command("doctor")(doctor.doctor)
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM (kill, timeout, docker stop) as an exception, so that cleanups run: a temporary
+    file being written is removed, a batch's pending write completes."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
     app()
