@@ -404,3 +404,14 @@ def test_sigterm_during_a_write_removes_the_temporary_file(invoke, tmp_path, mon
     result = invoke("upscale", src, "-o", out, "--device", "cpu", "--scale", "2")
     assert result.exit_code == 128 + signal.SIGTERM
     assert out.read_bytes() == b"the previous result" and temps_in(tmp_path) == []
+
+
+def test_compare_model_file_with_a_comma_in_its_name(invoke, tmp_path):
+    import shutil
+
+    weights = tmp_path / "base, copy.safetensors"
+    shutil.copy(BASE, weights)
+    result = invoke("compare", write_png(tmp_path / "a.png"), "--model", weights,
+                    "--device", "cpu", "-d", tmp_path / "cmp", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["methods"]) == 2  # bicubic and the file
