@@ -415,3 +415,22 @@ def test_compare_model_file_with_a_comma_in_its_name(invoke, tmp_path):
                     "--device", "cpu", "-d", tmp_path / "cmp", "--json")
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["methods"]) == 2  # bicubic and the file
+
+
+def test_batch_named_non_image_is_a_failure(invoke, tmp_path):
+    """A file the user names that is not an image fails (exit 1); found in a folder or by a
+    pattern, it is skipped as before (Thumbs.db, notes)."""
+    good = write_png(tmp_path / "in" / "a.png")
+    notes = tmp_path / "in" / "notes.txt"
+    notes.write_text("not a picture\n")
+    named = invoke("batch", good, notes, tmp_path / "out", "--device", "cpu", "--scale", "2",
+                   "--json")
+    no_traceback(named)
+    assert named.exit_code == 1
+    report = json.loads(named.stdout)
+    assert report["done"] == 1 and report["failures"][0]["input"] == str(notes)
+    for inputs in ([tmp_path / "in"], [f"{tmp_path / 'in'}/*"]):
+        found = invoke("batch", *inputs, tmp_path / "out2", "--device", "cpu", "--scale", "2",
+                       "--json")
+        assert found.exit_code == 0, found.output
+        assert json.loads(found.stdout)["not_images"] == 1
