@@ -1,8 +1,10 @@
 """Hostile inputs found by the robustness audit (cases test_hostile.py did not hold): names
-with line breaks, output names the file system refuses, a user's file where a batch output
-goes, URLs without a host, an unusable model cache, multi-line server messages, a pickle with
-code, corrupt EXIF, an interrupted write, and train's data and --val folders. The bar is
-test_hostile.py's: one line on stderr, exit 1 or 2, no partial file, nothing clobbered.
+with line breaks or characters the output encoding lacks, output names the file system
+refuses, a user's file where a batch output goes, a named non-image, malformed URLs, an
+unusable model cache, multi-line server messages, pickles with code, weights whose output
+overflows, corrupt EXIF, interrupted and terminated writes, and train's data, --out, --val and
+--resume. The bar is test_hostile.py's: one line on stderr, exit 1 or 2, no partial file,
+nothing clobbered.
 """
 
 from __future__ import annotations
