@@ -436,3 +436,11 @@ def test_batch_named_non_image_is_a_failure(invoke, tmp_path):
                        "--json")
         assert found.exit_code == 0, found.output
         assert json.loads(found.stdout)["not_images"] == 1
+
+
+@pytest.mark.parametrize("spec", ["ftp://host/m.safetensors", "s3://bucket/m.safetensors"])
+def test_model_url_of_another_scheme_says_so(invoke, tmp_path, spec):
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "--model", spec,
+                    "--device", "cpu")
+    assert result.exit_code == 2
+    assert "only http://, https:// and file:// URLs" in one_error_line(result)

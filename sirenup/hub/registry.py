@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import struct
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -126,6 +127,9 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
         raise UsageError(f"--model {spec_str}: is a folder, not a weights file")
     if path.exists():
         raise UsageError(f"--model {spec_str}: not a regular file (a FIFO or a device)")
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", spec_str):  # ftp://, s3://, hf://: not a path
+        raise UsageError(f"--model {spec_str}: only http://, https:// and file:// URLs are "
+                         "supported")
     if path.suffix or "/" in spec_str or "\\" in spec_str:
         raise UsageError(f"--model {spec_str}: no such file")
     names = ", ".join(sorted(REGISTRY))
