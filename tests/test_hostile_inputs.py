@@ -73,6 +73,17 @@ def test_newline_in_a_name_in_batch(invoke, tmp_path):
     assert "bad\\nname.png: not an image" in line
 
 
+
+def test_newline_in_a_name_keeps_a_warning_on_one_line(invoke, tmp_path):
+    src = tmp_path / "two\nframes.gif"
+    frames = [build_image("RGB").quantize(8), build_image("RGB").rotate(90).quantize(8)]
+    frames[0].save(src, save_all=True, append_images=frames[1:])
+    result = invoke("upscale", src, "-o", tmp_path / "out.png", "--device", "cpu",
+                    "--scale", "2")
+    assert result.exit_code == 0, result.output
+    [warning] = [x for x in result.stderr.splitlines() if "frames" in x]
+    assert warning.startswith("warning:") and "two\\nframes.gif: animated image" in warning
+
 def test_output_name_too_long_fails_that_file_only(invoke, tmp_path):
     write_png(tmp_path / "in" / "a.png")
     write_png(tmp_path / "in" / ("l" * 245 + ".png"))

@@ -45,8 +45,8 @@ def info_text(text: str) -> None:
 
 
 def warn_text(text: str) -> None:
-    """A warning of plain text (never read as markup)."""
-    console.print(Text.assemble(("warning:", "yellow"), " ", text), soft_wrap=True)
+    """A warning of plain text (never read as markup), on one line (see ``one_line``)."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", one_line(text)), soft_wrap=True)
 
 
 PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (rich's default is 80)
