@@ -81,7 +81,7 @@ def test_newline_in_a_name_keeps_a_warning_on_one_line(invoke, tmp_path):
     result = invoke("upscale", src, "-o", tmp_path / "out.png", "--device", "cpu",
                     "--scale", "2")
     assert result.exit_code == 0, result.output
-    [warning] = [x for x in result.stderr.splitlines() if "frames" in x]
+    [warning] = [x for x in result.stderr.splitlines() if "animated" in x]
     assert warning.startswith("warning:") and "two\\nframes.gif: animated image" in warning
 
 def test_output_name_too_long_fails_that_file_only(invoke, tmp_path):
