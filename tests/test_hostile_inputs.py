@@ -455,3 +455,28 @@ def test_model_url_of_another_scheme_says_so(invoke, tmp_path, spec):
                     "--device", "cpu")
     assert result.exit_code == 2
     assert "only http://, https:// and file:// URLs" in one_error_line(result)
+
+
+def test_batch_reports_dangling_and_looping_links(invoke, tmp_path):
+    folder = tmp_path / "in"
+    write_png(folder / "a.png")
+    (folder / "gone.png").symlink_to(folder / "missing.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "stray").symlink_to(folder / "nothing")  # no image name: skipped, as before
+    result = invoke("batch", folder, tmp_path / "out", "--device", "cpu", "--scale", "2",
+                    "--json")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and report["not_images"] == 1
+    assert sorted(Path(f["input"]).name for f in report["failures"]) == ["gone.png", "loop.png"]
+
+
+def test_output_that_is_a_looping_link(invoke, tmp_path):
+    """Python 3.11's Path.resolve raises RuntimeError (not OSError) on a link loop."""
+    loop = tmp_path / "out.png"
+    loop.symlink_to(loop)
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "-o", loop, "--device", "cpu",
+                    "--scale", "2")
+    assert result.exit_code == 0, result.output  # the link named as output is replaced
+    assert Image.open(loop).size == (48, 40)

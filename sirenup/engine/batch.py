@@ -460,6 +460,8 @@ def _walk(root: Path, recursive: bool,
                     if recursive and not entry.name.startswith(".") \
                             and _resolved(path) != exclude:
                         pending.append(path)
+                elif entry.is_symlink() and not os.path.exists(path):
+                    files.append(path)  # a link to nothing (or a loop): read_image says so
                 elif entry.is_file():
                     files.append(path)
             except OSError:
@@ -519,7 +521,7 @@ def _exists(path: Path) -> bool:
 def _resolved(path: Path) -> Path:
     try:
         return Path(path).resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
         return Path(os.path.abspath(path))
 
 

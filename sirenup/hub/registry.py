@@ -152,7 +152,7 @@ def cache_hint(path: str | os.PathLike | None) -> str:
         return ""
     try:
         relative = Path(path).resolve().relative_to(cache.models_dir().resolve())
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symbolic link loop
         return ""
     if len(relative.parts) < 2:
         return ""
