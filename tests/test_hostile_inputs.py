@@ -386,6 +386,9 @@ def test_cache_dir_with_an_unknown_user_is_kept_literal(invoke, monkeypatch, tmp
         no_traceback(result)
         assert "home directory" not in result.output
     assert invoke("models", "list").exit_code == 0
+    model = invoke("upscale", write_png(tmp_path / "a.png"), "--model",
+                   "~no_such_user_for_sirenup/w.safetensors", "--device", "cpu")
+    assert model.exit_code == 2 and "no such file" in one_error_line(model)
 
 
 def test_sigterm_during_a_write_removes_the_temporary_file(invoke, tmp_path, monkeypatch):

@@ -120,7 +120,10 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
             raise SirenupError(f"model {spec_str}: the registry gives no URL to fetch it from")
         entry = cache.ensure(model.url, sha256=model.sha256, size=model.size, name=model.name)
         return ResolvedModel(model.name, entry.path, "cache", model.url, entry.sha256)
-    path = Path(spec_str).expanduser()
+    try:
+        path = Path(spec_str).expanduser()
+    except RuntimeError:  # ~user of no such user: kept as written, as the shell does
+        path = Path(spec_str)
     if path.is_file():
         return ResolvedModel(path.stem, path, "local")
     if path.is_dir():
