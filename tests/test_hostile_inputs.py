@@ -483,3 +483,20 @@ def test_output_that_is_a_looping_link(invoke, tmp_path):
                     "--scale", "2")
     assert result.exit_code == 0, result.output  # the link named as output is replaced
     assert Image.open(loop).size == (48, 40)
+
+
+@pytest.mark.parametrize("command", ["output", "input", "batch", "model", "train"])
+def test_name_too_long_for_the_file_system_reads_as_words(invoke, tmp_path, command):
+    """Python 3.11's Path.exists/is_dir raise on a 300-byte component: whatever command
+    meets it says the path and "file name too long", not "OSError: [Errno 36] ..."."""
+    src = write_png(tmp_path / "a.png")
+    long = tmp_path / ("d" * 300)
+    args = {"output": ("upscale", src, "-o", long / "x.png"),
+            "input": ("upscale", long.with_suffix(".png")),
+            "batch": ("batch", long.with_suffix(".png"), tmp_path / "out"),
+            "model": ("upscale", src, "--model", long.with_suffix(".safetensors")),
+            "train": ("train", long, "--out", tmp_path / "run")}[command]
+    result = invoke(*args, "--device", "cpu")
+    assert result.exit_code in (1, 2)
+    line = one_error_line(result)
+    assert "file name too long" in line and "Errno" not in line

@@ -101,6 +101,13 @@ def handle_errors(command: Callable) -> Callable:
             if state["debug"]:
                 raise
             raise fail(str(error), error.exit_code) from None
+        except OSError as error:  # the file system's refusal (a name too long, ...) that no
+            if state["debug"]:  # check caught first: the path and the reason, in words
+                raise
+            from sirenup.files import os_reason
+
+            where = f"{error.filename}: " if error.filename else ""
+            raise fail(f"{where}{os_reason(error)}") from None
         except Exception as error:
             if state["debug"]:
                 raise
