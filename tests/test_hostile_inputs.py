@@ -500,3 +500,14 @@ def test_name_too_long_for_the_file_system_reads_as_words(invoke, tmp_path, comm
     assert result.exit_code in (1, 2)
     line = one_error_line(result)
     assert "file name too long" in line and "Errno" not in line
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("a\nb", "a\\nb"), ("cr\rtab\t", "cr\\rtab\\t"), ("esc\x1b[31m", "esc\\x1b[31m"),
+    ("photo\u202egnp.exe", "photo\\u202egnp.exe"), ("line\u2028sep", "line\\u2028sep"),
+    ("bytes\udcff", "bytes\\udcff"), ("été 東京 🙂", "été 東京 🙂"),
+    ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧")])
+def test_one_line_escapes_only_what_breaks_or_disguises_a_line(text, shown):
+    from sirenup.cli.console import one_line
+
+    assert one_line(text) == shown

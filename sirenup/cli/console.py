@@ -66,12 +66,23 @@ def print_json(data: Any) -> None:
 
 
 def one_line(text: str) -> str:
-    """``text`` with line breaks and other control characters shown as escapes (``\\n``):
-    a file name or a server's message with a newline in it still gives one line."""
+    """``text`` with line breaks, other control characters and bidirectional overrides shown
+    as escapes (``\\n``, ``\\u202e``): a file name or a server's message with a newline in it
+    still gives one line, shown as it is (emoji and accents stay as they are)."""
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() or char == " " else
-                   repr(char)[1:-1] for char in text)
+    return "".join(repr(char)[1:-1] if _hidden(char) else char for char in text)
+
+
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _hidden(char: str) -> bool:
+    """Control characters, line/paragraph separators, lone surrogates (undecodable bytes of
+    a file name) and bidi controls: what would break or disguise the line."""
+    import unicodedata
+
+    return unicodedata.category(char) in {"Cc", "Zl", "Zp", "Cs"} or char in _BIDI
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
