@@ -5,8 +5,7 @@
 - Files are recognised by content (Pillow's header check), not by extension. A file Pillow does
   not recognise is skipped as "not an image" (Thumbs.db, .DS_Store, notes.txt) unless its
   extension claims an image (.png, .jpg, ...): then it is a failure, as is any image that does
-  not decode (empty, truncated, over --max-input-pixels), as is a file named on the command
-  line (not found in a folder or by a pattern) that is not an image.
+  not decode (empty, truncated, over --max-input-pixels).
 - Output names: ``<stem><suffix><ext>``, ext = the --format's, else the input's when sirenup
   writes that format, else .png (a converted name already taken becomes ``<name><suffix>.png``).
   An existing output is skipped unless ``overwrite``, so an interrupted run resumes; one that
@@ -82,7 +81,7 @@ class Job:
     dst: Path | None = None
     error: str | None = None  # a planning failure
     skip: str | None = None  # a planning skip
-    named: bool = False  # named on the command line (not found in a folder or by a pattern)
+    named: bool = False  # named on the command line (not found in a folder)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -122,8 +121,7 @@ def find_inputs(inputs: list[str | os.PathLike], output_dir: Path, *,
     for spec in inputs:
         spec = str(spec)
         path = Path(spec)
-        literal = path.exists()
-        if literal:  # a folder, a file, or a FIFO/device (refused when read)
+        if path.exists():  # a folder, a file, or a FIFO/device (refused when read)
             matches = [path]
         elif glob.has_magic(spec):
             matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
@@ -140,7 +138,7 @@ def find_inputs(inputs: list[str | os.PathLike], output_dir: Path, *,
                     jobs.append(Job(src=folder, rel=folder.relative_to(match),
                                     error=f"cannot read the folder ({reason})"))
             elif match.exists():
-                add(match, Path(match.name), named=literal)  # a pattern's: as a folder's
+                add(match, Path(match.name), named=True)
     return jobs
 
 
@@ -304,8 +302,6 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                              "message": f"{job.dst}: exists but does not decode to the end "
                                         "(truncated?); redoing it"})
             return "todo"
-        elif job.named:  # the user asked for this very file
-            fail(job, SirenupError("not an image (or a format Pillow cannot read)"))
         else:
             skip(job, "not an image")
             return "not image"
