@@ -2,8 +2,9 @@
 with line breaks or characters the output encoding lacks, output names the file system
 refuses, a user's file where a batch output goes, link loops, malformed URLs, an unusable
 model cache, multi-line server messages, pickles with code, weights whose output overflows,
-corrupt EXIF, interrupted and terminated writes, and train's data, --out, --val and --resume. The bar is test_hostile.py's: one line on stderr, exit 1 or 2, no partial file,
-nothing clobbered.
+corrupt EXIF, interrupted and terminated writes, and train's data, --out, --val and --resume.
+The bar is test_hostile.py's: one line on stderr, exit 1 or 2, no partial file, nothing
+clobbered.
 """
 
 from __future__ import annotations
