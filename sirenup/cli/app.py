@@ -6,6 +6,10 @@ the commands, so ``sirenup --help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+
 import typer
 
 from sirenup import __version__
@@ -37,6 +41,9 @@ def main_options(
 ) -> None:
     state["debug"] = debug
     state["quiet"] = quiet
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks: escaped,
+        with contextlib.suppress(AttributeError, ValueError):  # not a UnicodeEncodeError
+            stream.reconfigure(errors="backslashreplace")
     from sirenup.hub import download  # stdlib only: no torch at start-up
 
     download.verbose = not quiet  # download messages and progress bar
@@ -51,5 +58,13 @@ app.add_typer(models.app, name="models")
 app.command("doctor")(doctor.doctor)
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM (kill, timeout, docker stop) as an exception, so that cleanups run: a temporary
+    file being written is removed, a batch's pending write completes."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
     app()

@@ -11,6 +11,7 @@ from sirenup.cli.console import (
     console,
     handle_errors,
     info_text,
+    one_line,
     print_json,
     result,
     state,
@@ -114,8 +115,8 @@ def batch(
         elif kind == "warning":
             warn_text(record["message"])
         elif kind == "failed":
-            console.print(f"[red]failed:[/] {escape(record['input'])}: "
-                          f"{escape(record['error'])}", soft_wrap=True)
+            console.print(f"[red]failed:[/] {escape(one_line(record['input']))}: "
+                          f"{escape(one_line(record['error']))}", soft_wrap=True)
             view.advance(None)
 
     try:
@@ -211,5 +212,5 @@ def _summary(report: dict):
     failures.add_column("file", overflow="fold")
     failures.add_column("reason", overflow="fold")
     for record in report["failures"]:
-        failures.add_row(escape(record["input"]), escape(record["error"]))
+        failures.add_row(escape(one_line(record["input"])), escape(one_line(record["error"])))
     return Group(table, failures)

@@ -45,8 +45,8 @@ def info_text(text: str) -> None:
 
 
 def warn_text(text: str) -> None:
-    """A warning of plain text (never read as markup)."""
-    console.print(Text.assemble(("warning:", "yellow"), " ", text), soft_wrap=True)
+    """A warning of plain text (never read as markup), on one line (see ``one_line``)."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", one_line(text)), soft_wrap=True)
 
 
 PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (rich's default is 80)
@@ -65,9 +65,30 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks, other control characters and bidirectional overrides shown
+    as escapes (``\\n``, ``\\u202e``): a file name or a server's message with a newline in it
+    still gives one line, shown as it is (emoji and accents stay as they are)."""
+    if text.isprintable():
+        return text
+    return "".join(repr(char)[1:-1] if _hidden(char) else char for char in text)
+
+
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _hidden(char: str) -> bool:
+    """Control characters, line/paragraph separators, lone surrogates (undecodable bytes of
+    a file name) and bidi controls: what would break or disguise the line."""
+    import unicodedata
+
+    return unicodedata.category(char) in {"Cc", "Zl", "Zp", "Cs"} or char in _BIDI
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``message`` (plain text: it holds paths and exception text) as an error."""
-    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    """Print ``message`` (plain text: it holds paths and exception text) as an error, on one
+    line."""
+    console.print(Text.assemble(("error:", "red"), " ", one_line(message)), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -91,6 +112,13 @@ def handle_errors(command: Callable) -> Callable:
             if state["debug"]:
                 raise
             raise fail(str(error), error.exit_code) from None
+        except OSError as error:  # the file system's refusal (a name too long, ...) that no
+            if state["debug"]:  # check caught first: the path and the reason, in words
+                raise
+            from sirenup.files import os_reason
+
+            where = f"{error.filename}: " if error.filename else ""
+            raise fail(f"{where}{os_reason(error)}") from None
         except Exception as error:
             if state["debug"]:
                 raise

@@ -8,7 +8,10 @@
   not decode (empty, truncated, over --max-input-pixels).
 - Output names: ``<stem><suffix><ext>``, ext = the --format's, else the input's when sirenup
   writes that format, else .png (a converted name already taken becomes ``<name><suffix>.png``).
-  An existing output is skipped unless ``overwrite``, so an interrupted run resumes.
+  An existing output is skipped unless ``overwrite``, so an interrupted run resumes; one that
+  does not decode to its end is redone, but a file that is not an image at all (the user's,
+  in an output's place) is never replaced without ``overwrite``: that input fails. An output
+  name the file system refuses (too long) fails its input only.
 - ``shard`` "K/N" keeps the files whose relative path hashes to K (1..N): N processes given the
   same inputs split the work with no coordination.
 - One model; decoding the next images and encoding the previous one run in a small thread pool
@@ -266,34 +269,53 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
 
     todo: list[Job] = []
     claims_image = image_extensions()
-    for job in jobs:
+
+    def classify(job: Job) -> str:
+        """-> 'todo', 'not image' or 'reported' (a failure or skip, already reported)."""
         if job.error is not None:
             fail(job, job.error)
         elif job.skip is not None:
             skip(job, job.skip)
         elif _is_special(job.src):
-            if job.named:
-                fail(job, SirenupError("not a regular file (a FIFO, device or socket); "
-                                       "sirenup reads only regular files"))
-            else:
+            if not job.named:
                 skip(job, "not a regular file")
-        elif job.dst.exists() and not options.overwrite and is_complete_image(job.dst):
+                return "reported"
+            fail(job, SirenupError("not a regular file (a FIFO, device or socket); "
+                                   "sirenup reads only regular files"))
+        elif _exists(job.dst) and not options.overwrite and is_complete_image(job.dst):
             skip(job, "output exists (use --overwrite to redo it)")
-        elif probe_image(job.src) is not None:
-            if job.dst.exists() and not options.overwrite:
-                emit("warning", {"input": str(job.src),
-                                 "message": f"{job.dst}: exists but does not decode to the end "
-                                            "(truncated?); redoing it"})
-            todo.append(job)
-        elif job.src.suffix.lower() in claims_image:
+        elif (recognised := probe_image(job.src) is not None) \
+                or job.src.suffix.lower() in claims_image:
             try:  # the reason read_image gives: empty, not an image, permission denied
-                read_image(job.src, max_pixels=options.max_input_pixels)
-                todo.append(job)
+                if not recognised:
+                    read_image(job.src, max_pixels=options.max_input_pixels)
             except Exception as error:
                 fail(job, error)
+                return "reported"
+            if not _exists(job.dst) or options.overwrite:
+                return "todo"
+            if probe_image(job.dst) is None:  # not an output cut short: a file of the user's
+                fail(job, SirenupError(f"{job.dst}: exists and is not an image; not replaced "
+                                       "(use --overwrite to replace it)"))
+                return "reported"
+            emit("warning", {"input": str(job.src),
+                             "message": f"{job.dst}: exists but does not decode to the end "
+                                        "(truncated?); redoing it"})
+            return "todo"
         else:
-            not_images += 1
             skip(job, "not an image")
+            return "not image"
+        return "reported"
+
+    for job in jobs:
+        try:
+            outcome = classify(job)
+        except OSError as error:  # the output's name: too long for the file system, a loop
+            fail(job, f"cannot use the output name {job.dst} ({os_reason(error)})")
+            continue
+        if outcome == "todo":
+            todo.append(job)
+        not_images += outcome == "not image"
 
     upscaler = load_upscaler()
     model, device = getattr(upscaler, "model_name", None), str(getattr(upscaler, "device", ""))
@@ -434,6 +456,8 @@ def _walk(root: Path, recursive: bool,
                     if recursive and not entry.name.startswith(".") \
                             and _resolved(path) != exclude:
                         pending.append(path)
+                elif entry.is_symlink() and not os.path.exists(path):
+                    files.append(path)  # a link to nothing (or a loop): read_image says so
                 elif entry.is_file():
                     files.append(path)
             except OSError:
@@ -481,10 +505,19 @@ def _is_special(path: Path) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the file system refuses (too long) raises OSError."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
 def _resolved(path: Path) -> Path:
     try:
         return Path(path).resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
         return Path(os.path.abspath(path))
 
 
@@ -492,11 +525,11 @@ def _reason(error: Exception | str, job: Job) -> str:
     """The error's message without a leading '<path>: ' (the record names the file)."""
     if isinstance(error, str):
         return error
-    text = str(error) if isinstance(error, SirenupError) else \
+    text = str(error).strip() if isinstance(error, SirenupError) else \
         f"{type(error).__name__}: {error}"
-    text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    for path in (job.src, job.dst):
+    for path in (job.src, job.dst):  # before the first line is taken: a name may hold '\n'
         prefix = f"{path}: "
         if path is not None and text.startswith(prefix):
-            return text[len(prefix):]
-    return text
+            text = text[len(prefix):]
+            break
+    return text.splitlines()[0] if text.strip() else type(error).__name__

@@ -72,8 +72,8 @@ def parse_methods(text: str | None) -> list[str]:
     if text is None:
         return list(DEFAULT_METHODS)
     methods: list[str] = []
-    for name in (part.strip() for part in text.split(",")):
-        if name and name not in methods:
+    for name in _split(text):
+        if name not in methods:
             methods.append(name.lower() if name.lower() in CLASSICAL else name)
     if not methods:
         raise UsageError(f"--methods {text!r}: give at least one method")
@@ -94,6 +94,9 @@ def resolve_methods(methods: str | None, models: str | None) -> list[str]:
 
 
 def _split(text: str) -> list[str]:
+    """Comma-separated names, each once; a weights file whose name holds a comma is one."""
+    if "," in text and Path(text.strip()).is_file():
+        return [text.strip()]
     return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
 

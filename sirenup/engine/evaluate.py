@@ -21,6 +21,7 @@ from PIL import Image
 from sirenup.engine.degrade_eval import Degradation
 from sirenup.engine.metrics import energy_ratios, protocol_pair, psnr_y, ssim, texture_energies
 from sirenup.engine.tiler import upscale_tensor
+from sirenup.errors import SirenupError
 from sirenup.models.patch_siren import LiifSiren
 
 METRICS = ("psnr_y", "ssim", "texture")
@@ -59,9 +60,26 @@ def benchmark_sets(val_dir: Path) -> dict[str, list[Path]]:
     subsets = sorted(p for p in val_dir.iterdir() if p.is_dir())
     folders = subsets or [val_dir]
     return {
-        f.name: sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        f.name: sorted(p for p in f.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())  # no FIFO
         for f in folders
     }
+
+
+def check_benchmark_folder(val_dir: Path, scales) -> None:
+    """SirenupError naming the first image of ``val_dir`` the protocol cannot use at one of
+    ``scales`` (unreadable, too small): a training run then fails at its start, not at its
+    first validation hours later. The cases it makes are cached for the validations."""
+    for paths in benchmark_sets(val_dir).values():
+        for path in paths:
+            for scale in scales:
+                try:
+                    protocol_case(path, float(scale), None)  # evaluate_table's key
+                except Exception as error:
+                    text = str(error).strip().splitlines()
+                    raise SirenupError(f"--val {path}: cannot be scored at x{scale:g} "
+                                       f"({text[0] if text else type(error).__name__})"
+                                       ) from None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from sirenup.files import (  # noqa: F401 (is_temp_of: part of this module's API
     atomic_write_bytes,
     check_regular_file,
     is_temp_of,
+    os_reason,
 )
 
 # Pillow format name for each extension we write.
@@ -211,6 +212,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     except MemoryError:
         raise SirenupError(f"{path}: out of memory while decoding") from None
     except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        if isinstance(error, OSError) and error.errno is not None:  # the file system's: a
+            raise SirenupError(f"{path}: cannot read ({os_reason(error)})") from None  # loop
         raise SirenupError(f"{path}: cannot decode the image ({_first_line(error)})") from None
 
 
@@ -356,7 +359,11 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
             format=source_format, warnings=found)
 
     im.load()
-    im = ImageOps.exif_transpose(im)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # EXIF is metadata: a corrupt block does not make the pixels unusable
+        found.append(f"{path}: unreadable EXIF data ignored (orientation not applied)")
+        exif = None
 
     alpha = None
     grey, bit_depth = False, 8

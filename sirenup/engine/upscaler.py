@@ -124,6 +124,9 @@ class QuantizedSink:
         self.grey = grey
 
     def __call__(self, y0: int, y1: int, x0: int, x1: int, values: torch.Tensor) -> None:
+        if not bool(torch.isfinite(values).all()):  # clamped, NaN would be written as black
+            raise SirenupError("the model produced NaN or infinite values (weights that are "
+                               "damaged or diverged?); nothing was written")
         values = values.clamp(0, 1)
         if self.grey:
             values = values @ torch.from_numpy(LUMA).to(values.device)
@@ -189,7 +192,10 @@ def same_file(a: Path, b: Path) -> bool:
             return True
     except OSError:
         pass
-    return a.resolve() == b.resolve()
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return False
 
 
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathLike | None = None,

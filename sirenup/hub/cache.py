@@ -35,13 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sirenup.errors import UsageError
-from sirenup.files import atomic_write_bytes, sha256_file  # noqa: F401 (sha256_file: API)
+from sirenup.errors import SirenupError, UsageError
+from sirenup.files import (  # noqa: F401 (sha256_file: API)
+    atomic_write_bytes,
+    os_reason,
+    sha256_file,
+)
 from sirenup.hub import download
 from sirenup.hub.download import ENV_OFFLINE, OfflineError, offline, say
 
 ENV_CACHE = "SIRENUP_CACHE_DIR"
 META = "meta.json"
+MAX_STEM = 120  # characters of a URL's file name kept for the cached file's name
 # Largest download when the registry records no size (--max-size): sirenup models are a few
 # MB, so a response beyond this is not a model (an endless stream, a wrong URL).
 DEFAULT_MAX_DOWNLOAD = 1 << 30
@@ -50,7 +55,10 @@ DEFAULT_MAX_DOWNLOAD = 1 << 30
 def cache_dir() -> Path:
     env = os.environ.get(ENV_CACHE, "").strip()
     if env:
-        return Path(env).expanduser()
+        try:
+            return Path(env).expanduser()
+        except RuntimeError:  # ~user of no such user: kept as written, as the shell does
+            return Path(env)
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("sirenup"))
@@ -68,9 +76,14 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 def split_url(spec: str) -> tuple[str, str | None]:
     """'URL#sha256=HEX' -> ('URL', 'hex'); a URL without a fragment -> ('URL', None)."""
     url, _, fragment = spec.strip().partition("#")
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as error:  # an unclosed [IPv6] bracket
+        raise UsageError(f"{spec}: not a valid URL ({error})") from None
     if scheme not in {"http", "https", "file"}:
         raise UsageError(f"{spec}: only http://, https:// and file:// URLs are supported")
+    if scheme != "file":  # a malformed URL is not a retry's business
+        _check_network_url(spec, url, scheme)
     if not fragment:
         return url, None
     key, _, value = fragment.partition("=")
@@ -79,13 +92,32 @@ def split_url(spec: str) -> tuple[str, str | None]:
     return url, value.lower()
 
 
+def _check_network_url(spec: str, url: str, scheme: str) -> None:
+    """UsageError unless ``url`` names a host, a valid port and no spaces or control
+    characters (http.client refuses those only after the retries)."""
+    if any(not char.isprintable() or char.isspace() for char in url):
+        raise UsageError(f"{spec}: the URL holds spaces or control characters (write them "
+                         "as %20 and the like)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
+    except ValueError as error:
+        raise UsageError(f"{spec}: not a valid URL ({error})") from None
+    if not parts.hostname:
+        raise UsageError(f"{spec}: the URL names no host (expected {scheme}://HOST/PATH)")
+
+
 def url_filename(url: str) -> str:
     """The weights file name a URL gives (its last path segment, made safe)."""
     name = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
-    if not name.lower().endswith((".safetensors", ".pt", ".pth")):
-        name += ".safetensors"
-    return name
+    known = [ext for ext in (".safetensors", ".pt", ".pth") if name.lower().endswith(ext)]
+    if known:
+        name, suffix = name[:-len(known[0])], name[-len(known[0]):]
+    else:
+        suffix = ".safetensors"
+    # the partial download's name adds ~30 characters: the whole stays far below NAME_MAX
+    return name[:MAX_STEM] + suffix
 
 
 def entry_id(url: str) -> str:
@@ -175,7 +207,16 @@ def read_entry(entry_dir: Path) -> CacheEntry | None:
             return None  # not ours, or edited to point outside its folder
     except (OSError, ValueError):
         return None
+    if not all(isinstance(meta.get(key), kinds) for key, kinds in _META_TYPES.items()) \
+            or isinstance(meta.get("size"), bool):
+        return None  # edited by hand or damaged: not an entry to trust (or to print)
     return CacheEntry(entry_dir.name, entry_dir, meta)
+
+
+# meta.json's fields and their types (None: absent); "filename" is checked by _plain_name
+_META_TYPES = {"url": (str, type(None)), "sha256": (str, type(None)), "size": (int, type(None)),
+               "pinned": (bool, type(None)), "name": (str, type(None)),
+               "downloaded": (str, type(None))}
 
 
 def _plain_name(name: object) -> bool:
@@ -225,6 +266,16 @@ def _write_meta(entry_dir: Path, meta: dict) -> None:
     atomic_write_bytes(entry_dir / META, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
 
 
+def _make_cache_folder(folder: Path) -> None:
+    """Create the cache's models folder, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SirenupError(f"{folder}: cannot create the model cache folder "
+                           f"({os_reason(error)}); set {ENV_CACHE} to a writable folder") \
+            from None
+
+
 def _remove_if_empty(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.rmdir()
@@ -254,7 +305,7 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
     if offline() and not is_file_url:
         raise OfflineError(_offline_message(spec, entry, sha256, size))
 
-    entry_dir.parent.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(entry_dir.parent)
     with FileLock(lock_path(eid), on_wait=lambda: say(
             f"waiting for another sirenup process to download {url}")) as lock:
         entry = read_entry(entry_dir)  # another process may have fetched it meanwhile
@@ -267,7 +318,7 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
                 shutil.rmtree(entry_dir, ignore_errors=True)
             elif problem is not None:
                 say(f"cached {entry.filename} does not match ({problem}); fetching it again")
-        entry_dir.mkdir(parents=True, exist_ok=True)
+        _make_cache_folder(entry_dir)
         filename = url_filename(url)
         cap = size if size is not None else (
             DEFAULT_MAX_DOWNLOAD if max_size is None else max_size)
@@ -327,15 +378,22 @@ class FileLock:
     def __enter__(self) -> FileLock:
         import filelock
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_cache_folder(self.path.parent)
         self._lock = filelock.FileLock(str(self.path), thread_local=False)
         try:
-            self._lock.acquire(timeout=0)
+            try:
+                self._lock.acquire(timeout=0)
+            except filelock.Timeout:
+                self.waited = True
+                if self.on_wait is not None:
+                    self.on_wait()
+                self._lock.acquire()
         except filelock.Timeout:
-            self.waited = True
-            if self.on_wait is not None:
-                self.on_wait()
-            self._lock.acquire()
+            raise
+        except OSError as error:  # a read-only cache folder (Timeout is an OSError too)
+            raise SirenupError(f"{self.path}: cannot create the lock file "
+                               f"({os_reason(error)}); set {ENV_CACHE} to a writable "
+                               "folder") from None
         return self
 
     def __exit__(self, *exc) -> None:

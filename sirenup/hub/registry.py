@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import struct
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -119,11 +120,19 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
             raise SirenupError(f"model {spec_str}: the registry gives no URL to fetch it from")
         entry = cache.ensure(model.url, sha256=model.sha256, size=model.size, name=model.name)
         return ResolvedModel(model.name, entry.path, "cache", model.url, entry.sha256)
-    path = Path(spec_str).expanduser()
+    try:
+        path = Path(spec_str).expanduser()
+    except RuntimeError:  # ~user of no such user: kept as written, as the shell does
+        path = Path(spec_str)
     if path.is_file():
         return ResolvedModel(path.stem, path, "local")
-    if path.exists() and not path.is_dir():
+    if path.is_dir():
+        raise UsageError(f"--model {spec_str}: is a folder, not a weights file")
+    if path.exists():
         raise UsageError(f"--model {spec_str}: not a regular file (a FIFO or a device)")
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", spec_str):  # ftp://, s3://, hf://: not a path
+        raise UsageError(f"--model {spec_str}: only http://, https:// and file:// URLs are "
+                         "supported")
     if path.suffix or "/" in spec_str or "\\" in spec_str:
         raise UsageError(f"--model {spec_str}: no such file")
     names = ", ".join(sorted(REGISTRY))
@@ -146,7 +155,7 @@ def cache_hint(path: str | os.PathLike | None) -> str:
         return ""
     try:
         relative = Path(path).resolve().relative_to(cache.models_dir().resolve())
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symbolic link loop
         return ""
     if len(relative.parts) < 2:
         return ""

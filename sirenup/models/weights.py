@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -246,7 +247,9 @@ def load_weights(path: Path, *, device: str | torch.device = "cpu") -> tuple[Lii
 def _load_torch_file(path: Path) -> tuple[LiifSirenConfig, dict[str, torch.Tensor], dict]:
     _check_regular(path)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its notes on a refused pickle: the error says it
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise WeightsError(f"{path}: cannot be loaded safely ({_first_line(error)})",
                            path) from None

@@ -29,7 +29,9 @@ def list_images(dirs: list[Path]) -> list[Path]:
         if d.is_file():
             files.append(d)
             continue
-        files.extend(p for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
+        # regular files only: a FIFO named x.png would block the open for ever
+        files.extend(p for p in sorted(d.rglob("*"))
+                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     return files
 
 
@@ -40,7 +42,8 @@ def load_images(dirs: list[Path], *, min_side: int) -> tuple[list[torch.Tensor],
         try:
             with Image.open(path) as im:
                 rgb = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+                Image.DecompressionBombError) as error:  # one bad photo never stops a run
             warnings.append(f"skipped {path}: not a readable image ({error})")
             continue
         if min(rgb.shape[:2]) < min_side:

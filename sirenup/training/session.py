@@ -6,6 +6,7 @@ Kept out of the CLI module so that the command only parses options.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,11 +73,14 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
                    on_validate: Callable[[dict], None]):
     """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0)."""
     from sirenup.engine.devices import resolve_device
+    from sirenup.engine.evaluate import check_benchmark_folder
     from sirenup.models.weights import WeightsError
     from sirenup.training import distributed
     from sirenup.training.loop import TrainConfig, Trainer
 
     check_sub_configs(setup)
+    if setup.out.exists() and not setup.out.is_dir():
+        raise UsageError(f"--out {setup.out}: exists and is not a folder")
     device = resolve_device(setup.device)
     info = distributed.init(device)
     try:
@@ -95,6 +99,8 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
         model=setup.model,
     )
     try:
+        if cfg.val:  # a bad image fails the run now, not at its first validation
+            check_benchmark_folder(Path(cfg.val), cfg.val_scales)
         try:
             trainer = Trainer(cfg, log=log)
         except WeightsError as error:
@@ -103,9 +109,17 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
             raise SirenupError(str(error)) from None
         if setup.resume:
             try:
-                resumed = trainer.resume()
-            except (ValueError, KeyError, RuntimeError) as error:
+                with warnings.catch_warnings():  # torch.load's notes on a refused pickle
+                    warnings.simplefilter("ignore")
+                    resumed = trainer.resume()
+            except ValueError as error:  # the run's own words (not a --gan run, ...)
                 raise SirenupError(f"cannot resume from {setup.out}: {error}") from None
+            except Exception as error:  # a damaged checkpoint: whatever torch.load raised
+                lines = str(error).strip().splitlines()
+                raise SirenupError(
+                    f"cannot resume from {setup.out}: its checkpoint is damaged or not a "
+                    f"sirenup checkpoint ({type(error).__name__}"
+                    f"{': ' + lines[0] if lines else ''})") from None
             if not resumed:
                 log(f"warning: no checkpoint in {setup.out}: starting from scratch")
         trainer.run(progress=_progress_bar, on_validate=on_validate)
