@@ -158,6 +158,32 @@ class _Code:
         return (Path.touch, (self.marker,))
 
 
+def test_postscript_is_never_handed_to_ghostscript(invoke, tmp_path, monkeypatch):
+    """Pillow decodes EPS by running Ghostscript (a PostScript interpreter: a crafted file is a
+    program). upscale and batch refuse such a file in one line, train skips it, and no
+    subprocess is ever started."""
+    import subprocess
+
+    from sirenup.training.data import load_images
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: started.append(a) or 1 / 0)
+    eps = tmp_path / "in" / "figure.eps"
+    eps.parent.mkdir()
+    build_image("RGB", (40, 32)).save(eps, "EPS")  # Pillow writes EPS without Ghostscript
+    result = invoke("upscale", eps, "-o", tmp_path / "out.png", "--device", "cpu")
+    assert result.exit_code == 1 and "Ghostscript" in one_error_line(result)
+    result = invoke("batch", eps.parent, tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 1 and "Ghostscript" in result.output
+    disguised = tmp_path / "data" / "figure.png"  # train lists images by extension
+    disguised.parent.mkdir()
+    disguised.write_bytes(eps.read_bytes())
+    images, warned = load_images([disguised.parent], min_side=8)
+    assert images == [] and "Ghostscript" in warned[0]
+    assert started == [] and not (tmp_path / "out.png").exists()
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_pickle_with_code_is_one_line_and_never_run(invoke, tmp_path, suffix):
     marker = tmp_path / "ran"

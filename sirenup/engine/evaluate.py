@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from sirenup.engine.degrade_eval import Degradation
+from sirenup.engine.imageio import open_image
 from sirenup.engine.metrics import energy_ratios, protocol_pair, psnr_y, ssim, texture_energies
 from sirenup.engine.tiler import upscale_tensor
 from sirenup.errors import SirenupError
@@ -95,7 +96,7 @@ class Case:
 
 @functools.lru_cache(maxsize=96)  # validation reuses the same images every time: decode once
 def protocol_case(path: Path, scale: float, degradation: Degradation | None = None) -> Case:
-    with Image.open(path) as im:
+    with open_image(path) as im:
         hr, lr = protocol_pair(im, scale)
     if degradation is not None:
         lr = degradation(lr)

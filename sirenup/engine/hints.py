@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PIL import Image
+from sirenup.engine.imageio import open_image
 
 # IJG's standard luminance quantisation table (Annex K of the JPEG standard); libjpeg scales
 # it by S = 5000/q (q < 50) or 200 - 2q (q >= 50), in percent.
@@ -33,7 +33,7 @@ def jpeg_quality(path: str | os.PathLike) -> int | None:
     sums make it independent of the order (zigzag or natural) the table is listed in.
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.format != "JPEG":
                 return None
             tables = getattr(image, "quantization", None) or {}

@@ -186,7 +186,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     limit = input_limit(max_pixels)
     _refuse_special_file(path)
     try:
-        with _pillow_unlimited(), Image.open(path) as im:
+        with _pillow_unlimited(), open_image(path) as im:
             pixels = im.size[0] * im.size[1]
             if limit is not None and pixels > limit:
                 raise SirenupError(
@@ -203,9 +203,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
         raise SirenupError(f"{path}: is a folder, not an image") from None
     except PermissionError:
         raise SirenupError(f"{path}: permission denied") from None
-    except UnidentifiedImageError:
-        what = "empty file" if _is_empty(path) else \
-            "not an image (or a format Pillow cannot read)"
+    except UnidentifiedImageError as error:
+        what = "empty file" if _is_empty(path) else str(error) if "PostScript" in str(error) \
+            else "not an image (or a format Pillow cannot read)"
         raise SirenupError(f"{path}: {what}") from None
     except SirenupError:
         raise
@@ -224,7 +224,7 @@ def probe_image(path: str | os.PathLike) -> dict | None:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
-        with _pillow_unlimited(), Image.open(path) as im:
+        with _pillow_unlimited(), open_image(path) as im:
             alpha = im.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in im.info
             return {"format": im.format, "mode": im.mode, "size": im.size, "alpha": alpha}
     except Exception:
@@ -245,7 +245,7 @@ def is_complete_image(path: str | os.PathLike) -> bool:
         if path.suffix.lower() in {".tif", ".tiff"}:
             _check_complete_tiff(path)
             return True
-        with _pillow_unlimited(), Image.open(path) as im:
+        with _pillow_unlimited(), open_image(path) as im:
             _check_complete(path, im)
         return True
     except Exception:
@@ -292,6 +292,35 @@ def _check_complete(path: Path, im: Image.Image) -> None:
             if f.read() != PNG_END:
                 raise ValueError("PNG without its IEND chunk")
     im.load()
+
+
+# Formats Pillow decodes by running another program: EPS runs Ghostscript, whose PostScript
+# interpreter has had exploits through crafted files. A file is never decoded that way here.
+EXTERNAL_DECODER_FORMATS = frozenset({"EPS"})
+_POSTSCRIPT_MAGIC = (b"%!PS", b"\xc5\xd0\xd3\xc6")  # plain and DOS-binary EPS
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """``Image.open`` limited to the formats Pillow decodes itself; a PostScript file raises
+    UnidentifiedImageError saying so (every image sirenup reads comes through here)."""
+    Image.init()
+    formats = [name for name in Image.OPEN if name not in EXTERNAL_DECODER_FORMATS]
+    try:
+        return Image.open(path, formats=formats)
+    except UnidentifiedImageError:
+        if _starts_with(path, _POSTSCRIPT_MAGIC):
+            raise UnidentifiedImageError(
+                "PostScript/EPS is not read: decoding it would run Ghostscript, an external "
+                "program (convert it to PNG first)") from None
+        raise
+
+
+def _starts_with(path: str | os.PathLike, prefixes: tuple[bytes, ...]) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8).startswith(prefixes)
+    except OSError:
+        return False
 
 
 @functools.cache
@@ -470,7 +499,7 @@ def _read_16_bit_colour(path: Path, im: Image.Image, found: list[str]) -> np.nda
     try:
         im.load()
         high = np.asarray(im)
-        with Image.open(path) as again:
+        with open_image(path) as again:
             again.tile = [_with_rawmode(tile, swapped) for tile in again.tile]
             again.load()
             low = np.asarray(again)

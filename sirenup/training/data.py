@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from sirenup.engine.imageio import open_image
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -40,7 +42,7 @@ def load_images(dirs: list[Path], *, min_side: int) -> tuple[list[torch.Tensor],
     images, warnings = [], []
     for path in list_images(dirs):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 rgb = np.asarray(im.convert("RGB"))
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
                 Image.DecompressionBombError) as error:  # one bad photo never stops a run
