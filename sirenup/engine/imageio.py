@@ -204,7 +204,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     except PermissionError:
         raise SirenupError(f"{path}: permission denied") from None
     except UnidentifiedImageError as error:
-        what = "empty file" if _is_empty(path) else str(error) if "PostScript" in str(error) \
+        what = "empty file" if _is_empty(path) else str(error) \
+            if isinstance(error, ExternalDecoderRefused) \
             else "not an image (or a format Pillow cannot read)"
         raise SirenupError(f"{path}: {what}") from None
     except SirenupError:
@@ -300,16 +301,20 @@ EXTERNAL_DECODER_FORMATS = frozenset({"EPS"})
 _POSTSCRIPT_MAGIC = (b"%!PS", b"\xc5\xd0\xd3\xc6")  # plain and DOS-binary EPS
 
 
+class ExternalDecoderRefused(UnidentifiedImageError):
+    """A file only another program would decode (PostScript): its message says so."""
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     """``Image.open`` limited to the formats Pillow decodes itself; a PostScript file raises
-    UnidentifiedImageError saying so (every image sirenup reads comes through here)."""
+    ExternalDecoderRefused (every image sirenup reads comes through here)."""
     Image.init()
     formats = [name for name in Image.OPEN if name not in EXTERNAL_DECODER_FORMATS]
     try:
         return Image.open(path, formats=formats)
     except UnidentifiedImageError:
         if _starts_with(path, _POSTSCRIPT_MAGIC):
-            raise UnidentifiedImageError(
+            raise ExternalDecoderRefused(
                 "PostScript/EPS is not read: decoding it would run Ghostscript, an external "
                 "program (convert it to PNG first)") from None
         raise
