@@ -744,14 +744,9 @@ def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | 
     Why by hand: Pillow holds colour at 8 bits per channel and cannot write 16-bit RGB PNG;
     pypng can, but filters row by row in pure Python (far slower on the tens of megapixels an
     upscale makes) and would be one more dependency; tifffile writes TIFF only. The format
-    part is four chunks, and tests read the files back with Pillow at 16 bits."""
+    part is a few chunks, and tests read the files back with Pillow at 16 bits."""
     height, width, channels = array.shape
     colour_type = {3: 2, 4: 6}[channels]
-    rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
-    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
-    filtered[:, 0] = 2  # Up: each byte minus the byte above it
-    filtered[0, 1:] = rows[0]
-    filtered[1:, 1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps modulo 256
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
@@ -763,9 +758,34 @@ def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | 
         parts.append(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
     if exif:
         parts.append(chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    parts.append(chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)))
+    # one IDAT chunk per piece of the zlib stream (PNG joins consecutive IDATs), so no chunk
+    # nears PNG's 2 GiB length limit and the pieces are never concatenated but once, below
+    parts += [chunk(b"IDAT", piece) for piece in _deflate_up_filtered(array, level)]
     parts.append(chunk(b"IEND", b""))
     return b"".join(parts)
+
+
+PNG16_ROWS_PER_BLOCK = 64  # rows filtered and compressed at a time: no full-size copies
+
+
+def _deflate_up_filtered(array: np.ndarray, level: int) -> list[bytes]:
+    """(H, W, C) uint16 -> the zlib stream of its PNG scanlines (big-endian samples, filter
+    'Up': each byte minus the byte above it), as pieces, made a block of rows at a time so
+    that no full-size copy of the image exists besides the compressed output."""
+    height, width, channels = array.shape
+    compressor = zlib.compressobj(level)
+    pieces, above = [], None
+    for r0 in range(0, height, PNG16_ROWS_PER_BLOCK):
+        block = array[r0:r0 + PNG16_ROWS_PER_BLOCK].astype(">u2")
+        rows = block.reshape(block.shape[0], width * channels).view(np.uint8)
+        filtered = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
+        filtered[:, 0] = 2  # the filter type byte of each scanline
+        filtered[0, 1:] = rows[0] if above is None else rows[0] - above
+        filtered[1:, 1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps modulo 256
+        above = rows[-1].copy()
+        pieces.append(compressor.compress(filtered))
+    pieces.append(compressor.flush())
+    return [piece for piece in pieces if piece]
 
 
 def _write_tiff16(f: BinaryIO, array: np.ndarray, icc: bytes | None) -> None:
