@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sirenup.engine.imageio import DecodedImage, check_output_size, read_image, save_pil
+from sirenup.engine.imageio import (
+    DecodedImage,
+    as_float,
+    check_output_size,
+    read_image,
+    save_pil,
+)
 from sirenup.engine.metrics import (
     energy_ratios,
     protocol_pair,
@@ -40,6 +46,7 @@ from sirenup.engine.metrics import (
 )
 from sirenup.engine.montage import make_montage, most_detailed_region
 from sirenup.engine.sizing import DEFAULT_SCALE, target_size
+from sirenup.engine.upscaler import QuantizedSink
 from sirenup.errors import UsageError
 from sirenup.hub.registry import DEFAULT_MODEL
 
@@ -142,7 +149,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     if options.self_reference and options.scale is not None and not options.scale > 1:
         raise UsageError(f"--scale {options.scale:g}: --self needs a scale above 1")
 
-    source = read_image(input)
+    source = read_image(input, integers=True)  # uint8 stays uint8: a quarter of float32
     warnings = list(source.warnings)
     if source.alpha is not None:
         warnings.append(f"{input}: transparency is ignored (colour is compared)")
@@ -156,7 +163,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         mode = "self"
     elif options.reference is not None:
         lr = _rgb8(source)
-        hr = _rgb8(read_image(options.reference))
+        hr = _rgb8(read_image(options.reference, integers=True))
         if hr.size[0] < lr.size[0] or hr.size[1] < lr.size[1]:
             raise UsageError(f"--reference {options.reference}: {hr.size[0]}x{hr.size[1]} is "
                              f"smaller than the input {lr.size[0]}x{lr.size[1]}")
@@ -217,7 +224,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     if mode == "self":
         save(lr, f"lr_x{scale:g}")
         save(hr, "hr")
-    lr_array = np.asarray(lr, dtype=np.float32) / 255.0
+    lr_array = np.array(lr)  # (h, w, 3) uint8: the tiler makes float of one tile at a time
     textured = hr is not None and scale > 1  # at scale 1 there is no band above the input's
     hr_energies = texture_energies(hr, scale) if textured else None
 
@@ -233,9 +240,10 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             upscaler, load_seconds = models[name]
             _warm_up(upscaler, lr_array)
             began = time.perf_counter()
-            rgb = upscaler.upscale_rgb(lr_array, size)
+            sink = QuantizedSink((size[1], size[0]))  # 8 bits as they come: no float output
+            upscaler.upscale_into(lr_array, size, sink)
             seconds = time.perf_counter() - began
-            out = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")
+            out = Image.fromarray(sink.array, "RGB")
             record = {"method": name, "label": method_label(name), "kind": "model",
                       "model": getattr(upscaler, "model_name", name),
                       "device": str(getattr(upscaler, "device", "")),
@@ -298,15 +306,19 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
 
 
 def _rgb8(image: DecodedImage) -> Image.Image:
-    """8-bit RGB of a decoded image (grey as grey RGB, alpha dropped)."""
-    array = np.round(np.clip(image.rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """8-bit RGB of a decoded image (grey as grey RGB, alpha dropped); 16-bit and float
+    samples rounded to the nearest 8-bit level."""
+    array = image.rgb
+    if array.dtype != np.uint8:
+        array = np.round(np.clip(as_float(array), 0.0, 1.0) * 255.0).astype(np.uint8)
     return Image.fromarray(array, "RGB")
 
 
 def _warm_up(upscaler, lr_array: np.ndarray) -> None:
     """One tiny run first, so one-time set-up does not count in the model's time."""
-    patch = lr_array[:16, :16]
-    upscaler.upscale_rgb(patch, (patch.shape[1] * 2, patch.shape[0] * 2))
+    patch = np.ascontiguousarray(lr_array[:16, :16])
+    size = (patch.shape[1] * 2, patch.shape[0] * 2)
+    upscaler.upscale_into(patch, size, QuantizedSink((size[1], size[0])))
 
 
 def _finite(value: float) -> float | None:
