@@ -174,6 +174,10 @@ def os_reason(error: OSError) -> str:
     return error.strerror.lower() if error.strerror else first_line(error)
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
+def first_line(error: object, empty: str | None = None) -> str:
+    """The first line of an error's (or a server's message's) text; if it has none,
+    ``empty``, else the error's type name."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if empty is None else empty
     return text.splitlines()[0]

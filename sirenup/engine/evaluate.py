@@ -23,6 +23,7 @@ from sirenup.engine.imageio import open_image
 from sirenup.engine.metrics import energy_ratios, protocol_pair, psnr_y, ssim, texture_energies
 from sirenup.engine.tiler import upscale_tensor
 from sirenup.errors import SirenupError
+from sirenup.files import first_line
 from sirenup.models.patch_siren import LiifSiren
 
 METRICS = ("psnr_y", "ssim", "texture")
@@ -77,10 +78,8 @@ def check_benchmark_folder(val_dir: Path, scales) -> None:
                 try:
                     protocol_case(path, float(scale), None)  # evaluate_table's key
                 except Exception as error:
-                    text = str(error).strip().splitlines()
                     raise SirenupError(f"--val {path}: cannot be scored at x{scale:g} "
-                                       f"({text[0] if text else type(error).__name__})"
-                                       ) from None
+                                       f"({first_line(error)})") from None
 
 
 @dataclass(frozen=True)

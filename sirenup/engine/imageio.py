@@ -50,6 +50,7 @@ from sirenup.files import (  # noqa: F401 (is_temp_of: part of this module's API
     atomic_write,
     atomic_write_bytes,
     check_regular_file,
+    first_line,
     is_temp_of,
     os_reason,
 )
@@ -203,10 +204,11 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
         raise SirenupError(f"{path}: is a folder, not an image") from None
     except PermissionError:
         raise SirenupError(f"{path}: permission denied") from None
-    except UnidentifiedImageError as error:
-        what = "empty file" if _is_empty(path) else str(error) \
-            if isinstance(error, ExternalDecoderRefused) \
-            else "not an image (or a format Pillow cannot read)"
+    except ExternalDecoderRefused as error:
+        raise SirenupError(f"{path}: {error}") from None
+    except UnidentifiedImageError:
+        what = "empty file" if _is_empty(path) else \
+            "not an image (or a format Pillow cannot read)"
         raise SirenupError(f"{path}: {what}") from None
     except SirenupError:
         raise
@@ -215,7 +217,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
         if isinstance(error, OSError) and error.errno is not None:  # the file system's: a
             raise SirenupError(f"{path}: cannot read ({os_reason(error)})") from None  # loop
-        raise SirenupError(f"{path}: cannot decode the image ({_first_line(error)})") from None
+        raise SirenupError(f"{path}: cannot decode the image ({first_line(error)})") from None
 
 
 def probe_image(path: str | os.PathLike) -> dict | None:
@@ -308,16 +310,21 @@ class ExternalDecoderRefused(UnidentifiedImageError):
 def open_image(path: str | os.PathLike) -> Image.Image:
     """``Image.open`` limited to the formats Pillow decodes itself; a PostScript file raises
     ExternalDecoderRefused (every image sirenup reads comes through here)."""
-    Image.init()
-    formats = [name for name in Image.OPEN if name not in EXTERNAL_DECODER_FORMATS]
     try:
-        return Image.open(path, formats=formats)
+        return Image.open(path, formats=_own_decoder_formats())
     except UnidentifiedImageError:
         if _starts_with(path, _POSTSCRIPT_MAGIC):
             raise ExternalDecoderRefused(
                 "PostScript/EPS is not read: decoding it would run Ghostscript, an external "
                 "program (convert it to PNG first)") from None
         raise
+
+
+@functools.cache
+def _own_decoder_formats() -> tuple[str, ...]:
+    """Every format Pillow can open, less those it decodes with another program."""
+    Image.init()
+    return tuple(name for name in Image.OPEN if name not in EXTERNAL_DECODER_FORMATS)
 
 
 def _starts_with(path: str | os.PathLike, prefixes: tuple[bytes, ...]) -> bool:
@@ -582,11 +589,6 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
         except Exception:
             pass
     return im.convert("RGB")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 # --------------------------------------------------------------------------------------------

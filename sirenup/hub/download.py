@@ -30,7 +30,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from sirenup import __version__
 from sirenup.errors import SirenupError
-from sirenup.files import check_regular_file
+from sirenup.files import check_regular_file, first_line
 
 ENV_OFFLINE = "SIRENUP_OFFLINE"
 RETRIES = 5  # retries after the first try, on errors that may go away (drops, 5xx, timeouts)
@@ -237,16 +237,16 @@ def _request(url: str, state: _State, size: int | None, bar,
         if error.code == 416 and state.offset:
             raise _Restart("the server cannot resume the partial file") from None
         if error.code in RETRY_STATUS:
-            raise _Transient(f"HTTP {error.code} {_first_line(error.reason)}") from None
-        raise DownloadError(f"{url}: HTTP {error.code} {_first_line(error.reason)}") from None
+            raise _Transient(f"HTTP {error.code} {first_line(error.reason, '')}") from None
+        raise DownloadError(f"{url}: HTTP {error.code} {first_line(error.reason, '')}") from None
     except URLError as error:
         if isinstance(error.reason, ssl.SSLCertVerificationError):
-            raise DownloadError(f"{url}: {_first_line(error.reason)}") from None
-        raise _Transient(_first_line(error.reason)) from None
+            raise DownloadError(f"{url}: {first_line(error.reason, '')}") from None
+        raise _Transient(first_line(error.reason, "")) from None
     except http.client.InvalidURL as error:  # retrying cannot mend the URL
-        raise DownloadError(f"{url}: not a valid URL ({_first_line(error)})") from None
+        raise DownloadError(f"{url}: not a valid URL ({first_line(error, '')})") from None
     except (OSError, http.client.HTTPException) as error:
-        raise _Transient(f"{type(error).__name__}: {_first_line(error)}") from None
+        raise _Transient(f"{type(error).__name__}: {first_line(error, '')}") from None
     with response:
         total = None
         if state.offset and response.status == 206:
@@ -266,12 +266,6 @@ def _request(url: str, state: _State, size: int | None, bar,
         _copy(response, state, size, bar, total, max_size, url)
         if total is not None and state.offset < total:
             raise _Transient(f"connection closed at byte {state.offset} of {total}")
-
-
-def _first_line(text: object) -> str:
-    """A server's or library's message cut to its first line (a redirect loop's has three)."""
-    lines = str(text).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _copy_file(url: str, state: _State, size: int | None, bar,

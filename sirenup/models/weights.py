@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from sirenup.errors import SirenupError
+from sirenup.files import first_line
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 FORMAT = "sirenup-weights/1"
@@ -303,5 +304,4 @@ def _looks_like_html(path: Path) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
+    return first_line(error)[:300]
