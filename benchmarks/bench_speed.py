@@ -94,7 +94,7 @@ def environment(device: str | None) -> dict:
         "torch.cuda.get_device_name(0)}))"))
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": probe_python("from sirenup.engine.devices import cpu_model; print(cpu_model())"),
+        "cpu": probe_python("from sirenup.inference.devices import cpu_model; print(cpu_model())"),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

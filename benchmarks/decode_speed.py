@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-rev", help="git revision whose decoder to alternate with")
     args = parser.parse_args(argv)
 
-    from sirenup.engine.devices import decode_sizes
-    from sirenup.engine.tiler import decode_bands
-    from sirenup.engine.upscaler import load_upscaler
+    from sirenup.inference.devices import decode_sizes
+    from sirenup.inference.tiler import decode_bands
+    from sirenup.inference.upscaler import load_upscaler
 
     torch.set_num_threads(args.threads)
     model = load_upscaler(args.model, device="cpu").model

@@ -3,8 +3,8 @@
 Set5/Set14, on clean or degraded inputs.
 
 The protocol is the field's (../shared/data/SOURCES.md), implemented once in
-``sirenup.engine.metrics`` / ``sirenup.engine.evaluate``; this script only chooses the images,
-scales, degradation and upscalers, then summarises:
+``sirenup.evaluation.metrics`` / ``sirenup.evaluation.evaluate``; this script only chooses the
+images, scales, degradation and upscalers, then summarises:
 
 - set means per scale and method: Y-PSNR, SSIM, texture ratio (energy above the LR Nyquist,
   SR over HR: 1.0 = as much fine detail as the original);
@@ -12,7 +12,7 @@ scales, degradation and upscalers, then summarises:
 - for the first model, the margin ``mean(model - bicubic) - mean(lanczos - bicubic)``
   (= model - Lanczos), checked against the bar (>= 0.3 dB at x2.5, x3.5, x6 and x8).
 
-With ``--degrade jpeg75|noise5|noise10|blur1`` (see ``sirenup.engine.degrade_eval``) the LR
+With ``--degrade jpeg75|noise5|noise10|blur1`` (see ``sirenup.evaluation.degrade_eval``) the LR
 image is made by the protocol and then degraded; every method sees the same degraded pixels.
 
     python benchmarks/eval_quality.py                      # Set5 + Set14, x2 ... x8
@@ -73,20 +73,20 @@ def evaluate(val_dir: Path, *, sets: Sequence[str] | None = None,
      "scores": {set: {"x4": {image: {method: {"psnr_y", "ssim", "texture", "texture_bands"}}}}}}.
 
     ``models`` (names or paths) overrides ``model``; ``sets`` None takes every set found in
-    ``val_dir``; ``degrade`` e.g. "jpeg75" (``sirenup.engine.degrade_eval``).
+    ``val_dir``; ``degrade`` e.g. "jpeg75" (``sirenup.evaluation.degrade_eval``).
     """
     import torch
     from PIL import Image
 
-    from sirenup.engine.degrade_eval import parse_degradation
-    from sirenup.engine.evaluate import (
+    from sirenup.evaluation.degrade_eval import parse_degradation
+    from sirenup.evaluation.evaluate import (
         benchmark_sets,
         model_upscaler,
         pillow_upscaler,
         protocol_case,
         score_cases,
     )
-    from sirenup.engine.upscaler import Upscaler
+    from sirenup.inference.upscaler import Upscaler
 
     log = log or (lambda message: None)
     degradation = parse_degradation(degrade)
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = list(dict.fromkeys(m.strip() for m in args.models.split(",") if m.strip()))
         if not models:
             parser.error("--models: give at least one model")
-    from sirenup.engine.degrade_eval import parse_degradation
+    from sirenup.evaluation.degrade_eval import parse_degradation
 
     try:
         parse_degradation(args.degrade)

@@ -24,14 +24,14 @@ import time
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PHASES = [  # (module, attribute, phase)
-    ("sirenup.engine.upscaler", "load_upscaler", "load"),
-    ("sirenup.engine.upscaler", "read_image", "read"),
-    ("sirenup.engine.upscaler", "Upscaler.upscale_into", "tiles"),
-    ("sirenup.engine.upscaler", "resize_alpha", "alpha"),
-    ("sirenup.engine.upscaler", "write_image", "write"),
-    ("sirenup.engine.upscaler", "prepare_write", "write"),
-    ("sirenup.engine.imageio", "to_pil", "write:to_pil"),
-    ("sirenup.engine.imageio", "atomic_write", "write:encode"),
+    ("sirenup.inference.upscaler", "load_upscaler", "load"),
+    ("sirenup.inference.upscaler", "read_image", "read"),
+    ("sirenup.inference.upscaler", "Upscaler.upscale_into", "tiles"),
+    ("sirenup.inference.upscaler", "resize_alpha", "alpha"),
+    ("sirenup.inference.upscaler", "write_image", "write"),
+    ("sirenup.inference.upscaler", "prepare_write", "write"),
+    ("sirenup.imaging.imageio", "to_pil", "write:to_pil"),
+    ("sirenup.imaging.imageio", "atomic_write", "write:encode"),
 ]
 
 

@@ -215,7 +215,7 @@ def no_accelerators(monkeypatch):
     """CUDA and MPS reported unavailable, so device tests hold on any machine."""
     import torch
 
-    from sirenup.engine import devices
+    from sirenup.inference import devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)

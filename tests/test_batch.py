@@ -294,7 +294,7 @@ def test_shards_split_the_files(invoke, tmp_path):
 
 
 def test_model_loaded_once(invoke, tmp_path, monkeypatch):
-    import sirenup.engine.upscaler as upscaler
+    import sirenup.inference.upscaler as upscaler
 
     calls = []
     real = upscaler.load_upscaler
@@ -324,7 +324,7 @@ class SlowUpscaler:
 
 
 def test_decode_and_encode_overlap_the_model(tmp_path, monkeypatch):
-    import sirenup.engine.batch as batch
+    import sirenup.inference.batch as batch
 
     src = make_folder(tmp_path / "in", [f"im{i}.png" for i in range(6)])
     spans = {"read": [], "write": []}

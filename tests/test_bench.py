@@ -63,7 +63,7 @@ def test_bench_table_on_stdout_fits_80_columns_with_every_scale():
 
 
 def test_bench_device_all_runs_every_available_device(monkeypatch):
-    import sirenup.engine.bench as bench
+    import sirenup.diagnostics.bench as bench
 
     monkeypatch.setattr(bench, "available_devices", lambda: ["cpu", "cpu"])
     steps = []
@@ -79,7 +79,7 @@ def test_memory_probe_reports_each_case_own_peak():
     """Not monotonic like getrusage: a second, equal allocation reports the same peak."""
     import torch
 
-    from sirenup.engine.bench import MemoryProbe
+    from sirenup.diagnostics.bench import MemoryProbe
 
     peaks = []
     for _ in range(2):
@@ -111,7 +111,7 @@ def test_bench_rejects_bad_sizes_and_scales(args):
 
 
 def test_synthetic_photo_is_deterministic_and_in_range():
-    from sirenup.engine.bench import synthetic_photo
+    from sirenup.diagnostics.bench import synthetic_photo
 
     a, b = synthetic_photo(24, 40, seed=3), synthetic_photo(24, 40, seed=3)
     assert a.shape == (24, 40, 3) and a.dtype == np.float32

@@ -230,7 +230,7 @@ def test_pixel_limits_name_the_option(invoke, make_image, tmp_path, options, nam
 def test_sixteen_bit_colour_stays_16_bit(invoke, tmp_path):
     from conftest import deep_pattern, png_bit_depth, write_png16
 
-    from sirenup.engine.imageio import read_image
+    from sirenup.imaging.imageio import read_image
 
     src = write_png16(tmp_path / "deep.png", deep_pattern(24, 20, 4))
     for ext in ("png", "tif"):

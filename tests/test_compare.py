@@ -12,8 +12,8 @@ import pytest
 from conftest import build_image
 from PIL import Image
 
-from sirenup.engine.metrics import protocol_pair, psnr_y
-from sirenup.engine.montage import (
+from sirenup.evaluation.metrics import protocol_pair, psnr_y
+from sirenup.evaluation.montage import (
     MAX_MONTAGE_PIXELS,
     MAX_PANEL_HEIGHT,
     layout,
@@ -44,7 +44,7 @@ def test_self_on_a_photo(invoke, tmp_path):
         assert record["seconds"] >= 0 and Path(record["output"]).is_file()
         with Image.open(record["output"]) as im:
             assert im.size == (256, 256)
-    # the numbers follow engine/metrics.py's protocol
+    # the numbers follow evaluation/metrics.py's protocol
     with Image.open(SAMPLE) as im:
         hr, _ = protocol_pair(im, 4)
     with Image.open(methods["bicubic"]["output"]) as im:

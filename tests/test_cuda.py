@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sirenup.engine.tiler import upscale_tensor
+from sirenup.inference.tiler import upscale_tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -42,7 +42,7 @@ def lr_image() -> torch.Tensor:
 
 def upscale_on(model, lr, out_hw, device, precision="fp32", **tiling) -> torch.Tensor:
     """Upscale on ``device``, moving the (shared) model there first; the result on the CPU."""
-    from sirenup.engine.devices import autocast
+    from sirenup.inference.devices import autocast
 
     with torch.inference_mode(), autocast(device, precision):
         out = upscale_tensor(model.to(device), lr.to(device), out_hw, **tiling)

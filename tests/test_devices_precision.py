@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from sirenup.engine import devices
-from sirenup.engine.devices import autocast, resolve_precision
-from sirenup.engine.tiler import upscale_tensor
 from sirenup.errors import UsageError
+from sirenup.inference import devices
+from sirenup.inference.devices import autocast, resolve_precision
+from sirenup.inference.tiler import upscale_tensor
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
@@ -67,7 +67,7 @@ def test_autocast_matches_fp32(no_accelerators):
 
 
 def test_upscaler_precision(no_accelerators):
-    from sirenup.engine.upscaler import load_upscaler
+    from sirenup.inference.upscaler import load_upscaler
 
     upscaler = load_upscaler(None, device="auto", precision="auto", tile=0)
     assert upscaler.device == CPU and upscaler.precision == "fp32"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sirenup.engine import devices
 from sirenup.hub import cache
+from sirenup.inference import devices
 
 SECTIONS = {"versions", "cpu", "cuda", "mps", "auto", "cache", "bundled", "smoke", "problems",
             "ok"}

@@ -1,5 +1,5 @@
-"""``engine/evaluate.py`` (per-image PSNR-Y, SSIM, texture ratio; the training loop's table)
-and ``engine/degrade_eval.py`` (deterministic JPEG / noise / blur of the protocol's LR)."""
+"""``evaluation/evaluate.py`` (per-image PSNR-Y, SSIM, texture ratio; the training loop's table)
+and ``evaluation/degrade_eval.py`` (deterministic JPEG / noise / blur of the protocol's LR)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sirenup.engine.degrade_eval import Degradation, parse_degradation
-from sirenup.engine.evaluate import (
+from sirenup.evaluation.degrade_eval import Degradation, parse_degradation
+from sirenup.evaluation.evaluate import (
     evaluate_sets,
     evaluate_table,
     pillow_upscaler,
@@ -21,7 +21,7 @@ from sirenup.engine.evaluate import (
     score_images,
     score_output,
 )
-from sirenup.engine.metrics import protocol_pair, psnr_y, texture_bands, texture_energies
+from sirenup.evaluation.metrics import protocol_pair, psnr_y, texture_bands, texture_energies
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sirenup.engine.hints import HintOnce, jpeg_quality, real_model_hint
+from sirenup.diagnostics.hints import HintOnce, jpeg_quality, real_model_hint
 
 
 def save_jpeg(path, quality: int) -> None:

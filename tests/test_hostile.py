@@ -24,8 +24,8 @@ from loopback_server import LoopbackServer
 from PIL import Image
 
 from sirenup import files
-from sirenup.engine import batch as batch_engine
-from sirenup.engine import imageio
+from sirenup.imaging import imageio
+from sirenup.inference import batch as batch_engine
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import save_weights
 
@@ -611,7 +611,7 @@ def test_aspect_ratio_change_warns(invoke, make_image):
 # -- results on stdout -------------------------------------------------------------------------
 
 def test_reports_go_to_stdout(invoke, cache_root, make_image, tmp_path, monkeypatch):
-    from sirenup.engine import devices
+    from sirenup.inference import devices
 
     monkeypatch.setattr(devices, "nvidia_driver_version", lambda: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

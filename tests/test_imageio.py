@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from sirenup.engine.imageio import (
+from sirenup.errors import SirenupError, UsageError
+from sirenup.imaging.imageio import (
     DecodedImage,
     check_output_size,
     is_temp_of,
@@ -18,7 +19,6 @@ from sirenup.engine.imageio import (
     read_image,
     write_image,
 )
-from sirenup.errors import SirenupError, UsageError
 
 ORIENTATION = 0x0112  # EXIF tag
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sirenup.engine import tiler
-from sirenup.engine.imageio import DecodedImage, _encode_png16, as_float, prepare_write, read_image
-from sirenup.engine.tiler import encode_tile, float_tile
-from sirenup.engine.upscaler import Upscaler, load_upscaler
+from sirenup.imaging.imageio import DecodedImage, _encode_png16, as_float, prepare_write, read_image
+from sirenup.inference import tiler
+from sirenup.inference.tiler import encode_tile, float_tile
+from sirenup.inference.upscaler import Upscaler, load_upscaler
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 
@@ -169,14 +169,14 @@ def test_prepare_write_lets_the_output_array_go_before_encoding(tmp_path):
 
 
 def test_release_freed_memory_is_harmless():
-    from sirenup.engine.tiler import release_freed_memory
+    from sirenup.inference.tiler import release_freed_memory
 
     release_freed_memory()
     release_freed_memory()
 
 
 def test_sixteen_bit_samples_go_to_an_accelerator_as_floats():
-    from sirenup.engine.upscaler import _model_input
+    from sirenup.inference.upscaler import _model_input
 
     deep = _pattern(5, 6, 65535, 3)
     assert _model_input(deep, torch.device("cpu")).dtype == np.uint16

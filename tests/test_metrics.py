@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sirenup.engine.metrics import (
+from sirenup.evaluation.metrics import (
     CORNER_FREQUENCY,
     protocol_pair,
     psnr,

@@ -262,7 +262,7 @@ def test_config_round_trip():
 def test_decode_grid_matches_pointwise_decode(out_hw, block):
     """The separable inference path computes the same function as the training path, also
     when a band is decoded in several blocks of columns (7 queries) or in one (None, GPUs)."""
-    from sirenup.engine.tiler import output_axis
+    from sirenup.inference.tiler import output_axis
 
     torch.manual_seed(3)
     model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=1, hidden=16)).eval()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sirenup.engine.evaluate import (
+from sirenup.evaluation.evaluate import (
     IMAGE_SUFFIXES,
     model_upscaler,
     pillow_upscaler,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sirenup.engine.shards import resolve_shard, shard_from_environment
 from sirenup.errors import UsageError
+from sirenup.inference.shards import resolve_shard, shard_from_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULER_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",

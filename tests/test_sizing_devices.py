@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sirenup.engine import devices
-from sirenup.engine.devices import resolve_device
-from sirenup.engine.sizing import DEFAULT_SCALE, scale_label, target_size
 from sirenup.errors import UsageError
+from sirenup.inference import devices
+from sirenup.inference.devices import resolve_device
+from sirenup.inference.sizing import DEFAULT_SCALE, scale_label, target_size
 
 W, H = 100, 60
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sirenup.engine import devices, tiler
-from sirenup.engine.devices import DecodeSizes, auto_tile, decode_sizes
-from sirenup.engine.tiler import plan_axis, stream_tiles, upscale_tensor
+from sirenup.inference import devices, tiler
+from sirenup.inference.devices import DecodeSizes, auto_tile, decode_sizes
+from sirenup.inference.tiler import plan_axis, stream_tiles, upscale_tensor
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 DATA = Path(__file__).parent / "data"
@@ -81,8 +81,8 @@ def test_outputs_match_the_files_written_before_streaming(invoke, tmp_path, name
 
 
 def test_upscale_image_assembles_integers_of_the_image_depth():
-    from sirenup.engine.imageio import DecodedImage
-    from sirenup.engine.upscaler import load_upscaler
+    from sirenup.imaging.imageio import DecodedImage
+    from sirenup.inference.upscaler import load_upscaler
 
     upscaler = load_upscaler(device="cpu")
     rgb = np.random.default_rng(0).random((12, 10, 3), dtype=np.float32)
@@ -161,7 +161,7 @@ def test_out_of_memory_on_a_fake_gpu_halves_the_tile(monkeypatch):
 
 
 def test_python_api_call_keeps_the_kind_of_image():
-    from sirenup.engine.upscaler import Upscaler
+    from sirenup.inference.upscaler import Upscaler
 
     upscaler = Upscaler(device="cpu")
     pixels = np.random.default_rng(1).integers(0, 256, (10, 12, 3), dtype=np.uint8)

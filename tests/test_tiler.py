@@ -8,8 +8,8 @@ from itertools import pairwise
 import pytest
 import torch
 
-from sirenup.engine import tiler
-from sirenup.engine.tiler import (
+from sirenup.inference import tiler
+from sirenup.inference.tiler import (
     MIN_TILE,
     blend_weights,
     output_range,

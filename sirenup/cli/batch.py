@@ -86,9 +86,9 @@ def batch(
     """
     from rich.markup import escape
 
-    from sirenup.engine.batch import BatchOptions, run_batch
-    from sirenup.engine.shards import resolve_shard
-    from sirenup.engine.upscaler import check_tiling, load_upscaler
+    from sirenup.inference.batch import BatchOptions, run_batch
+    from sirenup.inference.shards import resolve_shard
+    from sirenup.inference.upscaler import check_tiling, load_upscaler
 
     check_tiling(tile, overlap)
     shard = resolve_shard(shard, shard_count)  # "auto" -> this array task's "K/N"
@@ -103,7 +103,7 @@ def batch(
     def on_event(kind: str, record: dict) -> None:
         nonlocal hint
         if kind == "start":
-            from sirenup.engine.hints import HintOnce
+            from sirenup.diagnostics.hints import HintOnce
 
             hint = HintOnce(record["model"])
             view.start(record)

@@ -39,7 +39,7 @@ def bench(
     if min(scale_list) < 1:
         _bad("--scales", scales, "2,4")
 
-    from sirenup.engine.bench import run_benchmark
+    from sirenup.diagnostics.bench import run_benchmark
 
     with _StepProgress(enabled=not state["quiet"]) as progress:
         result = run_benchmark(model=model, device=device, precision=precision,

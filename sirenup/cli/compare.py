@@ -69,8 +69,8 @@ def compare(
     """
     from rich.markup import escape
 
-    from sirenup.engine.compare import CompareOptions, run_compare
-    from sirenup.engine.upscaler import check_tiling, load_upscaler
+    from sirenup.evaluation.compare import CompareOptions, run_compare
+    from sirenup.inference.upscaler import check_tiling, load_upscaler
 
     check_tiling(tile, overlap)
     options = CompareOptions(reference=reference, self_reference=self_reference, scale=scale,

@@ -18,7 +18,7 @@ def doctor(
         "--quick", help="Skip the tiny upscale on each device.")] = False,
 ) -> None:
     """Diagnose this installation: versions, CPU/CUDA/MPS, device choice, cache, models."""
-    from sirenup.engine.doctor import collect
+    from sirenup.diagnostics.doctor import collect
 
     report = collect(smoke=not quick)
     if json:

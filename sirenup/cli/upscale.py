@@ -52,8 +52,8 @@ def upscale(
     json: JsonOption = False,
 ) -> None:
     """Upscale an image: --scale S, or --width and/or --height (default x4)."""
-    from sirenup.engine.hints import real_model_hint
-    from sirenup.engine.upscaler import load_upscaler, upscale_file
+    from sirenup.diagnostics.hints import real_model_hint
+    from sirenup.inference.upscaler import load_upscaler, upscale_file
 
     upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
                              overlap=overlap)

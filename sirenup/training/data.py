@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from sirenup.engine.imageio import open_image
+from sirenup.imaging.imageio import open_image
 
 log = logging.getLogger(__name__)
 

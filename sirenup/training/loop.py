@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from sirenup.engine.evaluate import evaluate_table
 from sirenup.errors import UsageError
+from sirenup.evaluation.evaluate import evaluate_table
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.training import distributed

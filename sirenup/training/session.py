@@ -72,8 +72,8 @@ def resolve_init(init: str | None) -> str | None:
 def start_training(setup: TrainSetup, *, log: Callable[[str], None],
                    on_validate: Callable[[dict], None]):
     """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0)."""
-    from sirenup.engine.devices import resolve_device
-    from sirenup.engine.evaluate import check_benchmark_folder
+    from sirenup.evaluation.evaluate import check_benchmark_folder
+    from sirenup.inference.devices import resolve_device
     from sirenup.models.weights import WeightsError
     from sirenup.training import distributed
     from sirenup.training.loop import TrainConfig, Trainer

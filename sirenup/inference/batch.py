@@ -32,7 +32,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sirenup.engine.imageio import (
+from sirenup.errors import SirenupError, UsageError
+from sirenup.files import TEMP_SUFFIX, os_reason, temp_prefix
+from sirenup.imaging.imageio import (
     EXTENSIONS,
     FORMATS,
     check_output_size,
@@ -49,9 +51,7 @@ from sirenup.engine.imageio import (
     read_image,
     write_image,
 )
-from sirenup.engine.sizing import aspect_warning, target_size
-from sirenup.errors import SirenupError, UsageError
-from sirenup.files import TEMP_SUFFIX, os_reason, temp_prefix
+from sirenup.inference.sizing import aspect_warning, target_size
 
 Event = Callable[[str, dict], None]
 

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sirenup.engine.degrade_eval import Degradation
-from sirenup.engine.imageio import open_image
-from sirenup.engine.metrics import energy_ratios, protocol_pair, psnr_y, ssim, texture_energies
-from sirenup.engine.tiler import upscale_tensor
 from sirenup.errors import SirenupError
+from sirenup.evaluation.degrade_eval import Degradation
+from sirenup.evaluation.metrics import energy_ratios, protocol_pair, psnr_y, ssim, texture_energies
 from sirenup.files import first_line
+from sirenup.imaging.imageio import open_image
+from sirenup.inference.tiler import upscale_tensor
 from sirenup.models.patch_siren import LiifSiren
 
 METRICS = ("psnr_y", "ssim", "texture")

@@ -1,6 +1,6 @@
 """The Upscaler: one object per run that holds a loaded model on a device and upscales
 RGB arrays with the tiler; plus ``upscale_file``, the one-image operation the CLI calls
-(folders: ``sirenup.engine.batch``)."""
+(folders: ``sirenup.inference.batch``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.engine.devices import auto_tile, autocast, resolve_device
-from sirenup.engine.imageio import (
+from sirenup.errors import SirenupError, UsageError
+from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
+from sirenup.imaging.imageio import (
     EXTENSIONS,
     LUMA,
     DecodedImage,
@@ -30,10 +31,9 @@ from sirenup.engine.imageio import (
     prepare_write,
     read_image,
 )
-from sirenup.engine.sizing import aspect_warning, scale_label, target_size
-from sirenup.engine.tiler import MIN_TILE, Sink, TensorSink, upscale_into
-from sirenup.errors import SirenupError, UsageError
-from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
+from sirenup.inference.devices import auto_tile, autocast, resolve_device
+from sirenup.inference.sizing import aspect_warning, scale_label, target_size
+from sirenup.inference.tiler import MIN_TILE, Sink, TensorSink, upscale_into
 from sirenup.models.weights import WeightsError, load_weights
 
 
@@ -42,7 +42,7 @@ class Upscaler:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto",
                  precision: str = "auto", tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
-        from sirenup.engine.devices import resolve_precision
+        from sirenup.inference.devices import resolve_precision
 
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)  # fp32, fp16 or bf16

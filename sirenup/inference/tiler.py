@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.engine.devices import DecodeSizes, decode_sizes
+from sirenup.inference.devices import DecodeSizes, decode_sizes
 from sirenup.models.patch_siren import LiifSiren, cell_size, output_coords
 
 MIN_TILE = 32

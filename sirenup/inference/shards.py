@@ -1,6 +1,6 @@
 """``--shard auto``: this task's part of a folder, from the scheduler's array-job variables.
 
-A batch over a million files is split by ``--shard K/N`` (``engine.batch.in_shard`` hashes each
+A batch over a million files is split by ``--shard K/N`` (``inference.batch.in_shard`` hashes each
 relative path, so N processes split the files with no coordination). Under a scheduler the
 task's index is in the environment; ``auto`` reads it:
 

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.engine.devices import available_devices, cpu_model
-from sirenup.engine.upscaler import load_upscaler
 from sirenup.hub.registry import DEFAULT_MODEL
+from sirenup.inference.devices import available_devices, cpu_model
+from sirenup.inference.upscaler import load_upscaler
 
 MB = 1024 * 1024
 METHODS = ("model", "bicubic_torch", "bicubic_pillow")

@@ -30,9 +30,9 @@ from importlib import metadata
 import torch
 
 from sirenup import __version__
-from sirenup.engine import devices
 from sirenup.files import sha256_file
 from sirenup.hub import cache, download, registry
+from sirenup.inference import devices
 
 SMOKE_SIZE = 16
 
@@ -115,7 +115,7 @@ def smoke_test(device: str) -> dict:
     """Load the default model on ``device`` and upscale a 16x16 image x2, timed."""
     import numpy as np
 
-    from sirenup.engine.upscaler import Upscaler
+    from sirenup.inference.upscaler import Upscaler
 
     row = {"device": device, "precision": None, "load_s": None, "upscale_s": None,
            "ok": False, "error": None}

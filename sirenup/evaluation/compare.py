@@ -28,14 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sirenup.engine.imageio import (
-    DecodedImage,
-    as_float,
-    check_output_size,
-    read_image,
-    save_pil,
-)
-from sirenup.engine.metrics import (
+from sirenup.errors import UsageError
+from sirenup.evaluation.metrics import (
     energy_ratios,
     protocol_pair,
     psnr_rgb,
@@ -44,11 +38,17 @@ from sirenup.engine.metrics import (
     texture_bands,
     texture_energies,
 )
-from sirenup.engine.montage import make_montage, most_detailed_region
-from sirenup.engine.sizing import DEFAULT_SCALE, target_size
-from sirenup.engine.upscaler import QuantizedSink
-from sirenup.errors import UsageError
+from sirenup.evaluation.montage import make_montage, most_detailed_region
 from sirenup.hub.registry import DEFAULT_MODEL
+from sirenup.imaging.imageio import (
+    DecodedImage,
+    as_float,
+    check_output_size,
+    read_image,
+    save_pil,
+)
+from sirenup.inference.sizing import DEFAULT_SCALE, target_size
+from sirenup.inference.upscaler import QuantizedSink
 
 CLASSICAL = {
     "nearest": Image.Resampling.NEAREST,

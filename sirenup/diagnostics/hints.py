@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sirenup.engine.imageio import open_image
+from sirenup.imaging.imageio import open_image
 
 # IJG's standard luminance quantisation table (Annex K of the JPEG standard); libjpeg scales
 # it by S = 5000/q (q < 50) or 200 - 2q (q >= 50), in percent.
