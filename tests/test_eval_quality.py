@@ -66,8 +66,9 @@ def test_two_models_on_degraded_inputs(setup):
     scores = raw["scores"]["Tiny"]["x2"]["im0"]
     assert set(scores) == {"a", "b", "bicubic", "lanczos"}
     for row in scores.values():
-        assert set(row) == {"psnr_y", "ssim", "texture", "texture_bands"}
+        assert set(row) == {"psnr_y", "ssim", "texture", "texture_bands", "grid_lock"}
         assert math.isfinite(row["psnr_y"]) and 0 < row["ssim"] <= 1 and row["texture"] > 0
+        assert row["grid_lock"] > 0
     assert raw["per_image"]["Tiny"]["x2"]["im0"]["a"] == scores["a"]["psnr_y"]
 
     clean = eval_quality.evaluate(root / "val", sets=["Tiny"], scales=[2], models=models[:1],

@@ -148,8 +148,12 @@ def test_evaluate_sets_keeps_the_training_format_and_table_has_every_metric(val_
 
     rich = evaluate_table(tiny_model(), val_dir, [2])
     row = rich["SetA"]["x2"]
-    assert set(row) == {"psnr_y", "ssim", "texture", "texture_bands"}
+    assert set(row) == {"psnr_y", "ssim", "texture", "texture_bands", "grid_lock",
+                        "grid_lock_max"}
+    assert 0 < row["grid_lock"] <= row["grid_lock_max"]
     assert row["psnr_y"] == pytest.approx(plain["SetA"]["x2"], abs=1e-3)
+    fractional = evaluate_table(tiny_model(), val_dir, [3.5], metrics=("grid_lock",))
+    assert math.isnan(fractional["SetA"]["x3.5"]["grid_lock"])  # integer scales only
     assert len(row["texture_bands"]) == len(texture_bands(2))
     baseline = evaluate_table(pillow_upscaler(Image.BICUBIC), val_dir, [2],
                               metrics=("texture",), degradation=parse_degradation("jpeg75"))

@@ -12,6 +12,8 @@ from PIL import Image
 
 from sirenup.evaluation.metrics import (
     CORNER_FREQUENCY,
+    grid_lock,
+    grid_lock_ratios,
     protocol_pair,
     psnr,
     psnr_rgb,
@@ -219,3 +221,49 @@ def test_flat_reference_gives_nan():
     rng = np.random.default_rng(4)
     noisy = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
     assert np.isnan(texture_ratio(noisy, flat, 2))
+
+
+# -- grid-lock -------------------------------------------------------------------------------
+
+def pink_noise(size: int = 256, seed: int = 0) -> np.ndarray:
+    """A photo-like grey image: 1/f amplitude spectrum, random phases, 0..255."""
+    rng = np.random.default_rng(seed)
+    f = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :])
+    f[0, 0] = 1.0
+    image = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size))) / f))
+    return (image - image.mean()) / image.std() * 40 + 128
+
+
+def lr_grid_dots(size: int, scale: int, amplitude: float) -> np.ndarray:
+    """A faint dot in the same place of every LR pixel: what a per-cell decoder paints."""
+    dots = np.zeros((size, size))
+    dots[1::scale, 2::scale] = amplitude
+    return dots
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_grid_lock_of_photo_like_noise_is_about_one(scale):
+    values = [grid_lock(pink_noise(seed=seed), scale) for seed in range(4)]
+    assert 0.4 < float(np.median(values)) < 1.6
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_grid_lock_sees_a_faint_lr_grid_pattern(scale):
+    image = pink_noise()
+    dotted = image + lr_grid_dots(image.shape[0], scale, 4.0)  # 4 levels on a std of 40
+    assert grid_lock(dotted, scale) > 10 * max(grid_lock(image, scale), 1.0)
+    # the pattern at another period is not the LR grid's
+    assert grid_lock(image + lr_grid_dots(image.shape[0], 7, 4.0), scale) < 3
+
+
+def test_grid_lock_ratios_count_every_harmonic_and_read_rgb():
+    rgb = np.repeat(pink_noise(64)[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+    assert grid_lock_ratios(rgb, 4).shape == (15,)
+    assert grid_lock_ratios(Image.fromarray(rgb), 3).shape == (8,)
+
+
+def test_grid_lock_refuses_fractional_scales_and_tiny_images():
+    with pytest.raises(ValueError, match="integer"):
+        grid_lock(pink_noise(64), 2.5)
+    with pytest.raises(ValueError, match="too small"):
+        grid_lock(pink_noise(64)[:10, :10], 4)

@@ -130,6 +130,9 @@ def _table(report: dict):
         table.add_column(title, justify="right")
     if texture:
         table.add_column("texture\nratio", justify="right")
+    gridded = any("grid_lock" in r for r in report["methods"])
+    if gridded:
+        table.add_column("grid-\nlock", justify="right")
     table.add_column("time\ns", justify="right")
     best = {key: max((r[key] for r in report["methods"] if r.get(key) is not None),
                      default=None) for _, key, _ in columns}
@@ -144,6 +147,8 @@ def _table(report: dict):
                          else text)
         if texture:  # closest to 1 is best, not highest
             cells.append(_ratio_cell(record.get("texture"), closest))
+        if gridded:
+            cells.append(f"{record['grid_lock']:.2f}" if "grid_lock" in record else "-")
         cells.append(f"{record['seconds']:.3f}")
         table.add_row(*cells)
     return table

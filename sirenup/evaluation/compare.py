@@ -31,6 +31,7 @@ from PIL import Image
 from sirenup.errors import UsageError
 from sirenup.evaluation.metrics import (
     energy_ratios,
+    grid_lock,
     protocol_pair,
     psnr_rgb,
     psnr_y,
@@ -227,6 +228,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     lr_array = np.array(lr)  # (h, w, 3) uint8: the tiler makes float of one tile at a time
     textured = hr is not None and scale > 1  # at scale 1 there is no band above the input's
     hr_energies = texture_energies(hr, scale) if textured else None
+    # grid-lock needs an integer scale and a few LR pixels per side (metrics.grid_lock)
+    gridded = scale == round(scale) >= 2 and min(size) >= 4 * round(scale)
 
     records: list[dict] = []
     outputs: dict[str, Image.Image] = {}
@@ -258,6 +261,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             ratios = energy_ratios(texture_energies(out, scale), hr_energies)
             record["texture"] = _ratio(ratios[0])
             record["texture_bands"] = [_ratio(r) for r in ratios[1:]]
+        if gridded:
+            record["grid_lock"] = round(grid_lock(out, round(scale)), 3)
         outputs[name] = out
         records.append(record)
         emit("method", record)
@@ -274,6 +279,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             lines.append(f"PSNR {_fmt(record['psnr_rgb'])} dB, Y {_fmt(record['psnr_y'])} dB")
             lines.append(f"SSIM {record['ssim']:.4f}, texture "
                          f"{fmt_ratio(record.get('texture'))}")
+        if "grid_lock" in record:
+            lines.append(f"grid-lock {record['grid_lock']:.2f}")
         lines.append(f"{record['seconds']:.3f} s")
         panels.append((record["label"], lines, outputs[record["method"]]))
     montage, note = make_montage(panels, crop)
@@ -299,6 +306,9 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
                      "studio-range luma; SSIM (scikit-image) on Y; texture = Y energy above "
                      f"{0.5 / scale:.3g} cycles/px (the input's Nyquist), output over "
                      "reference") if hr is not None else None,
+        "grid_lock": ("median over the LR grid's harmonics of the output's Y power there over "
+                      "its neighbours' (~1: nothing repeats with the input's pixels)")
+        if gridded else None,
         "texture_bands": [[round(lo, 4), round(hi, 4)] for lo, hi in texture_bands(scale)]
         if textured else None,
         "warnings": warnings,

@@ -20,13 +20,20 @@ from PIL import Image
 
 from sirenup.errors import SirenupError
 from sirenup.evaluation.degrade_eval import Degradation
-from sirenup.evaluation.metrics import energy_ratios, protocol_pair, psnr_y, ssim, texture_energies
+from sirenup.evaluation.metrics import (
+    energy_ratios,
+    grid_lock,
+    protocol_pair,
+    psnr_y,
+    ssim,
+    texture_energies,
+)
 from sirenup.files import first_line
 from sirenup.imaging.imageio import open_image
 from sirenup.inference.tiler import upscale_tensor
 from sirenup.models.patch_siren import LiifSiren
 
-METRICS = ("psnr_y", "ssim", "texture")
+METRICS = ("psnr_y", "ssim", "texture", "grid_lock")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 Upscale = Callable[[Image.Image, tuple[int, int]], Image.Image]  # (LR, (W, H)) -> SR
@@ -117,6 +124,9 @@ def score_output(sr: Image.Image, case: Case, metrics=METRICS) -> dict:
         ratios = energy_ratios(texture_energies(sr, case.scale), case.hr_energies)
         scores["texture"] = float(ratios[0])
         scores["texture_bands"] = [float(r) for r in ratios[1:]]
+    if "grid_lock" in metrics:  # defined at integer scales only: nan elsewhere
+        integer = case.scale == int(case.scale) and case.scale >= 2
+        scores["grid_lock"] = grid_lock(sr, int(case.scale)) if integer else float("nan")
     return scores
 
 
@@ -161,10 +171,18 @@ def evaluate_table(model: LiifSiren | Upscale, val_dir: Path, scales, *, device=
 
 
 def mean_scores(rows: list[dict]) -> dict:
-    """Mean of every metric over per-image rows (rounded: PSNR 3, SSIM and ratios 4 digits)."""
+    """Mean of every metric over per-image rows (rounded: PSNR 3, SSIM and ratios 4 digits);
+    grid-lock, whose few bad images matter, as the median and the maximum (``grid_lock_max``).
+    """
     means: dict = {}
     for key in (k for k in METRICS if rows and k in rows[0]):
-        means[key] = round(_nanmean([r[key] for r in rows]), 3 if key == "psnr_y" else 4)
+        values = [r[key] for r in rows]
+        if key == "grid_lock":
+            finite = [v for v in values if not np.isnan(v)]
+            means[key] = round(float(np.median(finite)), 4) if finite else float("nan")
+            means["grid_lock_max"] = round(max(finite), 4) if finite else float("nan")
+            continue
+        means[key] = round(_nanmean(values), 3 if key == "psnr_y" else 4)
     if rows and "texture_bands" in rows[0]:
         bands = np.array([r["texture_bands"] for r in rows], dtype=np.float64)
         means["texture_bands"] = [round(_nanmean(column), 4) for column in bands.T]
