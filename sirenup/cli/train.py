@@ -70,9 +70,37 @@ def train(
         "--channels", min=1, max=1024,
         help="Feature channels of the encoder (default 32). With --init, the channels added "
              "start with zero weight into the old ones: the same function at the start.")] = None,
+    refine: Annotated[bool, typer.Option(
+        "--refine",
+        help="Decoder version 2: add the HR-space refiner (two 3x3 convolutions on the output "
+             "grid, so detail need not repeat with the LR pixels). With --init, it starts as "
+             "the identity: the same function at the start.")] = False,
+    window: Annotated[int, typer.Option(
+        "--window", min=8,
+        help="HR pixels per side decoded densely per crop for a model with a refiner "
+             "(without --gan).")] = 44,
+    lambda_phase: Annotated[float, typer.Option(
+        "--lambda-phase", min=0.0,
+        help="Weight of the LR-grid phase bias loss: the batch's mean error at each position "
+             "inside an LR pixel must be zero, so no faint pattern repeats with the LR grid "
+             "(0: off).")] = 0.0,
+    lambda_harmonic: Annotated[float, typer.Option(
+        "--lambda-harmonic", min=0.0,
+        help="Weight of the error near the LR grid's harmonics, on dense windows (a model "
+             "with a refiner, or --gan): patterns locked to the LR pixels cost more "
+             "(0: off).")] = 0.0,
     gan: Annotated[bool, typer.Option(
         "--gan", rich_help_panel=GAN,
         help="Adversarial fine-tuning against a patch discriminator (use with --init).")] = False,
+    refine_noise: Annotated[bool, typer.Option(
+        "--refine-noise", rich_help_panel=GAN,
+        help="The refiner also reads per-pixel noise (implies --refine): grain a GAN can "
+             "shape into texture. The noise is a hash of each output pixel's position, so an "
+             "image always gives the same output.")] = False,
+    lambda_pix_low: Annotated[float, typer.Option(
+        "--lambda-pix-low", min=0.0, rich_help_panel=GAN,
+        help="Weight of L1 between 4x4-pixel averages of output and photo: faithful colour "
+             "and shape without asking fine detail to match pixel for pixel.")] = 0.0,
     gan_window: Annotated[int, typer.Option(
         "--gan-window", min=24, rich_help_panel=GAN,
         help="HR pixels per side decoded densely per crop.")] = 64,
@@ -97,7 +125,8 @@ def train(
     lambda_grid: Annotated[float, typer.Option(
         "--lambda-grid", min=0.0, rich_help_panel=GAN,
         help="Weight of the LR-grid phase loss (fine detail locked to the LR pixels, such as "
-             "dotted patterns, costs the generator; 0: off).")] = 0.0,
+             "dotted patterns, costs the generator; 0: off). Also without --gan, for a model "
+             "with a refiner.")] = 0.0,
     lr_d: Annotated[float, typer.Option(
         "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 2e-4,
     d_channels: Annotated[int, typer.Option(
@@ -165,10 +194,15 @@ def train(
         data=data, out=out, val=val, steps=steps, batch=batch, patch=patch, queries=queries,
         scale_min=scale_min, scale_max=scale_max, lr=lr, device=device, seed=seed,
         val_every=val_every, checkpoint_every=checkpoint_every, resume=resume, init=init,
-        name=name, model=model_overrides(n_blocks=blocks, channels=channels),
+        name=name, window=window, lambda_grid=0.0 if gan else lambda_grid,
+        lambda_phase=lambda_phase, lambda_harmonic=lambda_harmonic,
+        model=model_overrides(n_blocks=blocks, channels=channels,
+                              version=2 if refine or refine_noise else None,
+                              refine_noise=1 if refine_noise else None),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
              "freq_floor": freq_floor, "lambda_grid": lambda_grid,
+             "lambda_pix_low": lambda_pix_low,
              "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
         degrade={"clean_prob": degrade_clean_prob, "first_prob": degrade_first_prob,
                  "blur_prob": degrade_blur_prob,
@@ -192,15 +226,17 @@ def train(
 def validation_table(record: dict):
     from rich.table import Table
 
-    table = Table(title=f"validation, step {record['step']}: PSNR-Y dB (texture ratio)")
+    table = Table(title=f"validation, step {record['step']}: PSNR-Y dB (texture ratio, "
+                        "grid-lock)")
     sets = record["psnr_y"]
     textures = record.get("texture", {})
+    grids = record.get("grid_lock", {})
     scales = list(next(iter(sets.values())).keys()) if sets else []
     table.add_column("set")
     for s in scales:
         table.add_column(s, justify="right")
     for name, row in sets.items():
-        texture = textures.get(name, {})
-        table.add_row(name, *[f"{row[s]:.2f} ({texture.get(s, float('nan')):.2f})"
-                              for s in scales])
+        texture, grid = textures.get(name, {}), grids.get(name, {})
+        table.add_row(name, *[f"{row[s]:.2f} ({texture.get(s, float('nan')):.2f}, "
+                              f"{grid.get(s, float('nan')):.2f})" for s in scales])
     return table

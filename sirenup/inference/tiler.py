@@ -123,17 +123,30 @@ def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: 
     -> (top, bottom, (bottom - top, cols, 3)) per band.
 
     ``lr``/``pre`` cover the tile read from ``origin`` (x, y) of the image of ``image_hw``.
+
+    A model with an HR-space refiner (``model.halo`` > 0) decodes ``halo`` more output pixels
+    on every side (beyond the image too: the decoder is defined there, so a pixel's context
+    never depends on where a tile or band ends) and refines each band; the halo rows below a
+    band are kept for the next one, so no output row is decoded twice.
     """
     out_h, out_w = out_hw
     in_h, in_w = image_hw
     (y0, y1), (x0, x1) = rows, cols
+    halo = model.halo
     cell = cell_size(out_h, out_w, in_h, in_w, device=lr.device)
     band_rows = sizes.band_rows(x1 - x0, y1 - y0)
-    xs = output_axis(out_w, in_w, x0, x1, origin[0], device=lr.device)
+    xs = output_axis(out_w, in_w, x0 - halo, x1 + halo, origin[0], device=lr.device)
+    carried = None  # the last 2 * halo decoded rows, above the next band
     for top in range(y0, y1, band_rows):
         bottom = min(top + band_rows, y1)
-        ys = output_axis(out_h, in_h, top, bottom, origin[1], device=lr.device)
+        first = top - halo if carried is None else top + halo
+        ys = output_axis(out_h, in_h, first, bottom + halo, origin[1], device=lr.device)
         band = model.decode_grid(pre, lr, xs, ys, cell, block_queries=sizes.block_queries)
+        if halo:
+            band = band if carried is None else torch.cat([carried, band], dim=2)
+            carried = band[:, :, -2 * halo:]
+            band = model.refine(band, torch.arange(top - halo, bottom + halo),
+                                torch.arange(x0 - halo, x1 + halo))
         yield top, bottom, band[0].permute(1, 2, 0)  # a view: channels-last underneath
 
 
@@ -154,6 +167,13 @@ def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
     grid = output_coords(out_len, 1, in_len, 1, y0=start, y1=stop, origin=(0.0, float(origin)),
                          device=device)
     return grid[0, :, 1]
+
+
+def model_context(model: LiifSiren, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
+    """LR pixels of context a tile needs on each side: the model's receptive radius, plus the
+    refiner's halo of output pixels in LR pixels (none without a refiner)."""
+    lr_per_output = max(image_hw[0] / out_hw[0], image_hw[1] / out_hw[1])
+    return model.receptive_radius + math.ceil(model.halo * lr_per_output)
 
 
 def float_tile(pixels: torch.Tensor) -> torch.Tensor:
@@ -243,7 +263,7 @@ def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
     """
     in_h, in_w = lr.shape[-2:]
     out_h, out_w = out_hw
-    context = model.receptive_radius
+    context = model_context(model, (in_h, in_w), out_hw)
     sizes = decode_sizes(lr.device, out_h / in_h)
     tile_rows = plan_axis(in_h, out_h, tile, overlap, context)
     tile_cols = plan_axis(in_w, out_w, tile, overlap, context)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,25 @@ class LiifSirenConfig:
     w0_first: float = 30.0  # SIREN frequency of the first (patch-conditioned) layer
     w0_hidden: float = 1.0  # frequency of the hidden sine layers (init scaled to match)
     max_cell_scale: float = 4.0  # cells of larger scales are clamped to this (trained range)
+    # Decoder version. 1: each output pixel is a function of its own query alone (every file
+    # made before version 2 is read as 1, and computes exactly what it always did). 2: the
+    # decoder also emits ``refine_features`` channels, and an HR-space refiner (two 3x3 convs
+    # on the output grid, ``refine_hidden`` wide) adds a residual: its 5x5 support straddles LR
+    # pixels, so detail need not repeat with the LR grid.
+    version: int = 1
+    refine_features: int = 9  # version 2: decoder outputs besides RGB, the refiner's input
+    refine_hidden: int = 16  # version 2: the refiner's hidden width
+    refine_noise: int = 0  # version 2: 1 = the refiner also reads per-pixel noise (GAN grain)
+
+    # What a weights file may ask for, inclusive (``models.architectures``). Generous (the
+    # bundled models are 32 channels, 4 blocks, 64 hidden), but no header can ask for a model
+    # that takes minutes and gigabytes to build.
+    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {
+        "channels": (1, 1024), "n_blocks": (0, 256), "res_scale": (0.0, 10.0),
+        "hidden": (1, 1024), "n_hidden": (0, 32), "w0_first": (1e-3, 1000.0),
+        "w0_hidden": (1e-3, 1000.0), "max_cell_scale": (1.0, 1000.0), "version": (1, 2),
+        "refine_features": (0, 256), "refine_hidden": (1, 1024), "refine_noise": (0, 1),
+    }
 
     @classmethod
     def from_dict(cls, values: dict) -> LiifSirenConfig:
@@ -199,7 +219,7 @@ class PatchConditionedSiren(nn.Module):
     """
 
     def __init__(self, *, feat_channels: int, hidden: int, n_hidden: int, w0_first: float,
-                 w0_hidden: float):
+                 w0_hidden: float, extra_out: int = 0):
         super().__init__()
         self.w0_first = w0_first
         fan_in = 9 * feat_channels + OFFSET_FEATURES + CELL_FEATURES
@@ -214,11 +234,12 @@ class PatchConditionedSiren(nn.Module):
         self.hidden_layers = nn.ModuleList(
             [SineLayer(hidden, hidden, w0=w0_hidden) for _ in range(n_hidden)]
         )
-        self.out = nn.Linear(hidden, 3)
+        self.out = nn.Linear(hidden, 3 + extra_out)  # RGB residual, then the refiner's features
         # Start as plain bicubic: a near-zero residual, so early training refines instead of
-        # first unlearning a random image.
-        nn.init.uniform_(self.out.weight, -1e-3, 1e-3)
-        nn.init.zeros_(self.out.bias)
+        # first unlearning a random image. (The refiner's features keep Linear's own init: its
+        # last layer starts at zero, so they change nothing until training uses them.)
+        nn.init.uniform_(self.out.weight[:3], -1e-3, 1e-3)
+        nn.init.zeros_(self.out.bias[:3])
 
     def precompute(self, feats: torch.Tensor) -> torch.Tensor:
         """Feature part of the first layer, times w0, once per LR pixel.
@@ -270,7 +291,7 @@ class PatchConditionedSiren(nn.Module):
         return interp
 
     def forward(self, pre: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) map, (B, N, 2) coords, (B, 2) cells -> RGB residual (B, N, 3)."""
+        """(B, D, h, w) map, (B, N, 2) coords, (B, 2) cells -> RGB residual (B, N, 3 + k)."""
         return self.tail(_sin(self.first_layer_input(pre, coords, cell)).transpose(1, 2))
 
     def tail_after_ones(self, h: torch.Tensor) -> torch.Tensor:
@@ -298,6 +319,50 @@ class PatchConditionedSiren(nn.Module):
         return F.linear(h, self.out.weight, self.out.bias)
 
 
+NOISE_SEED = 0x5EED
+
+
+def pixel_noise(rows: torch.Tensor, cols: torch.Tensor, seed: int = NOISE_SEED) -> torch.Tensor:
+    """Deterministic noise of unit variance (uniform) at output pixels rows x cols: (H, W).
+
+    A hash of the absolute pixel indices (integers, any sign) and ``seed``: the same pixel
+    gets the same value whichever tile or band computes it. 32-bit integer mixing (a
+    murmur3-style finaliser) carried in int64 so nothing overflows.
+    """
+    mask = 0xFFFFFFFF
+    h = ((rows.long()[:, None] * 0x9E3779B1) ^ (cols.long()[None, :] * 0x85EBCA77)
+         ^ (seed * 0xC2B2AE3D)) & mask
+    for multiplier in (0x85EBCA6B, 0xC2B2AE35):
+        h = ((h ^ (h >> 16)) * multiplier) & mask
+    h = h ^ (h >> 16)
+    return ((h & 0xFFFFFF).double() / (1 << 24) - 0.5).float() * 12 ** 0.5
+
+
+class HrRefiner(nn.Module):
+    """Version 2's HR-space refiner: (B, 3 + k, H + 4, W + 4) decoded output with a halo of
+    ``HALO`` pixels on each side -> (B, 3, H, W) refined RGB.
+
+    RGB + conv3x3(LeakyReLU(conv3x3([RGB, k features]))), unpadded convolutions (the halo is
+    decoded, never padded: a pixel's result does not depend on where a tile or band ends). The
+    last convolution starts at zero, so a refiner added to a trained model is the identity
+    until training moves it.
+    """
+
+    HALO = 2  # output pixels of context on each side: two 3x3 convolutions
+
+    def __init__(self, *, in_channels: int, hidden: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3)
+        self.conv2 = nn.Conv2d(hidden, 3, 3)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, decoded: torch.Tensor) -> torch.Tensor:
+        h = self.HALO
+        rgb = decoded[:, :3, h:-h, h:-h]  # (B, 3, H, W)
+        return rgb + self.conv2(F.leaky_relu(self.conv1(decoded), 0.2))
+
+
 class LiifSiren(nn.Module):
     """Encoder + PatchConditionedSiren: ``decode(encode(lr), lr, coords, cell)`` -> RGB."""
 
@@ -308,8 +373,21 @@ class LiifSiren(nn.Module):
         self.encoder = Encoder(channels=c.channels, n_blocks=c.n_blocks, res_scale=c.res_scale)
         self.decoder = PatchConditionedSiren(
             feat_channels=c.channels, hidden=c.hidden, n_hidden=c.n_hidden,
-            w0_first=c.w0_first, w0_hidden=c.w0_hidden,
+            w0_first=c.w0_first, w0_hidden=c.w0_hidden, extra_out=self.extra_out,
         )
+        if c.version >= 2:
+            self.refiner = HrRefiner(in_channels=3 + c.refine_features + c.refine_noise,
+                                     hidden=c.refine_hidden)
+
+    @property
+    def extra_out(self) -> int:
+        """Decoder outputs besides RGB: the refiner's features (version 2), else none."""
+        return self.config.refine_features if self.config.version >= 2 else 0
+
+    @property
+    def halo(self) -> int:
+        """Output pixels of decoded context the refiner needs on each side (0: no refiner)."""
+        return HrRefiner.HALO if self.config.version >= 2 else 0
 
     @property
     def receptive_radius(self) -> int:
@@ -336,15 +414,49 @@ class LiifSiren(nn.Module):
 
     def decode(self, pre: torch.Tensor, lr: torch.Tensor, coords: torch.Tensor,
                cell: torch.Tensor) -> torch.Tensor:
-        """RGB at coords (B, N, 2) given cell (B, 2) in LR pixels -> (B, N, 3), not clamped."""
+        """RGB at coords (B, N, 2) given cell (B, 2) in LR pixels -> (B, N, 3), not clamped;
+        version 2: (B, N, 3 + k), the refiner's features after RGB (``refine``)."""
         base = sample(lr, coords, "bicubic").transpose(1, 2)  # (B, N, 3)
-        return base + self.decoder(pre, coords, self.cell_input(cell))
+        out = self.decoder(pre, coords, self.cell_input(cell))
+        if not self.extra_out:
+            return base + out
+        return torch.cat([out[..., :3] + base, out[..., 3:]], dim=-1)
+
+    def refine(self, decoded: torch.Tensor, rows: torch.Tensor | None = None,
+               cols: torch.Tensor | None = None) -> torch.Tensor:
+        """Version 2: decoded output with its halo (B, 3 + k, H + 2h, W + 2h) -> RGB
+        (B, 3, H, W). Version 1: the identity.
+
+        With ``refine_noise``, the refiner also reads noise: ``pixel_noise`` of the absolute
+        output pixel indices ``rows`` (H + 2h,) and ``cols`` (W + 2h,) (inference: the same
+        image gives the same output, and tiles agree where they overlap), or fresh random
+        noise of the same distribution when they are not given (training)."""
+        if not self.halo:
+            return decoded
+        if self.config.refine_noise:
+            b, _, height, width = decoded.shape
+            if rows is None or cols is None:
+                noise = (torch.rand(b, 1, height, width, device=decoded.device) - 0.5) * 12 ** 0.5
+            else:
+                noise = pixel_noise(rows, cols).to(decoded)[None, None].expand(b, 1, -1, -1)
+            decoded = torch.cat([decoded, noise.to(decoded.dtype)], dim=1)
+        return self.refiner(decoded)
+
+    def forward_window(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor,
+                       side: int) -> torch.Tensor:
+        """RGB of a dense side x side window (B, 3, side, side): ``coords`` (B, N, 2) are the
+        window's queries with the halo, (side + 2h)^2 of them, rows major."""
+        full = side + 2 * self.halo
+        decoded = self.decode(self.encode(lr), lr, coords, cell)  # (B, full*full, 3 + k)
+        decoded = decoded.transpose(1, 2).reshape(decoded.shape[0], -1, full, full)
+        return self.refine(decoded)
 
     @torch.no_grad()
     def decode_grid(self, pre: torch.Tensor, lr: torch.Tensor, xs: torch.Tensor,
                     ys: torch.Tensor, cell: torch.Tensor,
                     block_queries: int | None = QUERIES_PER_BLOCK) -> torch.Tensor:
-        """Inference on the output grid ys x xs (LR coords (W,), (H,)) -> (B, 3, H, W).
+        """Inference on the output grid ys x xs (LR coords (W,), (H,)) -> (B, 3 + k, H, W)
+        (version 2: the refiner's features after RGB, before ``refine``).
 
         Same result as ``decode`` at those points, computed the faster separable way. Meant
         for a band of a few output rows (the x interpolation is shared by the whole band);
@@ -355,16 +467,23 @@ class LiifSiren(nn.Module):
         first = self.decoder.first_layer_grid(pre, xs, ys, self.cell_input(cell))
         base = SeparableSampler(lr, xs, ys, cubic_taps)  # the bicubic upsampling
         height, width = ys.numel(), xs.numel()
-        out = lr.new_empty(pre.shape[0], height, width, 3)
+        out = lr.new_empty(pre.shape[0], height, width, 3 + self.extra_out)
         step = width if block_queries is None else max(1, block_queries // height)
         for x0 in range(0, width, step):
             x1 = min(x0 + step, width)
             z = first.columns(x0, x1)  # (B, H, cols, D + 1)
-            residual = self.decoder.tail_after_ones(_sin(z))  # (B, H, cols, 3)
-            torch.add(residual, base.columns(x0, x1), out=out[:, :, x0:x1])
+            residual = self.decoder.tail_after_ones(_sin(z))  # (B, H, cols, 3 + k)
+            if self.extra_out:
+                out[:, :, x0:x1, 3:] = residual[..., 3:]
+                residual = residual[..., :3]
+            torch.add(residual, base.columns(x0, x1), out=out[:, :, x0:x1, :3])
         return out.permute(0, 3, 1, 2)
 
-    def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor,
+                window: int = 0) -> torch.Tensor:
+        """Training's call: ``decode`` at random queries (window 0), or ``forward_window``."""
+        if window:
+            return self.forward_window(lr, coords, cell, window)
         return self.decode(self.encode(lr), lr, coords, cell)
 
 

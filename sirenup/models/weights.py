@@ -4,8 +4,9 @@ Loading never unpickles: ``.safetensors`` holds only tensors and a string->strin
 Legacy ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)`` only.
 
 A file is validated before any model is built, so a hostile or broken one fails in well under a
-second with one line: the config's known fields have the types and bounds of CONFIG_BOUNDS,
-the known metadata entries the types of METADATA_TYPES (other entries may be any JSON), the
+second with one line: the header names a registered architecture (``models.architectures``),
+the config's known fields have the types and bounds that architecture's config declares, the
+known metadata entries the types of METADATA_TYPES (other entries may be any JSON), the
 tensors' names and shapes are exactly those the config implies (the first mismatch is named),
 their dtypes are floating point and their values finite.
 """
@@ -22,24 +23,18 @@ import torch
 
 from sirenup.errors import SirenupError
 from sirenup.files import first_line
+from sirenup.models.architectures import (
+    ARCHITECTURES,
+    LIIF_SIREN,
+    Architecture,
+    architecture_named,
+    architecture_of,
+)
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 FORMAT = "sirenup-weights/1"
-ARCHITECTURE = "liif-siren"
+ARCHITECTURE = LIIF_SIREN.name  # what save_weights writes today
 
-# Known LiifSirenConfig fields: (type, lowest, highest), inclusive. Generous (the bundled model
-# is 32 channels, 4 blocks, 64 hidden), but they keep a header from asking for a model that
-# takes minutes and gigabytes to build before its tensors are even compared.
-CONFIG_BOUNDS: dict[str, tuple[type, float, float]] = {
-    "channels": (int, 1, 1024),
-    "n_blocks": (int, 0, 256),
-    "res_scale": (float, 0.0, 10.0),
-    "hidden": (int, 1, 1024),
-    "n_hidden": (int, 0, 32),
-    "w0_first": (float, 1e-3, 1000.0),
-    "w0_hidden": (float, 1e-3, 1000.0),
-    "max_cell_scale": (float, 1.0, 1000.0),
-}
 # Known metadata entries and the JSON types they must have; entries not listed here may hold
 # any JSON value (training records add their own, e.g. dicts of hyper-parameters).
 METADATA_TYPES: dict[str, tuple[type, ...]] = {
@@ -72,7 +67,7 @@ def save_weights(path: Path, model: LiifSiren, metadata: dict | None = None) -> 
 
     header = {
         "format": FORMAT,
-        "architecture": ARCHITECTURE,
+        "architecture": architecture_of(model).name,
         "config": json.dumps(model.config.to_dict()),
         "metadata": json.dumps(metadata or {}),
     }
@@ -109,7 +104,8 @@ def read_header(path: Path) -> dict:
             if _looks_like_html(path) else ""
         raise WeightsError(f"{path}: not a safetensors weights file ({_first_line(error)})"
                            f"{hint}", path) from None
-    if header.get("architecture") != ARCHITECTURE:
+    architecture = architecture_named(header.get("architecture"))
+    if architecture is None:
         raise WeightsError(f"{path}: not a sirenup model (architecture "
                            f"{str(header.get('architecture'))[:40]!r})", path)
     try:
@@ -117,27 +113,20 @@ def read_header(path: Path) -> dict:
         metadata = json.loads(header.get("metadata", "{}"))
     except (json.JSONDecodeError, RecursionError) as error:
         raise WeightsError(f"{path}: corrupt header ({_first_line(error)})", path) from None
-    check_config(config, path)
+    check_config(config, path, architecture)
     check_metadata(metadata, path)
-    return {"config": config, "metadata": metadata}
+    return {"architecture": architecture, "config": config, "metadata": metadata}
 
 
-def check_config(config: object, path: Path) -> None:
-    """WeightsError unless ``config`` is a dict whose known fields are within CONFIG_BOUNDS."""
+def check_config(config: object, path: Path, architecture: Architecture = LIIF_SIREN) -> None:
+    """WeightsError unless ``config`` is a dict whose known fields are within the bounds of
+    the architecture's config (``LiifSirenConfig.BOUNDS``)."""
     if not isinstance(config, dict):
         raise WeightsError(f"{path}: invalid model config (a {type(config).__name__}, "
                            "not a JSON object)", path)
-    for key, (kind, low, high) in CONFIG_BOUNDS.items():
-        if key not in config:
-            continue
-        value = config[key]
-        ok_type = (isinstance(value, int) if kind is int else isinstance(value, int | float)) \
-            and not isinstance(value, bool)
-        if not ok_type or not math.isfinite(value) or not low <= value <= high:
-            shown = json.dumps(value)[:40]
-            raise WeightsError(f"{path}: invalid model config: {key} = {shown} (must be "
-                               f"{'an integer' if kind is int else 'a number'} from {low:g} "
-                               f"to {high:g})", path)
+    problem = architecture.config_problem(config)
+    if problem is not None:
+        raise WeightsError(f"{path}: invalid model config: {problem}", path)
 
 
 def check_metadata(metadata: object, path: Path) -> None:
@@ -172,7 +161,7 @@ def expected_shapes(config: LiifSirenConfig) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of the model ``config`` describes, built on the meta device (no
     memory, no initialisation cost)."""
     with torch.device("meta"):
-        model = LiifSiren(config=config)
+        model = build_model(config)
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
@@ -220,7 +209,7 @@ def load_tensors(path: Path, *, suffix: str | None = None,
     from safetensors import safe_open
 
     header = read_header(path)
-    config = _config(header["config"], path)
+    config = _config(header["config"], path, header["architecture"])
     try:
         with safe_open(str(path), framework="pt") as f:
             found = {name: (tuple(f.get_slice(name).get_shape()),
@@ -240,7 +229,7 @@ def load_tensors(path: Path, *, suffix: str | None = None,
 def load_weights(path: Path, *, device: str | torch.device = "cpu") -> tuple[LiifSiren, dict]:
     """Build the model a weights file describes -> (model in eval mode, metadata)."""
     config, tensors, metadata = load_tensors(Path(path))
-    model = LiifSiren(config=config)
+    model = build_model(config)
     _load_state(model, tensors, path)
     return model.to(device).eval(), metadata
 
@@ -269,9 +258,17 @@ def _load_torch_file(path: Path) -> tuple[LiifSirenConfig, dict[str, torch.Tenso
     return config, state, metadata
 
 
-def _config(values: dict, path: Path) -> LiifSirenConfig:
+def build_model(config) -> LiifSiren:
+    """The model of the architecture whose config class ``config`` is."""
+    for architecture in ARCHITECTURES.values():
+        if isinstance(config, architecture.config_class):
+            return architecture.build(config)
+    raise TypeError(f"{type(config).__name__} belongs to no registered architecture")
+
+
+def _config(values: dict, path: Path, architecture: Architecture = LIIF_SIREN):
     try:
-        return LiifSirenConfig.from_dict(values)
+        return architecture.config_class.from_dict(values)
     except (TypeError, ValueError, AttributeError) as error:
         raise WeightsError(f"{path}: invalid model config ({_first_line(error)})",
                            path) from None

@@ -63,7 +63,15 @@ class Batch:
     cell: torch.Tensor  # (B, 2) output pixel size in LR pixels (h, w)
     target: torch.Tensor  # (B, Q, 3) HR values in [0, 1]
     scale: float
-    window: int = 0  # > 0: the queries are a dense window x window grid, rows major
+    window: int = 0  # > 0: the targets are a dense window x window grid, rows major
+    halo: int = 0  # the dense queries extend ``halo`` pixels past the window on every side
+
+    def window_coords(self) -> torch.Tensor:
+        """A dense batch's query coords without the halo: (B, window*window, 2), rows major."""
+        full = self.window + 2 * self.halo
+        grid = self.coords.view(self.coords.shape[0], full, full, 2)
+        h = self.halo
+        return grid[:, h:full - h, h:full - h].reshape(self.coords.shape[0], -1, 2)
 
     def target_image(self) -> torch.Tensor:
         """A dense batch's target as images (B, 3, window, window)."""
@@ -82,14 +90,15 @@ class CropSampler:
     """Random (LR crop, HR queries) batches from images held in memory."""
 
     def __init__(self, images: list[torch.Tensor], *, patch: int, batch: int, queries: int,
-                 scale_min: float, scale_max: float, window: int = 0,
+                 scale_min: float, scale_max: float, window: int = 0, halo: int = 0,
                  degrade: Degrade | None = None):
         if not images:
             raise ValueError("no training images")
         self.images = images
         self.patch, self.batch, self.queries = patch, batch, queries
         self.scale_min, self.scale_max = scale_min, scale_max
-        self.window = window  # > 0: decode a dense HR window per crop (adversarial training)
+        self.window = window  # > 0: decode a dense HR window per crop (--gan, a refiner)
+        self.halo = halo  # decoded context around the window (a refiner's), not supervised
         self.degrade = degrade  # None: the clean bicubic protocol
         areas = torch.tensor([im.shape[1] * im.shape[2] for im in images], dtype=torch.float64)
         self.image_weights = areas / areas.sum()  # big photos hold more distinct crops
@@ -116,17 +125,17 @@ class CropSampler:
         hr = hr.float().div_(255.0)  # (B, 3, S, S)
         lr = self._low_res(hr, gen)
         ratio = self.patch / hr_size
-        if self.window:
-            xs, ys, idx = self._dense_queries(hr_size, gen)
+        window = min(self.window, hr_size - 2 * self.halo) if self.window else 0
+        if window:
+            xs, ys, idx = self._dense_queries(hr_size, window, gen)
         else:
             xs, ys, idx = self._random_queries(hr_size, gen)
         coords = torch.stack([(xs + 0.5) * ratio - 0.5, (ys + 0.5) * ratio - 0.5], dim=-1).float()
         flat = hr.flatten(2)  # (B, 3, S*S)
         target = torch.gather(flat, 2, idx.unsqueeze(1).expand(-1, 3, -1)).transpose(1, 2)
         cell = torch.full((self.batch, 2), ratio)
-        window = min(self.window, hr_size) if self.window else 0
         return Batch(lr=lr, coords=coords, cell=cell, target=target, scale=hr_size / self.patch,
-                     window=window)
+                     window=window, halo=self.halo if window else 0)
 
     def _low_res(self, hr: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, 3, S, S) HR -> (B, 3, p, p) LR rounded to 8-bit levels, as in a saved file."""
@@ -144,12 +153,18 @@ class CropSampler:
         idx = torch.stack([torch.randperm(n_pix, generator=gen)[:q] for _ in range(self.batch)])
         return idx % hr_size, idx // hr_size, idx
 
-    def _dense_queries(self, hr_size: int, gen: torch.Generator):
-        """Every HR pixel of a random window x window square per crop, rows major."""
-        side = min(self.window, hr_size)
-        oy = torch.randint(0, hr_size - side + 1, (self.batch, 1), generator=gen)
-        ox = torch.randint(0, hr_size - side + 1, (self.batch, 1), generator=gen)
-        r = torch.arange(side)
-        ys = (oy + r[:, None].expand(side, side).reshape(1, -1))  # (B, side*side)
-        xs = (ox + r[None, :].expand(side, side).reshape(1, -1))
-        return xs, ys, ys * hr_size + xs
+    def _dense_queries(self, hr_size: int, side: int, gen: torch.Generator):
+        """Every HR pixel of a random side x side square per crop and its halo (inside the
+        crop), rows major -> xs, ys of the square with its halo, flat indices of the square."""
+        h = self.halo
+        oy = torch.randint(h, hr_size - side - h + 1, (self.batch, 1), generator=gen)
+        ox = torch.randint(h, hr_size - side - h + 1, (self.batch, 1), generator=gen)
+
+        def grid(size: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+            r = torch.arange(start, start + size)
+            return (ox + r[None, :].expand(size, size).reshape(1, -1),  # (B, size*size)
+                    oy + r[:, None].expand(size, size).reshape(1, -1))
+
+        xs, ys = grid(side + 2 * h, -h)
+        inner_x, inner_y = grid(side, 0)
+        return xs, ys, inner_y * hr_size + inner_x

@@ -29,6 +29,7 @@ from torch import nn
 from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 
 LOSSES = ("ragan", "hinge")
+LOW_PASS = 4  # --lambda-pix-low compares averages of LOW_PASS x LOW_PASS output pixels
 
 
 @dataclass
@@ -36,6 +37,7 @@ class GanConfig:
     window: int = 64  # HR pixels per side of the dense window decoded per crop
     loss: str = "ragan"  # adversarial loss: "ragan" (relativistic average) or "hinge"
     lambda_pix: float = 1.0  # L1 to the HR window: keeps the model faithful
+    lambda_pix_low: float = 0.0  # L1 of 4x4 averages: faithful without pinning fine detail
     lambda_adv: float = 0.1  # adversarial term
     lambda_fm: float = 1.0  # feature matching on the discriminator's activations
     lambda_freq: float = 0.5  # log-amplitude spectrum L1: asks for the photo's fine detail
@@ -67,8 +69,8 @@ class GanConfig:
                              f"(the discriminator downsamples by {2 ** self.d_layers})")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema {self.ema}: expected 0 <= ema < 1")
-        for name in ("lambda_pix", "lambda_adv", "lambda_fm", "lambda_freq", "lambda_grid",
-                     "lr_d"):
+        for name in ("lambda_pix", "lambda_pix_low", "lambda_adv", "lambda_fm", "lambda_freq",
+                     "lambda_grid", "lr_d"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if not self.freq_floor > 0:
@@ -216,6 +218,10 @@ class Adversary:
             + cfg.lambda_freq * freq
         parts = {"g_pix": pix.item(), "g_adv": adv.item(), "g_fm": fm.item(),
                  "g_freq": freq.item()}
+        if cfg.lambda_pix_low > 0:
+            low = F.l1_loss(F.avg_pool2d(fake, LOW_PASS), F.avg_pool2d(real, LOW_PASS))
+            total = total + cfg.lambda_pix_low * low
+            parts["g_pix_low"] = low.item()
         if cfg.lambda_grid > 0:
             grid = grid_phase_loss(fake, real, coords)
             total = total + cfg.lambda_grid * grid

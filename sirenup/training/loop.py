@@ -29,11 +29,14 @@ from sirenup.models.weights import load_weights, save_weights
 from sirenup.training import distributed
 from sirenup.training.data import CropSampler, as_image, load_images
 from sirenup.training.degrade import DegradeConfig, degrade
-from sirenup.training.gan import Adversary, GanConfig
+from sirenup.training.gan import Adversary, GanConfig, grid_phase_loss
+from sirenup.training.grid_losses import harmonic_loss, phase_bias_loss
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
+# Scored at each validation: PSNR-Y and texture ratio (means), grid-lock (median; x2, x3, x4)
+VALIDATION_METRICS = ("psnr_y", "texture", "grid_lock")
 
 
 @dataclass
@@ -62,6 +65,10 @@ class TrainConfig:
     gan: dict | None = None  # GanConfig values: adversarial training on dense windows
     degrade: dict | None = None  # DegradeConfig values: realistic LR degradations
     log_every: int = 50  # training losses into metrics.jsonl every N steps
+    window: int = 44  # HR window side decoded per crop when the model has a refiner
+    lambda_grid: float = 0.0  # LR-grid phase loss on those windows (without --gan)
+    lambda_phase: float = 0.0  # mean error per LR-grid phase (any batch): no fixed pattern
+    lambda_harmonic: float = 0.0  # error near the LR-grid harmonics (dense windows)
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -77,7 +84,8 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
         model, metadata = load_weights(Path(cfg.init))
         model = widen_encoder(model, cfg.model.get("channels", model.config.channels))
         blocks = cfg.model.get("n_blocks", model.config.n_blocks)
-        return deepen_encoder(model, blocks).train(), metadata
+        refiner = {k: cfg.model[k] for k in ("version", "refine_noise") if k in cfg.model}
+        return add_refiner(deepen_encoder(model, blocks), **refiner).train(), metadata
     overrides = dict(cfg.model)
     overrides.setdefault("max_cell_scale", cfg.scale_max)
     return LiifSiren(config=LiifSirenConfig.from_dict(overrides)), None
@@ -127,6 +135,27 @@ def widen_encoder(model: LiifSiren, channels: int) -> LiifSiren:
             if new.dim() == 4 and new.shape[1] > old.shape[1]:  # a conv reading the features
                 new[:old.shape[0], old.shape[1]:] = 0
     return wider
+
+
+def add_refiner(model: LiifSiren, version: int = 1, refine_noise: int = 0) -> LiifSiren:
+    """``model`` as a version-2 model (decoder features + HR-space refiner), with the noise
+    input if asked, computing the same function: the old weights are kept, the decoder's new
+    feature outputs start at their initialisation, a new refiner's last convolution at zero
+    (``HrRefiner``), and a noise input added to a trained refiner with zero weights."""
+    old = model.config
+    version = max(version, 2 if refine_noise else 1, old.version)
+    refine_noise = max(refine_noise, old.refine_noise)
+    if version == old.version and refine_noise == old.refine_noise:
+        return model
+    refined = LiifSiren(config=LiifSirenConfig.from_dict(
+        {**old.to_dict(), "version": version, "refine_noise": refine_noise}))
+    state = refined.state_dict()  # tensors that share the new model's storage
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            state[name][tuple(slice(0, n) for n in value.shape)] = value
+        if old.version >= 2:  # inputs added to a trained refiner read nothing yet
+            refined.refiner.conv1.weight[:, model.refiner.conv1.in_channels:] = 0
+    return refined
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -188,8 +217,15 @@ class Trainer:
             degrade_fn = functools.partial(degrade, cfg=self.degrade)
         return CropSampler(images, patch=cfg.patch, batch=self.dist.share(cfg.batch),
                            queries=cfg.queries, scale_min=cfg.scale_min,
-                           scale_max=cfg.scale_max, window=self.gan.window if self.gan else 0,
+                           scale_max=cfg.scale_max, window=self.window, halo=self.model.halo,
                            degrade=degrade_fn)
+
+    @property
+    def window(self) -> int:
+        """HR window side decoded per crop: --gan's, a refiner's, or 0 (random queries)."""
+        if self.gan is not None:
+            return self.gan.window
+        return self.cfg.window if self.model.halo else 0
 
     @property
     def exported_model(self) -> LiifSiren:
@@ -284,15 +320,33 @@ class Trainer:
         """One optimisation step -> its losses (and discriminator scores under --gan)."""
         batch = self.sampler.sample(self.gen)
         lr_img = batch.lr.to(self.device)
-        pred = self.model_train(lr_img, batch.coords.to(self.device), batch.cell.to(self.device))
+        pred = self.model_train(lr_img, batch.coords.to(self.device), batch.cell.to(self.device),
+                                batch.window)  # (B, Q, 3), or (B, 3, w, w) for a window
         target = batch.target.to(self.device)
         lr_now = learning_rate(self.step, self.cfg)
+        if batch.window:
+            target = as_image(target, batch.window)
+        coords = batch.window_coords() if batch.window else batch.coords
+        coords = coords.to(self.device)  # the supervised pixels' LR coordinates
         if self.adversary is None:
             loss = torch.nn.functional.l1_loss(pred, target)
             parts = {"loss": loss.item()}
+            if batch.window and self.cfg.lambda_grid > 0:
+                grid = grid_phase_loss(pred, target, coords)
+                loss = loss + self.cfg.lambda_grid * grid
+                parts["grid"] = grid.item()
         else:
-            fake, real = as_image(pred, batch.window), as_image(target, batch.window)
-            loss, parts = self.adversary.generator_loss(fake, real, batch.coords.to(self.device))
+            loss, parts = self.adversary.generator_loss(pred, target, coords)
+        if self.cfg.lambda_phase > 0:
+            values = (pred.flatten(2).transpose(1, 2), target.flatten(2).transpose(1, 2)) \
+                if batch.window else (pred, target)  # (B, N, 3) either way
+            phase = phase_bias_loss(*values, coords)
+            loss = loss + self.cfg.lambda_phase * phase
+            parts["phase"] = phase.item()
+        if batch.window and self.cfg.lambda_harmonic > 0:
+            harmonic = harmonic_loss(pred, target, batch.scale)
+            loss = loss + self.cfg.lambda_harmonic * harmonic
+            parts["harmonic"] = harmonic.item()
         for group in self.optimizer.param_groups:
             group["lr"] = lr_now
         self.optimizer.zero_grad(set_to_none=True)
@@ -302,7 +356,7 @@ class Trainer:
         if self.adversary is not None:
             # D's schedule follows G's, scaled to its own peak learning rate.
             d_lr = lr_now * self.gan.lr_d / self.cfg.lr if self.cfg.lr > 0 else self.gan.lr_d
-            parts.update(self.adversary.discriminator_step(real, fake, d_lr))
+            parts.update(self.adversary.discriminator_step(target, pred, d_lr))
             self.adversary.ema.update(self.model)
         self.step += 1
         return parts
@@ -313,11 +367,11 @@ class Trainer:
         model.eval()
         try:
             table = evaluate_table(model, Path(self.cfg.val), self.cfg.val_scales,
-                                   device=self.device, metrics=("psnr_y", "texture"))
+                                   device=self.device, metrics=VALIDATION_METRICS)
         finally:
             model.train(was_training)
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 1)}
-        for metric in ("psnr_y", "texture"):  # {metric: {set: {"x2": mean}}}
+        for metric in VALIDATION_METRICS:  # {metric: {set: {"x2": mean}}}
             record[metric] = {name: {scale: row[metric] for scale, row in rows.items()}
                               for name, rows in table.items()}
         self.write_metrics(record)

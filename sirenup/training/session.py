@@ -36,6 +36,10 @@ class TrainSetup:
     gan: dict | None
     degrade: dict | None
     model: dict = field(default_factory=dict)  # LiifSirenConfig overrides (--blocks)
+    window: int = 44  # HR window per crop for a model with a refiner (without --gan)
+    lambda_grid: float = 0.0  # LR-grid phase loss on those windows
+    lambda_phase: float = 0.0  # mean error per LR-grid phase
+    lambda_harmonic: float = 0.0  # error near the LR-grid harmonics
 
 
 def check_sub_configs(setup: TrainSetup) -> None:
@@ -96,7 +100,8 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
         scale_max=setup.scale_max, lr=lr, device=str(info.device), seed=setup.seed,
         val_every=setup.val_every, checkpoint_every=setup.checkpoint_every,
         init=resolve_init(setup.init), name=setup.name, gan=setup.gan, degrade=setup.degrade,
-        model=setup.model,
+        model=setup.model, window=setup.window, lambda_grid=setup.lambda_grid,
+        lambda_phase=setup.lambda_phase, lambda_harmonic=setup.lambda_harmonic,
     )
     try:
         if cfg.val:  # a bad image fails the run now, not at its first validation
