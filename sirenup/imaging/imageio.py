@@ -597,12 +597,16 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 
 def output_format(path: str | os.PathLike | None, format: str | None = None) -> str:
     """Pillow format name for ``format`` (png, jpg, ...) or else the extension of ``path``."""
+    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
     if format:
         name = format.lower().lstrip(".")
         if name not in FORMATS:
             raise UsageError(f"--format {format}: expected one of {_known()}")
+        if suffix in FORMATS and FORMATS[suffix] != FORMATS[name]:
+            raise UsageError(f"{path}: the extension '.{suffix}' says {FORMATS[suffix]}, "
+                             f"--format {format} says {FORMATS[name]}: give a matching "
+                             "extension, or leave out --format")
         return _available(FORMATS[name])
-    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
     if suffix not in FORMATS:
         what = f"extension '.{suffix}'" if suffix else "no extension"
         raise UsageError(f"{path}: {what}: cannot tell the output format "
@@ -610,15 +614,42 @@ def output_format(path: str | os.PathLike | None, format: str | None = None) -> 
     return _available(FORMATS[suffix])
 
 
+# Largest side each format can store (Pillow's encoders refuse more, after the work).
+MAX_SIDES = {"WEBP": 16383, "JPEG": 65500, "BMP": (1 << 31) - 1, "PNG": (1 << 31) - 1,
+             "TIFF": (1 << 32) - 1}
+JPEG_MAX_EXIF = 65533  # bytes in a JPEG APP1 marker, "Exif\0\0" included
+
+
 def check_writable(path: str | os.PathLike, image: DecodedImage, format: str | None = None,
-                   background: tuple[int, int, int] | None = None) -> str:
-    """Raise SirenupError if ``image`` cannot be written to ``path``; -> Pillow format."""
+                   background: tuple[int, int, int] | None = None,
+                   size: tuple[int, int] | None = None) -> str:
+    """Raise SirenupError if ``image``, at ``size`` (W, H; default its own), cannot be
+    written to ``path``: alpha into a format without it, a side over the format's limit.
+    -> Pillow format."""
     fmt = output_format(path, format)
     if image.alpha is not None and fmt not in ALPHA_FORMATS and background is None:
         raise SirenupError(f"{path}: {fmt} cannot store transparency and the image has an "
                            "alpha channel; write .png, .webp or .tif, or flatten it with "
                            "--background COLOR")
+    width, height = size if size is not None else image.size
+    if max(width, height) > MAX_SIDES[fmt]:
+        raise SirenupError(f"{path}: {fmt} stores at most {MAX_SIDES[fmt]} pixels on a side; "
+                           f"the output is {width}x{height} (write .png or .tif, or choose a "
+                           "smaller size)")
     return fmt
+
+
+def drop_unfit_metadata(path: str | os.PathLike, image: DecodedImage, fmt: str) -> list[str]:
+    """Drop from ``image`` the metadata ``fmt`` cannot hold (EXIF over a JPEG marker's 64 KB)
+    -> a warning for each, so that the image is still written, with what fits."""
+    if fmt != "JPEG" or not image.exif:
+        return []
+    exif = _exif_bytes(image.exif)
+    if exif is None or len(exif) <= JPEG_MAX_EXIF:
+        return []
+    image.exif = None
+    return [f"{path}: the EXIF data ({len(exif)} bytes) is too long for JPEG (at most "
+            f"{JPEG_MAX_EXIF}); written without EXIF"]
 
 
 def flatten(image: DecodedImage, background: tuple[int, int, int]) -> DecodedImage:
@@ -823,8 +854,8 @@ def _save_options(fmt: str, image: DecodedImage, mode: str, quality: int | None,
     if image.icc_profile and not (fmt == "WEBP" and mode in {"L", "LA", "I;16"}):
         options["icc_profile"] = image.icc_profile
     exif = _reset_orientation(image.exif)
-    if exif is not None:
-        options["exif"] = exif
+    if exif is not None and not (fmt == "JPEG" and len(exif.tobytes()) > JPEG_MAX_EXIF):
+        options["exif"] = exif  # (too long for JPEG: dropped; drop_unfit_metadata warns)
     return options
 
 
