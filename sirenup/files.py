@@ -190,7 +190,9 @@ def check_output_path(path: str | os.PathLike) -> None:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return
-    except OSError as error:  # a loop of links, a name too long: the write would fail too
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link loop points at nothing: the rename replaces
+            return  # the link itself
         raise SirenupError(f"{path}: cannot write ({os_reason(error)})") from None
     if stat.S_ISDIR(mode):
         raise SirenupError(f"{path}: is a folder; give a file name for the output")

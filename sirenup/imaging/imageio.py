@@ -237,25 +237,55 @@ def probe_image(path: str | os.PathLike) -> dict | None:
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 
 
-def is_complete_image(path: str | os.PathLike) -> bool:
+def is_complete_image(path: str | os.PathLike, max_pixels: int | None = None) -> bool:
+    """Whether ``path`` decodes to its last pixel (see ``completeness``); False when it does
+    not or when that could not be checked."""
+    return completeness(path, max_pixels) is True
+
+
+class CheckFailed(Exception):
+    """The completeness of a file could not be checked (too big, no memory, unreadable):
+    nothing is known about it, least of all that it is truncated."""
+
+
+def completeness(path: str | os.PathLike, max_pixels: int | None = None) -> bool | str:
     """Whether ``path`` decodes to its last pixel: batch's skip-if-exists counts an output as
     done only then, so a truncated file (a full disk under an older version, another tool)
-    is redone. Costs one decode of the output."""
+    is redone. Costs one decode of the output, within ``max_pixels`` (None: the default
+    output limit; 0: none). -> True (complete), False (does not decode to its end: damaged,
+    truncated, not an image), or a reason why it could not be checked (over the pixel
+    limit, out of memory, unreadable): never taken for "truncated"."""
     path = Path(path)
+    limit = DEFAULT_MAX_OUTPUT_PIXELS if max_pixels is None else (max_pixels or None)
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
         if path.suffix.lower() in {".tif", ".tiff"}:
-            _check_complete_tiff(path)
+            _check_complete_tiff(path, limit)
             return True
         with _pillow_unlimited(), open_image(path) as im:
+            _check_pixels(im.size, limit)
             _check_complete(path, im)
         return True
+    except CheckFailed as why:
+        return str(why)
+    except MemoryError:
+        return "out of memory while decoding it"
+    except OSError as error:
+        if error.errno is not None:  # the file system's: permission denied, I/O error
+            return f"cannot read it ({os_reason(error)})"
+        return False
     except Exception:
         return False
 
 
-def _check_complete_tiff(path: Path) -> None:
+def _check_pixels(size: tuple[int, ...], limit: int | None) -> None:
+    pixels = int(np.prod([int(n) for n in size])) if size else 0
+    if limit is not None and pixels > limit:
+        raise CheckFailed(f"{_mp(pixels)} is over the limit of {_mp(limit)} for checking it")
+
+
+def _check_complete_tiff(path: Path, limit: int | None = None) -> None:
     """Through tifffile, not Pillow: libtiff would print its own lines about a short strip.
     The first image's directory, its tag values and its strips must lie inside the file, and
     the image must decode."""
@@ -282,6 +312,7 @@ def _check_complete_tiff(path: Path) -> None:
                 end = max(end, offset + count)
             if end > size:
                 raise ValueError("the file ends before its data")
+            _check_pixels(page.shape[:2] if len(page.shape) >= 2 else page.shape, limit)
             page.asarray()
     finally:
         log.disabled = quiet
