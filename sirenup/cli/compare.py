@@ -57,6 +57,9 @@ def compare(
     precision: PrecisionOption = "auto",
     tile: TileOption = DEFAULT_TILE,
     overlap: OverlapOption = DEFAULT_OVERLAP,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace files already in the output folder (default: refuse, "
+                            "before any work).")] = False,
     json: JsonOption = False,
 ) -> None:
     """Compare upscaling methods on one image: outputs, a montage, PSNR/SSIM/texture, time.
@@ -70,12 +73,17 @@ def compare(
     from rich.markup import escape
 
     from sirenup.evaluation.compare import CompareOptions, run_compare
-    from sirenup.inference.upscaler import check_tiling, load_upscaler
+    from sirenup.inference.planning import check_tiling
 
     check_tiling(tile, overlap)
     options = CompareOptions(reference=reference, self_reference=self_reference, scale=scale,
                              width=width, height=height, methods=methods, models=model,
-                             output_dir=output_dir, crop=crop)
+                             output_dir=output_dir, crop=crop, overwrite=overwrite)
+
+    def load_upscaler(name: str, **settings):
+        from sirenup.inference.upscaler import load_upscaler
+
+        return load_upscaler(name, **settings)
 
     def on_event(kind: str, record: dict) -> None:
         if kind == "method":
