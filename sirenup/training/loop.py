@@ -24,16 +24,14 @@ import torch
 
 from sirenup.errors import UsageError
 from sirenup.evaluation.evaluate import evaluate_table
+from sirenup.files import append_line
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.training import distributed
 from sirenup.training.data import CropSampler, as_image, load_images
 from sirenup.training.degrade import DegradeConfig, degrade
 from sirenup.training.gan import Adversary, GanConfig
-
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "model.safetensors"
-METRICS = "metrics.jsonl"
+from sirenup.training.run_folder import CHECKPOINT, METRICS, WEIGHTS
 
 
 @dataclass
@@ -324,8 +322,7 @@ class Trainer:
         return record
 
     def write_metrics(self, record: dict) -> None:
-        with open(self.out / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.out / METRICS, json.dumps(record))  # a FIFO there: refused, no hang
 
     def run(self, *, progress: Callable | None = None, on_validate: Callable | None = None) -> None:
         cfg, main = self.cfg, self.dist.is_main
