@@ -137,3 +137,69 @@ def test_batch_check_of_an_existing_output_respects_the_pixel_limit(invoke, tmp_
     assert report["failed"] == 1 and "could not be checked" in report["failures"][0]["error"]
     assert existing.read_bytes() == before  # not called truncated, not replaced
     assert src.exists()
+
+
+def train_args(tmp_path: Path, out: Path, *extra) -> list:
+    data = tmp_path / "data"
+    if not data.exists():
+        png(data / "a.png", size=(64, 64))
+    return ["train", data, "--out", out, "--steps", "2", "--batch", "2", "--patch", "8",
+            "--queries", "16", "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "checkpoint.pt", "metrics.jsonl"])
+def test_train_never_replaces_a_run_without_resume(invoke, tmp_path, name):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_bytes(b"hours of training")
+    result = invoke(*train_args(tmp_path, out))
+    assert result.exit_code == 2
+    assert "--resume" in one_error_line(result)
+    assert (out / name).read_bytes() == b"hours of training"
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_second_training_on_the_same_folder_fails_at_once(invoke, tmp_path):
+    import filelock
+
+    from sirenup.training.run_folder import LOCK
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with filelock.FileLock(str(out / LOCK)):  # a training holds the folder
+        result = invoke(*train_args(tmp_path, out))
+    assert result.exit_code == 1
+    assert "another training" in one_error_line(result)
+    assert not (out / "model.safetensors").exists()
+
+
+def test_train_checks_val_and_metrics_at_its_start(invoke, tmp_path):
+    val = tmp_path / "val"
+    val.mkdir()
+    (val / "notes.txt").write_text("no image here")
+    result = invoke(*train_args(tmp_path, tmp_path / "run"), "--val", val)
+    assert result.exit_code == 2
+    assert "holds no image" in one_error_line(result)
+    # a metrics log that is a FIFO fails at once, instead of blocking its first write
+    fifo = tmp_path / "metrics.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(files.SirenupError, match="cannot write|regular"):
+        files.append_line(fifo, "{}")
+
+
+def test_dist_timeout_reaches_the_process_group(monkeypatch):
+    import datetime
+
+    import torch
+
+    from sirenup.training import distributed
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda **kwargs: seen.update(kwargs))
+    distributed.init(torch.device("cpu"), 42)
+    assert seen["timeout"] == datetime.timedelta(seconds=42)
+    distributed._current = distributed.Distributed()
