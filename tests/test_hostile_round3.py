@@ -15,9 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,14 @@ def no_traceback(result) -> None:
 def one_error_line(result) -> str:
     no_traceback(result)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def error_line(result) -> str:
+    """The one 'error:' line (download messages may come before it)."""
+    no_traceback(result)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
 
@@ -203,3 +209,238 @@ def test_dist_timeout_reaches_the_process_group(monkeypatch):
     distributed.init(torch.device("cpu"), 42)
     assert seen["timeout"] == datetime.timedelta(seconds=42)
     distributed._current = distributed.Distributed()
+
+
+# -- 2. every read of a file sirenup did not just write is bounded ---------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_a_cache_meta_json_that_never_ends_is_not_waited_on(tmp_path, kind):
+    from sirenup.hub import cache
+
+    entry = tmp_path / "cache" / "models" / "m-0123456789ab"
+    entry.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(entry / "meta.json")
+    else:
+        (entry / "meta.json").symlink_to("/dev/zero")
+    result = sirenup("models", "list", "--json", timeout=60,
+                     env={"SIRENUP_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["models"]
+    assert cache.read_entry(entry) is None
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    from sirenup.hub import download
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(root))
+    monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download, "TIMEOUT_S", 10.0)
+    return root
+
+
+def test_a_stalled_server_fails_in_one_line_and_a_slow_one_succeeds(invoke, cache_root,
+                                                                     monkeypatch):
+    from sirenup.hub import download
+
+    data = BASE.read_bytes()[:3000] + b"x" * 100
+    monkeypatch.setattr(download, "STALL_GRACE_S", 0.5)
+    monkeypatch.setattr(download, "MIN_RATE", 200)  # bytes/s
+    with LoopbackServer({"/m.safetensors": data}) as server:
+        server.byte_delay = 0.05  # 20 bytes/s: a stall at this rate
+        began = time.monotonic()
+        result = invoke("models", "download", server.url("/m.safetensors"))
+        assert time.monotonic() - began < 20
+        assert result.exit_code == 1
+        assert "stalled" in error_line(result)
+        assert list(cache_root.rglob("*.incomplete"))  # kept, to resume
+    monkeypatch.setattr(download, "MIN_RATE", 1)  # the same trickle is fine when slow is ok
+    monkeypatch.setattr(download, "STALL_GRACE_S", 0.2)
+    with LoopbackServer({"/n.safetensors": BASE.read_bytes()[:200]}) as server:
+        server.byte_delay = 0.002
+        state = download._State(None, 0)
+        state.started -= 1.0
+        state.received = 10
+        state.check_rate("http://x/")  # 10 bytes/s over 0.8 s: above 1 byte/s
+
+
+# -- 3. untrusted text is escaped where shown; URLs without secrets ------------------------
+
+HOSTILE_NAME = "evil\x1b[2J\x1b]0;owned\x07\nfake line\u202eexe.png[/bogus][red]" + "A" * 10_000
+
+
+def hostile_weights(path: Path) -> Path:
+    from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
+    from sirenup.models.weights import save_weights
+
+    model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=1, hidden=16, n_hidden=1))
+    save_weights(path, model, {"name": HOSTILE_NAME})
+    return path
+
+
+def assert_escaped(text: str) -> None:
+    assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    assert "fake line" not in text.replace("\\nfake line", "")
+    assert "A" * 200 not in text
+
+
+def test_a_weights_files_name_is_shown_escaped_and_cut(invoke, tmp_path):
+    weights = hostile_weights(tmp_path / "evil.safetensors")
+    src = png(tmp_path / "in" / "a.png")
+    result = invoke("upscale", src, "-o", tmp_path / "o.png", "--model", weights,
+                    "--scale", "2", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    assert_escaped(result.stderr)
+    assert_escaped(json.loads(result.stdout)["model"])
+    result = invoke("batch", tmp_path / "in", tmp_path / "out", "--model", weights,
+                    "--scale", "2", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert_escaped(result.output)
+
+
+def test_urls_are_shown_without_secrets_and_meta_json_is_private(invoke, cache_root):
+    data = BASE.read_bytes()
+    with LoopbackServer({"/m.safetensors": data}) as server:
+        server.fail["/m.safetensors"] = (503, 1)  # one retry line
+        url = server.url("/m.safetensors").replace("http://", "http://user:s3cret@")
+        result = invoke("models", "download", url + "?token=t0ken")
+        assert result.exit_code == 0, result.output
+        listed = invoke("models", "list")
+        listed_json = invoke("models", "list", "--json")
+    for text in (result.output, listed.output, listed_json.output):
+        assert "s3cret" not in text and "t0ken" not in text
+    assert "retrying" in result.stderr
+    (meta,) = cache_root.rglob("meta.json")
+    assert meta.stat().st_mode & 0o777 == 0o600
+
+
+# -- 4. downloads ---------------------------------------------------------------------------
+
+def test_a_redirect_to_another_scheme_is_refused(invoke, cache_root):
+    with LoopbackServer({}) as server:
+        server.redirects["/m.safetensors"] = "ftp://127.0.0.1/m.safetensors"
+        result = invoke("models", "download", server.url("/m.safetensors"))
+    assert result.exit_code == 1
+    assert "redirect" in error_line(result)
+
+
+def test_a_resumed_download_restarts_when_the_servers_file_changed(cache_root, tmp_path,
+                                                                    monkeypatch):
+    import torch
+
+    from sirenup.hub import cache, download
+    from sirenup.models.weights import load_weights, save_weights
+
+    v1 = BASE.read_bytes()
+    model, _ = load_weights(BASE)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01)
+    save_weights(tmp_path / "v2.safetensors", model, {})
+    v2 = (tmp_path / "v2.safetensors").read_bytes()
+    assert len(v2) > 70_000 and v2 != v1
+    with LoopbackServer({"/m.safetensors": v1}) as server:
+        server.etags["/m.safetensors"] = '"v1"'
+        server.drop_after["/m.safetensors"] = 70_000
+        url = server.url("/m.safetensors")
+        monkeypatch.setattr(download, "RETRIES", 0)
+        with pytest.raises(download.DownloadError):
+            cache.ensure(url)  # unpinned; interrupted after 70 000 bytes
+        assert [p.stat().st_size for p in cache_root.rglob("*.incomplete")] == [70_000]
+        server.files["/m.safetensors"] = v2  # the file changes on the server meanwhile
+        server.etags["/m.safetensors"] = '"v2"'
+        entry = cache.ensure(url)
+        assert entry.path.read_bytes() == v2  # never v1's first bytes and v2's rest
+        assert ("/m.safetensors", '"v1"') in server.if_ranges
+
+
+def test_sigterm_keeps_the_partial_download(tmp_path):
+    data = BASE.read_bytes()
+    cache = tmp_path / "cache"
+    with LoopbackServer({"/m.safetensors": data}) as server:
+        server.hang_after["/m.safetensors"] = 50_000
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sirenup", "models", "download",
+             server.url("/m.safetensors")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "SIRENUP_CACHE_DIR": str(cache)})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            parts = list(cache.rglob("*.incomplete"))
+            if parts and parts[0].stat().st_size >= 50_000:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert [p.stat().st_size for p in cache.rglob("*.incomplete")] == [50_000]
+
+
+# -- 5. failures the arguments and the header can tell come before the work ----------------
+
+NO_TORCH = """
+import sys
+from sirenup.cli.app import main
+sys.argv = ["sirenup", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as done:
+    assert "torch" not in sys.modules, "torch was imported"
+    raise
+"""
+
+
+@pytest.mark.parametrize("case", [
+    "upscale-scale", "upscale-missing-dir", "upscale-format", "upscale-webp-limit",
+    "batch-scale", "batch-tile", "compare-both", "train-val", "train-run"])
+def test_usage_errors_come_before_torch(tmp_path, case):
+    src = png(tmp_path / "in.png")
+    (tmp_path / "val").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"x")
+    args, code = {
+        "upscale-scale": (["upscale", src, "--scale", "0.5"], 2),
+        "upscale-missing-dir": (["upscale", src, "-o", tmp_path / "no" / "x.png"], 2),
+        "upscale-format": (["upscale", src, "-o", tmp_path / "x.png", "--format", "jpg"], 2),
+        "upscale-webp-limit": (["upscale", src, "-o", tmp_path / "x.webp", "--width", "20000",
+                                "--max-output-pixels", "0"], 1),
+        "batch-scale": (["batch", src, tmp_path / "out", "--scale", "0.5"], 2),
+        "batch-tile": (["batch", src, tmp_path / "out", "--tile", "3"], 2),
+        "compare-both": (["compare", src, "--self", "--reference", src], 2),
+        "train-val": (["train", tmp_path, "--out", tmp_path / "r2", "--val", tmp_path / "val"],
+                      2),
+        "train-run": (["train", tmp_path, "--out", tmp_path / "run"], 2),
+    }[case]
+    result = subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and "torch was imported" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_exif_too_long_for_jpeg_is_dropped_with_a_warning_before_the_work(invoke, tmp_path):
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription
+    src = tmp_path / "in.png"
+    Image.new("RGB", (20, 16), "red").save(src, exif=exif.tobytes())
+    result = invoke("upscale", src, "-o", tmp_path / "out.jpg", "--scale", "2",
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "EXIF" in result.stderr and "too long" in result.stderr
+    assert Image.open(tmp_path / "out.jpg").size == (40, 32)
+
+
+# -- 7. a closed or full stdout ---------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["models", "list"],
+                                  ["models", "path"], ["upscale", "--help"]])
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_a_full_or_closed_stdout_is_one_line(args, redirect):
+    result = sirenup(*args, shell_redirect=redirect)
+    assert result.returncode in (1, 120, 141), result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "stdout" in result.stderr
