@@ -444,3 +444,77 @@ def test_a_full_or_closed_stdout_is_one_line(args, redirect):
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "stdout" in result.stderr
+
+
+# -- 6. colour and depth stay true -----------------------------------------------------------
+
+def write_png_la16(path: Path, array: np.ndarray) -> Path:
+    """(H, W, 2) uint16 -> a 16-bit grey+alpha PNG (colour type 4)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    height, width, _ = array.shape
+    raw = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16_bit_grey_alpha_stays_grey_alpha(invoke, tmp_path, ext):
+    import tifffile
+
+    array = np.zeros((12, 16, 2), np.uint16)
+    array[..., 0] = np.arange(16) * 4001 + 3
+    array[..., 1] = 40_000
+    src = write_png_la16(tmp_path / "in.png", array)
+    out = tmp_path / f"out.{ext}"
+    result = invoke("upscale", src, "-o", out, "--scale", "2", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    if ext == "png":
+        with Image.open(out) as im:
+            assert im.tile[0].args == "LA;16B"  # grey+alpha, 16 bits
+    else:
+        back = tifffile.imread(out)
+        assert back.shape == (24, 32, 2) and back.dtype == np.uint16
+        assert abs(int(back[..., 1].mean()) - 40_000) <= 2
+    # 8 bits: grey+alpha too
+    Image.fromarray((array >> 8).astype(np.uint8), "LA").save(tmp_path / "la8.png")
+    assert invoke("upscale", tmp_path / "la8.png", "-o", tmp_path / "la8_out.png",
+                  "--scale", "2").exit_code == 0
+    assert Image.open(tmp_path / "la8_out.png").mode == "LA"
+
+
+def test_colour_profile_range_and_chunks(invoke, tmp_path):
+    from PIL import ImageCms, PngImagePlugin
+
+    from sirenup.imaging import imageio
+
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.new("LAB", (12, 10), (50, 10, 20)).save(tmp_path / "lab.tif", icc_profile=lab)
+    result = invoke("upscale", tmp_path / "lab.tif", "-o", tmp_path / "lab.png", "--scale", "2",
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "ICC profile (Lab)" in result.stderr
+    assert "icc_profile" not in Image.open(tmp_path / "lab.png").info
+
+    values = (np.arange(120).reshape(10, 12) * 1500).astype(np.int32)  # up to 178 500
+    Image.fromarray(values, "I").save(tmp_path / "wide.tif")
+    image = imageio.read_image(tmp_path / "wide.tif")
+    assert any("clipped" in w for w in image.warnings)
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("big", "x" * 3_000_000, zip=True)
+    Image.new("RGB", (12, 10), "red").save(tmp_path / "text.png", pnginfo=info)
+    Image.new("RGB", (12, 10), "red").save(tmp_path / "icc.png",
+                                           icc_profile=srgb + bytes(3_000_000))
+    for name in ("text.png", "icc.png"):
+        image = imageio.read_image(tmp_path / name)
+        assert image.size == (12, 10) and any("chunk" in w for w in image.warnings)
+    assert imageio.read_image(tmp_path / "icc.png").icc_profile is None

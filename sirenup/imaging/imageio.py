@@ -14,8 +14,14 @@ Bit depth: 16-bit greyscale PNG/TIFF and 16-bit RGB/RGBA PNG/TIFF are decoded wi
 to 8 bits and written back with 16 bits when the output is PNG or TIFF. Pillow itself holds
 colour at 8 bits per channel, so 16-bit colour is read by decoding the file twice (high and low
 bytes) and written by ``_encode_png16`` (PNG) or tifffile (TIFF; EXIF is not carried there).
-Limits: 16-bit grey+alpha is read at 8 bits; 16-bit colour PNG with a tRNS colour key is read
-at 8 bits; formats other than PNG/TIFF give 8-bit output.
+16-bit grey+alpha PNG stays grey+alpha at 16 bits (one decode of its raw bytes). Limits:
+16-bit colour PNG with a tRNS colour key is read at 8 bits; formats other than PNG/TIFF give
+8-bit output.
+
+Colour: an ICC profile that does not describe the output (a Lab or CMYK profile once the
+pixels are RGB) is dropped with a warning; a PNG text or ICC chunk over Pillow's 1 MB limit
+costs the chunk, not the image (warning); 32-bit integer samples outside 0..65535 are clipped
+with a warning.
 
 Limits on size: ``max_pixels`` of ``read_image`` (the CLI's --max-input-pixels, default Pillow's
 decompression-bomb limit) and ``check_output_size`` (--max-output-pixels, default 400 MP).
@@ -184,6 +190,64 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     regular files are read (a FIFO would block forever).
     """
     path = Path(path)
+    try:
+        return _read_image(path, max_pixels, check_size, integers)
+    except _OversizedChunk:  # a text or ICC chunk over Pillow's 1 MB: the chunk goes, not
+        with _large_png_chunks():  # the image
+            image = _read_image(path, max_pixels, check_size, integers)
+        image.warnings.append(f"{path}: a text or ICC chunk is over Pillow's limit of "
+                              f"{_mp_bytes(_SAFE_CHUNK)}: ignored")
+        if image.icc_profile is not None and len(image.icc_profile) > _SAFE_CHUNK:
+            image.icc_profile = None
+            image.warnings.append(f"{path}: the ICC profile is dropped (over "
+                                  f"{_mp_bytes(_SAFE_CHUNK)})")
+        return image
+
+
+class _OversizedChunk(Exception):
+    """Pillow refused a PNG text or ICC chunk for its size (not the pixels)."""
+
+
+_SAFE_CHUNK = 1 << 20  # Pillow's MAX_TEXT_CHUNK
+_LARGE_CHUNK = 64 << 20  # what a second try allows a text or ICC chunk to decompress to
+
+
+class _large_png_chunks:
+    """Raise Pillow's PNG text and ICC chunk limits for one decode (under the open lock, which
+    read_image holds: the limits are module globals)."""
+
+    def __enter__(self):
+        from PIL import PngImagePlugin
+
+        _OPEN_LOCK.acquire()
+        self.saved = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
+        PngImagePlugin.MAX_TEXT_CHUNK = _LARGE_CHUNK
+        PngImagePlugin.MAX_TEXT_MEMORY = 2 * _LARGE_CHUNK
+
+    def __exit__(self, *exc):
+        from PIL import PngImagePlugin
+
+        PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = self.saved
+        _OPEN_LOCK.release()
+        return False
+
+
+def _mp_bytes(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
+
+
+def _oversized_chunk(error: Exception) -> bool:
+    from PIL import PngImagePlugin
+
+    text = str(error)
+    return isinstance(error, ValueError) and ("MAX_TEXT_CHUNK" in text or "MAX_TEXT_MEMORY"
+                                              in text) \
+        and PngImagePlugin.MAX_TEXT_CHUNK < _LARGE_CHUNK
+
+
+def _read_image(path: Path, max_pixels: int | None,
+                check_size: Callable[[tuple[int, int]], object] | None,
+                integers: bool) -> DecodedImage:
     limit = input_limit(max_pixels)
     _refuse_special_file(path)
     try:
@@ -215,6 +279,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     except MemoryError:
         raise SirenupError(f"{path}: out of memory while decoding") from None
     except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        if _oversized_chunk(error):
+            raise _OversizedChunk() from None
         if isinstance(error, OSError) and error.errno is not None:  # the file system's: a
             raise SirenupError(f"{path}: cannot read ({os_reason(error)})") from None  # loop
         raise SirenupError(f"{path}: cannot decode the image ({first_line(error)})") from None
@@ -424,10 +490,15 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
     deep = _read_16_bit_colour(path, im, found)
     if deep is not None:
         deep = _orient(deep, _orientation(im))
-        rgb, alpha = deep[..., :3], deep[..., 3] if deep.shape[2] == 4 else None
+        grey = deep.shape[2] == 2  # 16-bit grey+alpha
+        if grey:
+            rgb, alpha = np.repeat(deep[..., :1], 3, axis=2), deep[..., 1]
+        else:
+            rgb, alpha = deep[..., :3], deep[..., 3] if deep.shape[2] == 4 else None
         return DecodedImage(
             rgb=_samples(rgb, integers), alpha=None if alpha is None else _samples(alpha, integers),
-            mode=source_mode, bit_depth=16, exif=exif, icc_profile=icc,
+            mode=source_mode, grey=grey, bit_depth=16, exif=exif,
+            icc_profile=_fitting_profile(icc, grey, path, found),
             format=source_format, warnings=found)
 
     im.load()
@@ -461,7 +532,11 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
 
     # The samples stay the file's integers here (uint8, uint16; float TIFF: float32 in [0, 1]).
     if mode in {"I;16", "I;16L", "I;16B", "I;16N", "I"}:
-        y = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+        values = np.asarray(im)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            found.append(f"{path}: 32-bit integer image with values {values.min()}.."
+                         f"{values.max()}: clipped to 0..65535 (16 bits)")
+        y = np.clip(values, 0, 65535).astype(np.uint16)
         grey, bit_depth = True, 16
     elif mode == "F":
         y = _float_plane(np.asarray(im, dtype=np.float32), path, found)
@@ -485,7 +560,29 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
     return DecodedImage(rgb=_samples(rgb, integers),
                         alpha=None if alpha is None else _samples(alpha, integers),
                         mode=source_mode, grey=grey, bit_depth=bit_depth, exif=exif,
-                        icc_profile=icc, format=source_format, warnings=found)
+                        icc_profile=_fitting_profile(icc, grey, path, found),
+                        format=source_format, warnings=found)
+
+
+_PROFILE_SPACES = {b"GRAY": "grey", b"RGB ": "RGB", b"Lab ": "Lab", b"CMYK": "CMYK",
+                   b"XYZ ": "XYZ", b"YCbr": "YCbCr"}
+
+
+def _fitting_profile(icc: bytes | None, grey: bool, path: Path,
+                     found: list[str]) -> bytes | None:
+    """``icc`` when it describes what the output holds (a grey profile for grey, an RGB one
+    for colour), else None and a warning: a Lab TIFF's profile on its RGB output would make
+    every viewer misread the colours."""
+    if not icc:
+        return icc
+    space = bytes(icc[16:20])
+    wanted = b"GRAY" if grey else b"RGB "
+    if space == wanted:
+        return icc
+    name = _PROFILE_SPACES.get(space, repr(space.decode("latin-1")))
+    found.append(f"{path}: the ICC profile ({name}) does not describe the "
+                 f"{'grey' if grey else 'RGB'} output: dropped")
+    return None
 
 
 def _samples(values: np.ndarray, integers: bool) -> np.ndarray:
@@ -530,6 +627,8 @@ def _read_16_bit_colour(path: Path, im: Image.Image, found: list[str]) -> np.nda
     if im.format not in {"PNG", "TIFF"} or im.mode not in {"RGB", "RGBA"} or not im.tile:
         return None
     rawmodes = {_rawmode(tile) for tile in im.tile}
+    if rawmodes == {"LA;16B"} and im.mode == "RGBA":
+        return _read_16_bit_grey_alpha(path, found)
     if len(rawmodes) != 1 or not rawmodes <= _DEEP_RAWMODES:
         return None
     if im.info.get("transparency") is not None:
@@ -552,6 +651,21 @@ def _read_16_bit_colour(path: Path, im: Image.Image, found: list[str]) -> np.nda
         found.append(f"{path}: 16-bit colour could not be read at 16 bits: read at 8 bits")
         return None
     return high.astype(np.uint16) * 256 + low.astype(np.uint16)
+
+
+def _read_16_bit_grey_alpha(path: Path, found: list[str]) -> np.ndarray | None:
+    """(H, W, 2) uint16 of a 16-bit grey+alpha PNG (Pillow opens it as 8-bit RGBA): the
+    same tile decoded with rawmode 'RGBA' gives the four bytes of each pixel as they are
+    (grey high, grey low, alpha high, alpha low)."""
+    try:
+        with open_image(path) as again:
+            again.tile = [_with_rawmode(tile, "RGBA") for tile in again.tile]
+            again.load()
+            raw = np.asarray(again).astype(np.uint16)
+    except Exception:
+        found.append(f"{path}: 16-bit grey+alpha could not be read at 16 bits: read at 8 bits")
+        return None
+    return np.dstack([raw[..., 0] * 256 + raw[..., 1], raw[..., 2] * 256 + raw[..., 3]])
 
 
 def _rawmode(tile) -> str | None:
@@ -725,7 +839,8 @@ def prepare_write(path: str | os.PathLike, image: DecodedImage, *, format: str |
     level = DEFAULT_PNG_COMPRESSION if png_compression is None else png_compression
     if image.alpha is not None and fmt not in ALPHA_FORMATS:
         image = flatten(image, background)
-    if image.bit_depth == 16 and not image.grey and fmt in SIXTEEN_BIT_FORMATS:
+    if image.bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS and \
+            (not image.grey or image.alpha is not None):  # colour, or grey+alpha
         deep, icc = _to_uint16(image), image.icc_profile
         if fmt == "PNG":
             exif = _exif_bytes(image.exif)
@@ -793,8 +908,13 @@ def as_float(values: np.ndarray) -> np.ndarray:
 
 
 def _to_uint16(image: DecodedImage) -> np.ndarray:
-    """(H, W, 3|4) uint16 of a colour image (alpha last)."""
-    planes = _as_uint16(image.rgb)
+    """(H, W, 3|4) uint16 of a colour image, (H, W, 1|2) of a grey one (alpha last)."""
+    if image.grey:
+        rgb = image.rgb
+        y = rgb if rgb.ndim == 2 else np.clip(as_float(rgb), 0.0, 1.0) @ LUMA
+        planes = _as_uint16(y)[..., None]
+    else:
+        planes = _as_uint16(image.rgb)
     if image.alpha is not None:
         planes = np.dstack([planes, _as_uint16(image.alpha)])
     return planes
@@ -810,7 +930,7 @@ def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | 
     upscale makes) and would be one more dependency; tifffile writes TIFF only. The format
     part is a few chunks, and tests read the files back with Pillow at 16 bits."""
     height, width, channels = array.shape
-    colour_type = {3: 2, 4: 6}[channels]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
@@ -855,9 +975,11 @@ def _deflate_up_filtered(array: np.ndarray, level: int) -> list[bytes]:
 def _write_tiff16(f: BinaryIO, array: np.ndarray, icc: bytes | None) -> None:
     import tifffile  # a dependency of scikit-image
 
-    extra = ["unassalpha"] if array.shape[2] == 4 else None
-    tifffile.imwrite(f, array, photometric="rgb", extrasamples=extra, compression="zlib",
-                     iccprofile=icc, metadata=None)
+    channels = array.shape[2]
+    extra = ["unassalpha"] if channels in (2, 4) else None
+    photometric = "rgb" if channels >= 3 else "minisblack"
+    tifffile.imwrite(f, array if channels != 1 else array[..., 0], photometric=photometric,
+                     extrasamples=extra, compression="zlib", iccprofile=icc, metadata=None)
 
 
 def _exif_bytes(exif: bytes | None) -> bytes | None:
