@@ -299,7 +299,7 @@ def _request(url: str, state: _State, size: int | None, bar,
         if state.validator:  # the rest of the same file, or else the whole new one
             headers["If-Range"] = state.validator
     try:
-        response = _OPENER.open(Request(url_sent, headers=headers), timeout=TIMEOUT_S)
+        response = urlopen(Request(url_sent, headers=headers), timeout=TIMEOUT_S)
     except HTTPError as error:
         error.close()
         if error.code == 416 and state.offset:
@@ -385,6 +385,11 @@ class _Redirects(HTTPRedirectHandler):
 
 
 _OPENER = build_opener(_Redirects)
+
+
+def urlopen(request: Request, timeout: float):
+    """urllib's urlopen with sirenup's redirect rules (``_Redirects``)."""
+    return _OPENER.open(request, timeout=timeout)
 
 
 def _copy_file(url: str, state: _State, size: int | None, bar,
