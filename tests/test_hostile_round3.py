@@ -95,10 +95,15 @@ def test_outputs_go_only_to_regular_files(invoke, tmp_path, target):
     out = tmp_path / "out.png"
     if target == "fifo":
         os.mkfifo(out)
-    elif target == "link_to_device":
+    elif target == "link_to_device":  # (a link: even a broken sirenup replaces the link only)
         out.symlink_to("/dev/null")
-    else:
-        out = Path("/dev/null")
+    else:  # a device node of the test's own, never the system's /dev/null: if the check
+        import stat  # failed as root, the system's would be replaced by a regular file
+
+        try:
+            os.mknod(out, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("creating a device node needs root")
     result = invoke("upscale", src, "-o", out, "--format", "png", "--scale", "2")
     assert result.exit_code == 1
     assert "regular file" in one_error_line(result)
@@ -395,7 +400,8 @@ except SystemExit as done:
 
 @pytest.mark.parametrize("case", [
     "upscale-scale", "upscale-missing-dir", "upscale-format", "upscale-webp-limit",
-    "batch-scale", "batch-tile", "compare-both", "train-val", "train-run"])
+    "batch-scale", "batch-tile", "compare-both", "train-val", "train-run", "upscale-device",
+    "batch-precision", "train-gan-loss", "train-device"])
 def test_usage_errors_come_before_torch(tmp_path, case):
     src = png(tmp_path / "in.png")
     (tmp_path / "val").mkdir()
@@ -413,12 +419,28 @@ def test_usage_errors_come_before_torch(tmp_path, case):
         "train-val": (["train", tmp_path, "--out", tmp_path / "r2", "--val", tmp_path / "val"],
                       2),
         "train-run": (["train", tmp_path, "--out", tmp_path / "run"], 2),
+        "upscale-device": (["upscale", src, "--device", "gpu"], 2),
+        "batch-precision": (["batch", src, tmp_path / "out", "--precision", "fp8"], 2),
+        "train-gan-loss": (["train", tmp_path, "--out", tmp_path / "r3", "--gan", "--gan-loss",
+                            "bogus"], 2),
+        "train-device": (["train", tmp_path, "--out", tmp_path / "r4", "--device", "tpu"], 2),
     }[case]
     result = subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and "torch was imported" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_torch_free_spelling_checks_match_the_engines():
+    from sirenup.defaults import MIN_TILE
+    from sirenup.inference import devices, planning, tiler
+    from sirenup.training import gan, loop, run_folder
+
+    assert set(planning.PRECISION_NAMES) == set(devices.PRECISIONS) | set(devices._ALIASES)
+    assert MIN_TILE == tiler.MIN_TILE
+    assert (loop.CHECKPOINT, loop.WEIGHTS, loop.METRICS) == run_folder.RUN_FILES
+    assert gan.GanConfig is not None
 
 
 def test_exif_too_long_for_jpeg_is_dropped_with_a_warning_before_the_work(invoke, tmp_path):

@@ -87,10 +87,11 @@ def batch(
     from rich.markup import escape
 
     from sirenup.inference.batch import BatchOptions, run_batch
-    from sirenup.inference.planning import check_tiling
+    from sirenup.inference.planning import check_device_spelling, check_tiling
     from sirenup.inference.shards import resolve_shard
 
     check_tiling(tile, overlap)  # torch is imported only once the options are checked
+    check_device_spelling(device, precision)
     shard = resolve_shard(shard, shard_count)  # "auto" -> this array task's "K/N"
     options = BatchOptions(
         scale=scale, width=width, height=height, recursive=recursive, overwrite=overwrite,

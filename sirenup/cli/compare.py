@@ -73,9 +73,10 @@ def compare(
     from rich.markup import escape
 
     from sirenup.evaluation.compare import CompareOptions, run_compare
-    from sirenup.inference.planning import check_tiling
+    from sirenup.inference.planning import check_device_spelling, check_tiling
 
     check_tiling(tile, overlap)
+    check_device_spelling(device, precision)
     options = CompareOptions(reference=reference, self_reference=self_reference, scale=scale,
                              width=width, height=height, methods=methods, models=model,
                              output_dir=output_dir, crop=crop, overwrite=overwrite)

@@ -55,10 +55,11 @@ def upscale(
     json: JsonOption = False,
 ) -> None:
     """Upscale an image: --scale S, or --width and/or --height (default x4)."""
-    from sirenup.inference.planning import check_tiling, plan_upscale
+    from sirenup.inference.planning import check_device_spelling, check_tiling, plan_upscale
 
     # Options, output path, input header and format limits: checked before torch loads.
     check_tiling(tile, overlap)
+    check_device_spelling(device, precision)
     plan = plan_upscale(input, output, scale=scale, width=width, height=height,
                         format=format, quality=quality, png_compression=png_compression,
                         background=background, max_input_pixels=max_input_pixels,

@@ -12,6 +12,7 @@ a mistake costs a fraction of a second, not a model load, and never the computat
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,21 @@ def check_tiling(tile: int, overlap: int) -> None:
         raise UsageError(f"--tile {tile}: must be 0 (whole image) or at least {MIN_TILE}")
     if overlap < 0:
         raise UsageError(f"--overlap {overlap}: must be 0 or more")
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+PRECISION_NAMES = ("auto", "fp32", "fp16", "bf16", "float32", "float", "float16", "half",
+                   "bfloat16")  # devices.PRECISIONS and their aliases
+
+
+def check_device_spelling(device: str | None, precision: str | None = None) -> None:
+    """--device and --precision that no machine accepts (a typo): refused before torch is
+    imported; whether the device exists is ``devices.resolve_device``'s to say."""
+    spec = (device or "auto").strip().lower()
+    if not _DEVICE.fullmatch(spec):
+        raise UsageError(f"--device {device}: expected auto, cpu, cuda, cuda:N or mps")
+    if precision is not None and (precision or "auto").strip().lower() not in PRECISION_NAMES:
+        raise UsageError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
 
 
 def check_sizing(scale: float | None, width: int | None, height: int | None) -> None:

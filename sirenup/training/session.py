@@ -44,8 +44,7 @@ class TrainSetup:
 
 def check_sub_configs(setup: TrainSetup) -> None:
     """Adversarial and degradation settings out of range -> UsageError naming the option."""
-    from sirenup.training.degrade import DegradeConfig
-    from sirenup.training.gan import GanConfig
+    from sirenup.training.configs import DegradeConfig, GanConfig
 
     try:
         if setup.gan is not None:
@@ -89,10 +88,17 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
 
 
 def check_start(setup: TrainSetup) -> None:
-    """What ``train`` can check before torch is imported: the run folder (see
-    ``run_folder.check_run_folder``) and that --val holds images."""
+    """What ``train`` can check before torch is imported: the spelling of --device, the
+    --gan/--degrade settings, the batch's split over torchrun's processes, the run folder
+    (see ``run_folder.check_run_folder``) and that --val holds images."""
     from sirenup.evaluation.sets import check_sets_hold_images
+    from sirenup.inference.planning import check_device_spelling
 
+    check_device_spelling(setup.device)
+    check_sub_configs(setup)
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1 and setup.batch % int(world):
+        raise UsageError(f"--batch {setup.batch} does not split evenly over {world} processes")
     check_run_folder(setup.out, setup.resume)
     if setup.val is not None:
         check_sets_hold_images(setup.val)
