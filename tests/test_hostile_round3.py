@@ -22,24 +22,12 @@ import numpy as np
 import pytest
 from loopback_server import LoopbackServer
 from PIL import Image
+from test_hostile import no_traceback, one_error_line
 
 from sirenup import files
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "sirenup" / "assets" / "sirenup-base.safetensors"
-
-
-def no_traceback(result) -> None:
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
-
-
-def one_error_line(result) -> str:
-    no_traceback(result)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def error_line(result) -> str:
@@ -236,15 +224,12 @@ def test_a_cache_meta_json_that_never_ends_is_not_waited_on(tmp_path, kind):
 
 
 @pytest.fixture
-def cache_root(tmp_path, monkeypatch):
+def cache_root(cache_root, monkeypatch):
+    """conftest's empty cache, with short time-outs."""
     from sirenup.hub import download
 
-    root = tmp_path / "cache"
-    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(root))
-    monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
-    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
     monkeypatch.setattr(download, "TIMEOUT_S", 10.0)
-    return root
+    return cache_root
 
 
 def test_a_stalled_server_fails_in_one_line_and_a_slow_one_succeeds(invoke, cache_root,
