@@ -138,6 +138,29 @@ def test_batch_check_of_an_existing_output_respects_the_pixel_limit(invoke, tmp_
     assert src.exists()
 
 
+def test_models_remove_all_removes_only_what_sirenup_created(invoke, tmp_path, monkeypatch):
+    from sirenup.hub import cache
+
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(tmp_path / "shared"))
+    entry = cache.ensure(BASE.as_uri())
+    interrupted = cache.models_dir() / "m-0123456789ab"
+    interrupted.mkdir()
+    (interrupted / "m.safetensors.1-abcd.incomplete").write_bytes(b"partial")
+    models = cache.models_dir()
+    (models / "notes.txt").write_text("mine")
+    (models / "photos").mkdir()
+    (models / "photos" / "cat.png").write_bytes(b"mine too")
+    (models / "looks-like-0123456789ab").mkdir()
+    (models / "looks-like-0123456789ab" / "thesis.pdf").write_bytes(b"mine as well")
+    result = invoke("models", "remove", "--all")
+    assert result.exit_code == 0, result.output
+    assert "removed 1 cached model(s)" in result.stderr and "left 3" in result.stderr
+    assert not entry.dir.exists() and not interrupted.exists()
+    assert (models / "notes.txt").read_text() == "mine"
+    assert (models / "photos" / "cat.png").read_bytes() == b"mine too"
+    assert (models / "looks-like-0123456789ab" / "thesis.pdf").exists()
+
+
 def train_args(tmp_path: Path, out: Path, *extra) -> list:
     data = tmp_path / "data"
     if not data.exists():
