@@ -439,6 +439,24 @@ def test_usage_errors_come_before_torch(tmp_path, case):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_a_read_only_output_folder_fails_before_the_model_loads(invoke, tmp_path,
+                                                               monkeypatch):
+    from sirenup.inference import upscaler
+
+    src = png(tmp_path / "in.png")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if (
+        Path(path) == tmp_path / "ro" and mode & os.W_OK) else real_access(path, mode, **kw))
+    monkeypatch.setattr(upscaler, "load_upscaler", lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "ro").mkdir()
+    result = invoke("upscale", src, "-o", tmp_path / "ro" / "x.png")
+    assert result.exit_code == 1
+    assert "not writable" in one_error_line(result)
+    result = invoke(*train_args(tmp_path, tmp_path / "ro"))
+    assert result.exit_code == 1, result.output
+    assert "not writable" in one_error_line(result)
+
+
 def test_the_torch_free_spelling_checks_match_the_engines():
     from sirenup.defaults import MIN_TILE
     from sirenup.inference import devices, planning, tiler

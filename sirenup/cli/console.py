@@ -30,14 +30,14 @@ state = {"debug": False, "quiet": False}
 
 
 def info(message: str) -> None:
-    """A message in rich markup (escape user text in it), unless --quiet."""
+    """A message in rich markup (escape user text in it), on one line, unless --quiet."""
     if not state["quiet"]:
-        console.print(message, soft_wrap=True)
+        console.print(one_line(message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    """A warning in rich markup (escape user text in it)."""
-    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    """A warning in rich markup (escape user text in it), on one line."""
+    console.print(f"[yellow]warning:[/] {one_line(message)}", soft_wrap=True)
 
 
 def info_text(text: str) -> None:

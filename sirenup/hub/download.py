@@ -31,7 +31,7 @@ from urllib.request import HTTPRedirectHandler, Request, build_opener, url2pathn
 from sirenup import __version__
 from sirenup.errors import SirenupError
 from sirenup.files import atomic_write_bytes, check_regular_file, first_line, read_bounded
-from sirenup.untrusted import redact_url
+from sirenup.untrusted import one_line, redact_url
 
 ENV_OFFLINE = "SIRENUP_OFFLINE"
 RETRIES = 5  # retries after the first try, on errors that may go away (drops, 5xx, timeouts)
@@ -73,8 +73,8 @@ def offline() -> bool:
 
 def say(message: str) -> None:
     """Download messages go to stderr, unless --quiet."""
-    if verbose:
-        print(message, file=sys.stderr, flush=True)
+    if verbose:  # a server's words may be in it: on one line, escapes shown, not obeyed
+        print(one_line(message), file=sys.stderr, flush=True)
 
 
 class _Transient(Exception):
