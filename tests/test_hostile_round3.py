@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -277,6 +278,31 @@ def test_a_stalled_server_fails_in_one_line_and_a_slow_one_succeeds(invoke, cach
         server.chunk_delay = 0.1
         result = invoke("models", "download", server.url("/n.safetensors"))
         assert result.exit_code == 0, result.output
+
+
+def test_a_silent_server_is_waited_on_until_the_deadline_only(invoke, cache_root,
+                                                             monkeypatch):
+    """Connected, then not a byte (not even the headers): the watchdog ends the wait."""
+    import socket
+
+    from sirenup.hub import download
+
+    monkeypatch.setattr(download, "STALL_GRACE_S", 0.5)
+    monkeypatch.setattr(download, "TIMEOUT_S", 30.0)  # one read would wait this long
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    accepting = threading.Thread(target=lambda: [held.append(listener.accept())
+                                                 for _ in range(8)], daemon=True)
+    accepting.start()
+    began = time.monotonic()
+    result = invoke("models", "download",
+                    f"http://127.0.0.1:{listener.getsockname()[1]}/m.safetensors")
+    assert time.monotonic() - began < 15
+    assert result.exit_code == 1
+    assert "stalled" in error_line(result)
+    listener.close()
 
 
 # -- 3. untrusted text is escaped where shown; URLs without secrets ------------------------

@@ -19,14 +19,23 @@ import http.client
 import os
 import re
 import secrets
+import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit, urlunsplit
-from urllib.request import HTTPRedirectHandler, Request, build_opener, url2pathname
+from urllib.request import (
+    HTTPHandler,
+    HTTPRedirectHandler,
+    HTTPSHandler,
+    Request,
+    build_opener,
+    url2pathname,
+)
 
 from sirenup import __version__
 from sirenup.errors import SirenupError
@@ -121,10 +130,15 @@ class _State:
         self.offset += len(chunk)
         self.received += len(chunk)
 
+    def behind(self) -> bool:
+        """Whether the transfer runs below MIN_RATE on average (after the grace)."""
+        elapsed = time.monotonic() - self.started
+        return elapsed > STALL_GRACE_S and self.received < (elapsed - STALL_GRACE_S) * MIN_RATE
+
     def check_rate(self, url: str) -> None:
         """StalledError when the transfer runs below MIN_RATE on average (after the grace)."""
         elapsed = time.monotonic() - self.started
-        if elapsed > STALL_GRACE_S and self.received < (elapsed - STALL_GRACE_S) * MIN_RATE:
+        if self.behind():
             raise StalledError(f"{redact_url(url)}: stalled ({self.received} bytes in "
                                f"{elapsed:.0f} s, below {MIN_RATE} bytes/s); the partial file "
                                "is kept: run the command again to resume")
@@ -174,6 +188,7 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, size: int | None =
         with open(part, "r+b") as f:
             state = _State(f, 0, validator_path)
             resumed = _hash_existing(state, size if size is not None else max_size)
+            state.started = time.monotonic()  # (hashing the partial file is not a wait)
             state.validator = _read_validator(validator_path) if resumed else None
             if resumed and state.validator is None and not sha256 and scheme != "file":
                 # nothing tells whether the server's file is still the one these bytes came
@@ -184,7 +199,7 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, size: int | None =
                 resumed = 0
             say(f"resuming {dest.name} at byte {resumed}" if resumed
                 else f"downloading {redact_url(url)}")
-            with _progress(dest.name, size, resumed) as bar:
+            with _progress(dest.name, size, resumed) as bar, _Watchdog(state):
                 try:
                     _transfer(url, state, size, bar, max_size)
                     problem = _check(state, sha256, size)
@@ -227,6 +242,85 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, size: int | None =
         if not keep:
             part.unlink(missing_ok=True)
             validator_path.unlink(missing_ok=True)
+
+
+WATCH_S = 0.25  # how often the watchdog looks
+
+
+class _Watchdog:
+    """While a fetch runs, shuts its connections down once the transfer falls behind MIN_RATE
+    (``_State.behind``): no wait outlasts the fetch's deadline, be it a connect, headers
+    sent a byte at a time or a body that stopped; the wait then ends as a stall."""
+
+    current = threading.local()  # the watchdog of this thread's fetch, for the connections
+
+    def __init__(self, state: _State):
+        self.state = state
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.expired = False
+        self.thread = threading.Thread(target=self._watch, daemon=True,
+                                       name="sirenup-download-watchdog")
+
+    def __enter__(self) -> _Watchdog:
+        _Watchdog.current.dog = self
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _Watchdog.current.dog = None
+        self.stopped.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(WATCH_S):
+            if self.state.behind():
+                with self.lock:
+                    self.expired = True
+                    for sock in self.sockets:
+                        _shut(sock)
+                return
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self.lock:
+            self.sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(connection_class):
+    """``connection_class`` whose socket the current fetch's watchdog may shut."""
+
+    class Watched(connection_class):
+        def connect(self):
+            super().connect()
+            dog = getattr(_Watchdog.current, "dog", None)
+            if dog is not None:
+                dog.watch(self.sock)
+
+    return Watched
+
+
+_HTTPConnection = _watched(http.client.HTTPConnection)
+_HTTPSConnection = _watched(http.client.HTTPSConnection)
+
+
+class _HTTPHandler(HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_HTTPSConnection, req, context=self._context)
 
 
 def _read_validator(path: Path) -> str | None:
@@ -279,6 +373,7 @@ def _transfer(url: str, state: _State, size: int | None, bar,
             say(f"{why}; downloading from the start")
             state.reset()
         except _Transient as error:
+            state.check_rate(url)  # the watchdog cut a wait that outlasted the deadline
             attempt += 1
             if attempt > RETRIES:
                 raise
@@ -384,7 +479,7 @@ class _Redirects(HTTPRedirectHandler):
         return request
 
 
-_OPENER = build_opener(_Redirects)
+_OPENER = build_opener(_Redirects, _HTTPHandler, _HTTPSHandler)
 
 
 def urlopen(request: Request, timeout: float):
