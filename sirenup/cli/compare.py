@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import handle_errors, info, print_json, warn
+from sirenup.cli.console import handle_errors, info, one_line, print_json, warn
 from sirenup.cli.options import (
     DeviceOption,
     JsonOption,
@@ -17,6 +17,7 @@ from sirenup.cli.options import (
     TileOption,
 )
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.untrusted import shown
 
 
 @handle_errors
@@ -102,12 +103,12 @@ def compare(
         return
     results = _stdout_console()  # the report is a result: stdout, so it can be redirected
     (w, h), (ow, oh) = report["in_size"], report["out_size"]
-    results.print(escape(f"{report['input']}: {w}x{h} -> {ow}x{oh} (x{report['scale']:g}, "
-                         f"{report['mode']})"), soft_wrap=True)
+    results.print(escape(one_line(f"{report['input']}: {w}x{h} -> {ow}x{oh} (x{report['scale']:g}, "
+                         f"{report['mode']})")), soft_wrap=True)
     results.print(_table(report))
     if report["protocol"]:
         results.print(escape(report["protocol"]), soft_wrap=True)
-    results.print(escape(f"montage: {report['montage']}"), soft_wrap=True)
+    results.print(escape(one_line(f"montage: {report['montage']}")), soft_wrap=True)
 
 
 def _stdout_console():
@@ -145,7 +146,7 @@ def _table(report: dict):
     closest = min((abs(math.log(r["texture"])) for r in report["methods"]
                    if r.get("texture")), default=None)
     for record in report["methods"]:
-        cells = [escape(record.get("label", record["method"]))]
+        cells = [escape(shown(record.get("label", record["method"])))]
         for _, key, digits in columns:
             value = record.get(key)
             text = "inf" if value is None else f"{value:.{digits}f}"
