@@ -49,7 +49,8 @@ complete -c sirenup -n '__sirenup_at sirenup train' -l device -x -a 'auto cpu cu
 complete -c sirenup -n '__sirenup_at sirenup train' -l seed -x -d 'Random seed (crops, init).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l val-every -x -d 'Validate every N steps.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l checkpoint-every -x -d 'Checkpoint and export weights every N steps.'
-complete -c sirenup -n '__sirenup_at sirenup train' -l resume -d 'Continue from OUT/checkpoint.pt.'
+complete -c sirenup -n '__sirenup_at sirenup train' -l resume -d 'Continue from OUT/checkpoint.pt (without it, a folder that holds a run is refused).'
+complete -c sirenup -n '__sirenup_at sirenup train' -l dist-timeout -x -d 'Under torchrun: how long the processes wait for one that stopped before the run fails (torch\'s own default is 30 minutes).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l init -x -d 'Start from these weights: a file or a registry name.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l name -x -d 'Model name in the weights file.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l blocks -x -d 'Residual blocks in the encoder (default 4). With --init, blocks added beyond the initial model\'s start as the identity.'
@@ -102,6 +103,7 @@ complete -c sirenup -n '__sirenup_at sirenup upscale' -l png-compression -x -d '
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l background -x -d 'Flatten transparency onto this colour for formats without alpha (jpg, bmp).'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l max-input-pixels -x -d 'Refuse inputs with more pixels (default: Pillow\'s decompression-bomb limit, about 89.5 MP; 0 = no limit).'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l max-output-pixels -x -d 'Refuse outputs with more pixels (0 = no limit).'
+complete -c sirenup -n '__sirenup_at sirenup upscale' -l overwrite -d 'Replace a file in the default output\'s place even when it is not an image.'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l json -d 'Print the report as JSON on stdout.'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l help -s h -d 'Show this message and exit.'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -F
@@ -142,6 +144,7 @@ complete -c sirenup -n '__sirenup_at sirenup compare' -l device -x -a 'auto cpu 
 complete -c sirenup -n '__sirenup_at sirenup compare' -l precision -x -a 'auto fp32 fp16 bf16' -d 'auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l tile -x -d 'Tile side in input pixels; 0 = whole image.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l overlap -x -d 'Overlap between tiles in input pixels.'
+complete -c sirenup -n '__sirenup_at sirenup compare' -l overwrite -d 'Replace files already in the output folder (default: refuse, before any work).'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l json -d 'Print the report as JSON on stdout.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l help -s h -d 'Show this message and exit.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -F
@@ -184,6 +187,6 @@ complete -c sirenup -n '__sirenup_at sirenup models verify' -a 'sirenup-base sir
 complete -c sirenup -n '__sirenup_at sirenup models path' -l help -s h -d 'Show this message and exit.'
 complete -c sirenup -n '__sirenup_at sirenup models path' -a 'sirenup-base sirenup-gan sirenup-real'
 
-complete -c sirenup -n '__sirenup_at sirenup models remove' -l all -d 'Delete every cached model and partial download.'
+complete -c sirenup -n '__sirenup_at sirenup models remove' -l all -d 'Delete every cached model and partial download (only what sirenup put in the cache).'
 complete -c sirenup -n '__sirenup_at sirenup models remove' -l help -s h -d 'Show this message and exit.'
 complete -c sirenup -n '__sirenup_at sirenup models remove' -a 'sirenup-base sirenup-gan sirenup-real'

@@ -19,3 +19,5 @@ DEFAULT_MODEL = "sirenup-base"
 DEFAULT_MAX_INPUT_PIXELS = 89_478_485
 # --max-output-pixels: 400 MP is ~4.8 GB of float RGB canvas.
 DEFAULT_MAX_OUTPUT_PIXELS = 400_000_000
+# Smallest --tile (LR pixels) other than 0: the tiler halves a tile on out-of-memory down to it.
+MIN_TILE = 32

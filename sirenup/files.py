@@ -49,14 +49,20 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], object]) 
     atomic_write_bytes(path, buffer.getbuffer())
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` atomically: complete, fsynced and renamed, or not at all."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview, *,
+                       mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically: complete, fsynced and renamed, or not at all.
+
+    ``mode``: the file's permissions (0o644: images and weights are meant to be shared;
+    0o600 for what may hold a secret, such as a URL with a token). Only a regular file (or
+    nothing) is replaced: a device, FIFO or socket in ``path``'s place is refused."""
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
         raise SirenupError(f"{path}: the folder {folder} does not exist")
+    check_output_path(path)
     try:
-        fd, tmp = _create_temp(path)
+        fd, tmp = _create_temp(path, mode)
     except OSError as error:
         raise SirenupError(f"{path}: cannot write ({os_reason(error)})") from None
     try:
@@ -104,17 +110,17 @@ def temp_prefix(name: str) -> str:
     return f".{name}."
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
+def _create_temp(path: Path, mode: int = 0o644) -> tuple[int, str]:
     prefix = temp_prefix(path.name)
     for _ in range(100):
         tmp = path.parent / f"{prefix}{secrets.token_hex(_RANDOM_HEX // 2)}{TEMP_SUFFIX}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o644)
+                         mode & 0o600)  # never readable by others before the chmod below
         except FileExistsError:
             continue
         try:
-            os.chmod(tmp, 0o644)  # not the umask's: weights and images are meant to be shared
+            os.chmod(tmp, mode)  # not the umask's: weights and images are meant to be shared
         except OSError:
             pass
         return fd, str(tmp)
@@ -164,10 +170,95 @@ def check_regular_file(path: str | os.PathLike) -> None:
     if stat.S_ISDIR(mode):
         raise SirenupError(f"{path}: is a folder, not a file")
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if (
-            stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "a socket" if stat.S_ISSOCK(mode) \
-            else "not a regular file"
-        raise SirenupError(f"{path}: is {kind}; sirenup reads only regular files")
+        raise SirenupError(f"{path}: is {_kind(mode)}; sirenup reads only regular files")
+
+
+def _kind(mode: int) -> str:
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a device" if (
+        stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "a socket" if stat.S_ISSOCK(mode) \
+        else "not a regular file"
+
+
+def check_output_path(path: str | os.PathLike) -> None:
+    """SirenupError unless ``path`` may receive an output file: it does not exist (a link to
+    nothing included), or it is a regular file (or a link to one). A device (``/dev/null``,
+    ``/proc/self/fd/1``), a FIFO or a socket, or a link to one, is refused in one line:
+    the atomic rename would replace the node itself with a regular file. A folder is refused
+    too. The one check of every output path (the CLI's, before any work, and
+    ``atomic_write_bytes``'s)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link loop points at nothing: the rename replaces
+            return  # the link itself
+        raise SirenupError(f"{path}: cannot write ({os_reason(error)})") from None
+    if stat.S_ISDIR(mode):
+        raise SirenupError(f"{path}: is a folder; give a file name for the output")
+    if not stat.S_ISREG(mode):
+        raise SirenupError(f"{path}: is {_kind(mode)}; sirenup writes its outputs only to "
+                           "regular files")
+
+
+def check_folder_writable(folder: str | os.PathLike, what: str = "the output folder") -> None:
+    """SirenupError unless ``folder`` exists and this process may create files in it (a
+    read-only file system or folder is known before any work)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SirenupError(f"{folder}: {what} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_mount(folder) else "permission denied"
+        raise SirenupError(f"{folder}: {what} is not writable ({reason})")
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
+    """The content of ``path``, a regular file of at most ``limit`` bytes (metadata: a
+    meta.json, a JSON report). A FIFO is not waited on (opened non-blocking, then refused),
+    a device such as /dev/zero or a link to one is refused, and no more than ``limit`` bytes
+    are ever read: SirenupError (one line) otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise SirenupError(f"{path}: no such file") from None
+    except OSError as error:
+        raise SirenupError(f"{path}: cannot read ({os_reason(error)})") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SirenupError(f"{path}: is {_kind(mode)}; sirenup reads only regular files")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise SirenupError(f"{path}: more than {limit} bytes; not read (damaged?)")
+    return data
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append ``line`` and a newline to the log ``path`` (created if missing): a regular file
+    only (a FIFO there is refused at once instead of blocking the writer for ever)."""
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:  # ENXIO: a FIFO that nobody reads
+        raise SirenupError(f"{path}: cannot write ({os_reason(error)})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SirenupError(f"{path}: is {_kind(mode)}; sirenup writes only regular files")
+        _write_all(fd, memoryview((line + "\n").encode("utf-8")))
+    except OSError as error:
+        raise SirenupError(f"{path}: cannot write ({os_reason(error)})") from None
+    finally:
+        os.close(fd)
 
 
 def os_reason(error: OSError) -> str:

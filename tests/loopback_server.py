@@ -32,6 +32,12 @@ class Handler(BaseHTTPRequestHandler):
             drop = owner.drop_after.pop(path, None)
         if owner.gate is not None:
             owner.gate.wait(20)
+        if path in owner.redirects:
+            self.send_response(302)
+            self.send_header("Location", owner.redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if failure:
             self.send_error(failure[0])
             return
@@ -41,6 +47,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted or "")
+        etag = owner.etags.get(path)
+        if_range = self.headers.get("If-Range")
+        with owner.lock:
+            owner.if_ranges.append((path, if_range))
+        if if_range is not None and if_range != etag:
+            match = None  # RFC 9110: the file changed, so the whole of it is sent
         if match and not owner.ignore_range:
             start = int(match[1])
             if start >= len(data):
@@ -58,6 +70,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
+        if etag is not None:
+            self.send_header("ETag", etag)
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         if drop is not None:  # send part of the body, then cut the connection
@@ -69,8 +83,18 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        for i in range(0, len(body), 65536):
-            self.wfile.write(body[i:i + 65536])
+        hang = owner.hang_after.get(path)
+        if hang is not None:  # send part of the body, then nothing until released
+            self.wfile.write(body[:hang])
+            self.wfile.flush()
+            owner.release.wait(30)
+            return
+        step = 1 if owner.byte_delay else 65536
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i:i + step])
+            if owner.byte_delay:  # a trickle: one byte at a time
+                self.wfile.flush()
+                time.sleep(owner.byte_delay)
             if owner.chunk_delay:
                 time.sleep(owner.chunk_delay)
 
@@ -91,6 +115,12 @@ class LoopbackServer:
         self.ignore_range = False
         self.gate: threading.Event | None = None  # responses wait until it is set
         self.chunk_delay = 0.0
+        self.byte_delay = 0.0  # > 0: the body is sent one byte at a time, this far apart
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
+        self.etags: dict[str, str] = {}  # path -> ETag sent (and checked against If-Range)
+        self.if_ranges: list[tuple[str, str | None]] = []  # the If-Range of each GET
+        self.hang_after: dict[str, int] = {}  # path -> bytes sent before waiting on release
+        self.release = threading.Event()
         self.lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -116,6 +146,7 @@ class LoopbackServer:
             return [r for p, r in self.requests if p == path]
 
     def stop(self) -> None:
+        self.release.set()
         if self.gate is not None:
             self.gate.set()
         if self._server is not None:

@@ -7,6 +7,9 @@ the commands, so ``sirenup --help`` and ``--version`` stay fast.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import os
 import signal
 import sys
 
@@ -64,7 +67,75 @@ def _terminated(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+class _ClosedStdout(io.TextIOBase):
+    """Stands for a stdout the shell closed (``>&-``): writing to it is an error (one line,
+    exit 1), not a silent loss or a write into whatever file took descriptor 1."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
+
+
+def _guard_stdout() -> None:
+    """Descriptor 1 closed: hold it with /dev/null (so that no file sirenup opens gets it and
+    receives the results by mistake) and make sys.stdout refuse writes."""
+    if sys.stdout is not None:
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 1:
+            os.close(fd)
+    sys.stdout = _ClosedStdout()
+
+
+def _stdout_failed(error: BaseException, code: int) -> int:
+    """What is left to say when stdout could not take the results: nothing on a closed pipe
+    (``| head``: 141, as 128 + SIGPIPE), else one line on stderr and exit 1 (unless the
+    command already failed with its own code). Pending output is sent to /dev/null so that
+    Python's own flush at exit prints no traceback."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if isinstance(error, BrokenPipeError):
+        return 141
+    if isinstance(code, int) and code != 0:
+        return code  # the command failed and said why already
+    if isinstance(error, OSError):
+        from sirenup.files import os_reason
+
+        reason = os_reason(error)
+    else:
+        reason = str(error) or type(error).__name__
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"error: cannot write the results to stdout ({reason})\n")
+        sys.stderr.flush()
+    return 1
+
+
+_STDOUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, errno.EFBIG,
+                  getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def main() -> None:
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminated)
-    app()
+    _guard_stdout()
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    except OSError as error:  # raised outside a command (--version, --help): stdout's
+        if error.errno not in _STDOUT_ERRNOS:
+            raise
+        sys.exit(_stdout_failed(error, 0))
+    else:
+        code = 0
+    try:  # what is still buffered must reach stdout now, while an error can be one line
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError) as error:
+        sys.exit(_stdout_failed(error, code if isinstance(code, int) else 1))
+    sys.exit(code)

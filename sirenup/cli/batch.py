@@ -87,10 +87,11 @@ def batch(
     from rich.markup import escape
 
     from sirenup.inference.batch import BatchOptions, run_batch
+    from sirenup.inference.planning import check_device_spelling, check_tiling
     from sirenup.inference.shards import resolve_shard
-    from sirenup.inference.upscaler import check_tiling, load_upscaler
 
-    check_tiling(tile, overlap)
+    check_tiling(tile, overlap)  # torch is imported only once the options are checked
+    check_device_spelling(device, precision)
     shard = resolve_shard(shard, shard_count)  # "auto" -> this array task's "K/N"
     options = BatchOptions(
         scale=scale, width=width, height=height, recursive=recursive, overwrite=overwrite,
@@ -122,8 +123,8 @@ def batch(
     try:
         report = run_batch(
             inputs, output_dir, options,
-            lambda: load_upscaler(model, device=device, precision=precision, tile=tile,
-                                  overlap=overlap),
+            lambda: _load(model, device=device, precision=precision, tile=tile,
+                          overlap=overlap),
             on_event=on_event)
     finally:
         view.stop()
@@ -135,6 +136,12 @@ def batch(
         print_json(report)
     if report["failed"]:
         raise typer.Exit(1)
+
+
+def _load(model, **options):
+    from sirenup.inference.upscaler import load_upscaler
+
+    return load_upscaler(model, **options)
 
 
 class _Progress:
@@ -164,7 +171,13 @@ class _Progress:
             TextColumn("images"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
         self.progress.start()
-        self.task = self.progress.add_task(f"{record['model']} on {record['device']}",
+        from rich.markup import escape
+
+        from sirenup.untrusted import shown
+
+        # the model's name comes from its weights file: never markup, never raw escapes
+        self.task = self.progress.add_task(escape(f"{shown(record['model'])} on "
+                                                  f"{record['device']}"),
                                            total=record["total"], rate="")
 
     def advance(self, record: dict | None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import handle_errors, info, print_json, warn
+from sirenup.cli.console import handle_errors, info, one_line, print_json, warn
 from sirenup.cli.options import (
     DeviceOption,
     JsonOption,
@@ -17,6 +17,7 @@ from sirenup.cli.options import (
     TileOption,
 )
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.untrusted import shown
 
 
 @handle_errors
@@ -57,6 +58,9 @@ def compare(
     precision: PrecisionOption = "auto",
     tile: TileOption = DEFAULT_TILE,
     overlap: OverlapOption = DEFAULT_OVERLAP,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace files already in the output folder (default: refuse, "
+                            "before any work).")] = False,
     json: JsonOption = False,
 ) -> None:
     """Compare upscaling methods on one image: outputs, a montage, PSNR/SSIM/texture, time.
@@ -70,12 +74,18 @@ def compare(
     from rich.markup import escape
 
     from sirenup.evaluation.compare import CompareOptions, run_compare
-    from sirenup.inference.upscaler import check_tiling, load_upscaler
+    from sirenup.inference.planning import check_device_spelling, check_tiling
 
     check_tiling(tile, overlap)
+    check_device_spelling(device, precision)
     options = CompareOptions(reference=reference, self_reference=self_reference, scale=scale,
                              width=width, height=height, methods=methods, models=model,
-                             output_dir=output_dir, crop=crop)
+                             output_dir=output_dir, crop=crop, overwrite=overwrite)
+
+    def load_upscaler(name: str, **settings):
+        from sirenup.inference.upscaler import load_upscaler
+
+        return load_upscaler(name, **settings)
 
     def on_event(kind: str, record: dict) -> None:
         if kind == "method":
@@ -93,12 +103,12 @@ def compare(
         return
     results = _stdout_console()  # the report is a result: stdout, so it can be redirected
     (w, h), (ow, oh) = report["in_size"], report["out_size"]
-    results.print(escape(f"{report['input']}: {w}x{h} -> {ow}x{oh} (x{report['scale']:g}, "
-                         f"{report['mode']})"), soft_wrap=True)
+    results.print(escape(one_line(f"{report['input']}: {w}x{h} -> {ow}x{oh} (x{report['scale']:g}, "
+                         f"{report['mode']})")), soft_wrap=True)
     results.print(_table(report))
     if report["protocol"]:
         results.print(escape(report["protocol"]), soft_wrap=True)
-    results.print(escape(f"montage: {report['montage']}"), soft_wrap=True)
+    results.print(escape(one_line(f"montage: {report['montage']}")), soft_wrap=True)
 
 
 def _stdout_console():
@@ -139,7 +149,7 @@ def _table(report: dict):
     closest = min((abs(math.log(r["texture"])) for r in report["methods"]
                    if r.get("texture")), default=None)
     for record in report["methods"]:
-        cells = [escape(record.get("label", record["method"]))]
+        cells = [escape(shown(record.get("label", record["method"])))]
         for _, key, digits in columns:
             value = record.get(key)
             text = "inf" if value is None else f"{value:.{digits}f}"

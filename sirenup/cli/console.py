@@ -22,26 +22,30 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from sirenup.untrusted import one_line  # noqa: F401 (the CLI's modules import it here)
+
 console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)  # results only
 state = {"debug": False, "quiet": False}
 
 
 def info(message: str) -> None:
-    """A message in rich markup (escape user text in it), unless --quiet."""
+    """A message in rich markup (escape user text in it), on one line, unless --quiet."""
     if not state["quiet"]:
-        console.print(message, soft_wrap=True)
+        console.print(one_line(message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    """A warning in rich markup (escape user text in it)."""
-    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    """A warning in rich markup (escape user text in it), on one line."""
+    console.print(f"[yellow]warning:[/] {one_line(message)}", soft_wrap=True)
 
 
 def info_text(text: str) -> None:
-    """Plain text (paths, URLs, errors: never read as markup), unless --quiet."""
+    """Plain text (paths, URLs, errors: never read as markup) on one line (see
+    ``one_line``: a name's escape sequences or newline are shown, not obeyed), unless
+    --quiet."""
     if not state["quiet"]:
-        console.print(Text(text), soft_wrap=True)
+        console.print(Text(one_line(text)), soft_wrap=True)
 
 
 def warn_text(text: str) -> None:
@@ -65,24 +69,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def one_line(text: str) -> str:
-    """``text`` with line breaks, other control characters and bidirectional overrides shown
-    as escapes (``\\n``, ``\\u202e``): a file name or a server's message with a newline in it
-    still gives one line, shown as it is (emoji and accents stay as they are)."""
-    if text.isprintable():
-        return text
-    return "".join(repr(char)[1:-1] if _hidden(char) else char for char in text)
+def _stdout_error(error: OSError) -> bool:
+    """Whether an OSError without a file name is stdout's (full, closed): the file writes of
+    sirenup name their file."""
+    import errno
 
-
-_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _hidden(char: str) -> bool:
-    """Control characters, line/paragraph separators, lone surrogates (undecodable bytes of
-    a file name) and bidi controls: what would break or disguise the line."""
-    import unicodedata
-
-    return unicodedata.category(char) in {"Cc", "Zl", "Zp", "Cs"} or char in _BIDI
+    return error.errno in {errno.ENOSPC, errno.EBADF, errno.EIO, errno.EFBIG}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -108,6 +100,8 @@ def handle_errors(command: Callable) -> Callable:
             raise
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except BrokenPipeError:  # stdout's reader left (| head): no message, as 128+SIGPIPE
+            raise typer.Exit(141) from None
         except SirenupError as error:
             if state["debug"]:
                 raise
@@ -117,6 +111,9 @@ def handle_errors(command: Callable) -> Callable:
                 raise
             from sirenup.files import os_reason
 
+            if not error.filename and _stdout_error(error):
+                raise fail(f"cannot write the results to stdout ({os_reason(error)})") \
+                    from None
             where = f"{error.filename}: " if error.filename else ""
             raise fail(f"{where}{os_reason(error)}") from None
         except Exception as error:

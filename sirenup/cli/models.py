@@ -72,6 +72,7 @@ def list_models(
 
     from sirenup.hub import cache
     from sirenup.hub.registry import catalogue
+    from sirenup.untrusted import one_line, shown
 
     rows = catalogue(verify=True)
     if json:
@@ -85,9 +86,9 @@ def list_models(
     table.add_column("path or URL", overflow="fold")
     where = {"bundled": "bundled", "cached": "cached", "remote": "not downloaded"}
     for row in rows:
-        table.add_row(escape(row["name"]), escape(row.get("description") or ""),
+        table.add_row(escape(shown(row["name"])), escape(one_line(row.get("description") or "")),
                       _size(row["size"]), where[row["source"]], _mark(row),
-                      escape(row["path"] or row["url"] or ""))
+                      escape(one_line(row["path"] or row["url"] or "")))
     result(table)
 
 
@@ -107,6 +108,7 @@ def download(
     from sirenup.errors import SirenupError, UsageError
     from sirenup.hub import cache
     from sirenup.hub.registry import REGISTRY, bundled_path, bundled_problem, is_url
+    from sirenup.untrusted import shown
 
     spec = model.strip()
     limit = parse_size(max_size)
@@ -130,7 +132,7 @@ def download(
         raise UsageError(f"{spec}: not a registry name or an http(s)/file URL "
                          "(see 'sirenup models list')")
     pinned = "" if cached.pinned else " (unpinned: no sha256 was given to check it against)"
-    info_text(f"{cached.name}: {_size(cached.meta['size'])}, sha256 {cached.sha256}{pinned}")
+    info_text(f"{shown(cached.name)}: {_size(cached.meta['size'])}, sha256 {cached.sha256}{pinned}")
     typer.echo(cached.path)
 
 
@@ -148,6 +150,7 @@ def verify(
 
     from sirenup.hub.cache import verified_state
     from sirenup.hub.registry import REGISTRY, cached_entry, catalogue
+    from sirenup.untrusted import shown
 
     if models:
         rows = []
@@ -182,7 +185,7 @@ def verify(
                 state = f"[red]FAILED[/]: {escape(str(row['problem']))}"
                 if row.get("id"):
                     state += escape(f" (remove it: sirenup models remove {row['id']})")
-            console.print(f"{escape(row['name'])}: {state}", soft_wrap=True)
+            console.print(f"{escape(shown(row['name']))}: {state}", soft_wrap=True)
         if not rows:
             info("nothing to verify (no bundled or cached models)")
     if failed:
@@ -221,23 +224,20 @@ def remove(
         help="Cached models to delete.", show_default=False,
         autocompletion=_complete_model)] = None,
     all: Annotated[bool, typer.Option(
-        "--all", help="Delete every cached model and partial download.")] = False,
+        "--all", help="Delete every cached model and partial download (only what sirenup "
+                      "put in the cache).")] = False,
 ) -> None:
     """Delete models from the cache (bundled models cannot be removed)."""
-    import shutil
-
     from sirenup.errors import SirenupError, UsageError
     from sirenup.hub import cache
     from sirenup.hub.registry import REGISTRY, cached_entry
+    from sirenup.untrusted import shown
 
-    if all:
-        root = cache.models_dir()
-        freed = cache.folder_size(root) if root.is_dir() else 0
-        count = len(cache.entries())
-        for entry in cache.entries():
-            cache.remove(entry)
-        shutil.rmtree(root, ignore_errors=True)
-        info(f"removed {count} cached model(s), {_size(freed)}")
+    if all:  # only what sirenup created: the cache may sit in a shared folder
+        count, freed, left = cache.remove_all()
+        info_text(f"removed {count} cached model(s), {_size(freed)}"
+                  + (f"; left {len(left)} file(s) sirenup did not create in "
+                     f"{cache.models_dir()}" if left else ""))
         return
     if not models:
         raise UsageError("name the models to remove, or pass --all")
@@ -252,6 +252,6 @@ def remove(
             continue
         freed = cache.folder_size(entry.dir)
         cache.remove(entry)
-        info_text(f"removed {entry.name} ({entry.id}, {_size(freed)})")
+        info_text(f"removed {shown(entry.name)} ({entry.id}, {_size(freed)})")
     if missing:
         raise SirenupError(f"not in the cache: {', '.join(missing)}")

@@ -57,7 +57,12 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(
         "--checkpoint-every", min=1, help="Checkpoint and export weights every N steps.")] = 500,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+        "--resume", help="Continue from OUT/checkpoint.pt (without it, a folder that holds "
+                         "a run is refused).")] = False,
+    dist_timeout: Annotated[float, typer.Option(
+        "--dist-timeout", min=1.0, metavar="SECONDS",
+        help="Under torchrun: how long the processes wait for one that stopped before the "
+             "run fails (torch's own default is 30 minutes).")] = 600.0,
     init: Annotated[str | None, typer.Option(
         "--init", help="Start from these weights: a file or a registry name.")] = None,
     name: Annotated[str, typer.Option(
@@ -188,7 +193,7 @@ def train(
     if degrade not in ("clean", "real"):
         raise UsageError(f"--degrade {degrade}: expected clean or real")
 
-    from sirenup.training.session import TrainSetup, start_training
+    from sirenup.training.session import TrainSetup, check_start, start_training
 
     setup = TrainSetup(
         data=data, out=out, val=val, steps=steps, batch=batch, patch=patch, queries=queries,
@@ -215,6 +220,7 @@ def train(
                  "resize_range": _range(degrade_resize_range, "degrade-resize-range"),
                  "second_prob": degrade_second_prob} if degrade == "real" else None,
     )
+    check_start(setup)  # --out and --val, before torch is imported
     trainer = start_training(
         setup, log=lambda m: warn_text(m[9:]) if m.startswith("warning: ") else info_text(m),
         on_validate=lambda r: console.print(validation_table(r)))

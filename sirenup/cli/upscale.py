@@ -49,20 +49,29 @@ def upscale(
     background: BackgroundOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
     max_output_pixels: MaxOutputPixelsOption = DEFAULT_MAX_OUTPUT_PIXELS,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a file in the default output's place even when it is "
+                            "not an image.")] = False,
     json: JsonOption = False,
 ) -> None:
     """Upscale an image: --scale S, or --width and/or --height (default x4)."""
+    from sirenup.inference.planning import check_device_spelling, check_tiling, plan_upscale
+
+    # Options, output path, input header and format limits: checked before torch loads.
+    check_tiling(tile, overlap)
+    check_device_spelling(device, precision)
+    plan = plan_upscale(input, output, scale=scale, width=width, height=height,
+                        format=format, quality=quality, png_compression=png_compression,
+                        background=background, max_input_pixels=max_input_pixels,
+                        max_output_pixels=max_output_pixels, overwrite=overwrite,
+                        on_warning=warn_text)
+
     from sirenup.diagnostics.hints import real_model_hint
-    from sirenup.inference.upscaler import load_upscaler, upscale_file
+    from sirenup.inference.upscaler import load_upscaler, run_plan
 
     upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
                              overlap=overlap)
-    report = upscale_file(upscaler, input, output, scale=scale, width=width, height=height,
-                          format=format, quality=quality, png_compression=png_compression,
-                          background=background,
-                          max_input_pixels=max_input_pixels,
-                          max_output_pixels=max_output_pixels,
-                          on_warning=warn_text)
+    report = run_plan(upscaler, plan)
     (w, h), (ow, oh) = report["in_size"], report["out_size"]
     info_text(f"{report['model']} on {report['device']}: {report['input']} {w}x{h} -> "
               f"{report['output']} {ow}x{oh} in {report['seconds']:.1f}s")

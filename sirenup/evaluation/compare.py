@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sirenup.errors import UsageError
+from sirenup.errors import SirenupError, UsageError
 from sirenup.evaluation.metrics import (
     energy_ratios,
     grid_lock,
@@ -40,6 +40,7 @@ from sirenup.evaluation.metrics import (
     texture_energies,
 )
 from sirenup.evaluation.montage import make_montage, most_detailed_region
+from sirenup.files import atomic_write_bytes, check_output_path, read_bounded, sha256_file
 from sirenup.hub.registry import DEFAULT_MODEL
 from sirenup.imaging.imageio import (
     DecodedImage,
@@ -49,7 +50,6 @@ from sirenup.imaging.imageio import (
     save_pil,
 )
 from sirenup.inference.sizing import DEFAULT_SCALE, target_size
-from sirenup.inference.upscaler import QuantizedSink
 
 CLASSICAL = {
     "nearest": Image.Resampling.NEAREST,
@@ -74,6 +74,7 @@ class CompareOptions:
     models: str | None = None  # comma-separated model names or weights files (--model)
     output_dir: Path | None = None  # None: <stem>_compare beside INPUT
     crop: str | None = None  # "x,y,w,h" in output pixels; None: the most detailed region
+    overwrite: bool = False  # replace files already in the output folder
 
 
 def parse_methods(text: str | None) -> list[str]:
@@ -186,6 +187,12 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         mode = "plain"
     check_output_size(size)
     crop = parse_crop(options.crop, size)
+    out_dir = Path(options.output_dir) if options.output_dir else \
+        input.with_name(f"{input.stem}_compare")
+    stem = _safe(input.stem)
+    names = ([f"lr_x{scale:g}", "hr"] if mode == "self" else []) + methods + ["montage"]
+    planned = dict(zip(names, output_files(out_dir, stem, names), strict=True))
+    check_outputs(list(planned.values()), options.overwrite)
 
     models: dict[str, tuple[object, float]] = {}
     for name in methods:
@@ -200,24 +207,15 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             raise UsageError(f"--methods {name}: not one of {', '.join(CLASSICAL)} nor a "
                              f"usable model ({error})") from None
 
-    out_dir = Path(options.output_dir) if options.output_dir else \
-        input.with_name(f"{input.stem}_compare")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"{out_dir}: cannot create the folder ({error.strerror or error})") \
             from None
-    stem = _safe(input.stem)
     images: list[str] = []
-    used: set[str] = set()
 
     def save(image: Image.Image, name: str) -> str:
-        base, n = _safe(name), 2
-        file_name = base
-        while file_name in used:  # two weights files called model.safetensors: model, model-2
-            file_name, n = f"{base}-{n}", n + 1
-        used.add(file_name)
-        path = out_dir / f"{stem}_{file_name}.png"
+        path = planned[name]
         save_pil(path, image)
         images.append(str(path))
         return str(path)
@@ -243,6 +241,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             upscaler, load_seconds = models[name]
             _warm_up(upscaler, lr_array)
             began = time.perf_counter()
+            from sirenup.inference.upscaler import QuantizedSink
+
             sink = QuantizedSink((size[1], size[0]))  # 8 bits as they come: no float output
             upscaler.upscale_into(lr_array, size, sink)
             seconds = time.perf_counter() - began
@@ -287,6 +287,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     if note:
         warnings.append(note)
     montage_path = save(montage, "montage")
+    _record_outputs(out_dir, images)
 
     return {
         "input": str(input),
@@ -326,6 +327,8 @@ def _rgb8(image: DecodedImage) -> Image.Image:
 
 def _warm_up(upscaler, lr_array: np.ndarray) -> None:
     """One tiny run first, so one-time set-up does not count in the model's time."""
+    from sirenup.inference.upscaler import QuantizedSink
+
     patch = np.ascontiguousarray(lr_array[:16, :16])
     size = (patch.shape[1] * 2, patch.shape[0] * 2)
     upscaler.upscale_into(patch, size, QuantizedSink((size[1], size[0])))
@@ -345,6 +348,68 @@ def _fmt(value: float | None) -> str:
 
 def fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def output_files(out_dir: Path, stem: str, names: list[str]) -> list[Path]:
+    """``<stem>_<name>.png`` in ``out_dir`` for each name, made file-name safe and distinct
+    (two weights files called model.safetensors: model, model-2)."""
+    used: set[str] = set()
+    paths = []
+    for name in names:
+        base, n = _safe(name), 2
+        file_name = base
+        while file_name in used:
+            file_name, n = f"{base}-{n}", n + 1
+        used.add(file_name)
+        paths.append(out_dir / f"{stem}_{file_name}.png")
+    return paths
+
+
+MANIFEST = ".sirenup-compare.json"  # in the output folder: the files compare wrote there
+MAX_MANIFEST = 1 << 20
+
+
+def _manifest(out_dir: Path) -> dict[str, str]:
+    """{file name: sha256} of the files an earlier compare wrote into ``out_dir``."""
+    import json
+
+    try:
+        files = json.loads(read_bounded(out_dir / MANIFEST, MAX_MANIFEST)).get("files")
+    except (SirenupError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(v, str)} \
+        if isinstance(files, dict) else {}
+
+
+def _record_outputs(out_dir: Path, paths: list[str]) -> None:
+    import json
+
+    files = _manifest(out_dir)
+    files.update({Path(p).name: sha256_file(p) for p in paths})
+    atomic_write_bytes(out_dir / MANIFEST, json.dumps({"files": files}, indent=1).encode())
+
+
+def _ours(path: Path, manifest: dict[str, str]) -> bool:
+    """Whether ``path`` is, unchanged, a file an earlier compare wrote."""
+    try:
+        return path.name in manifest and path.is_file() and \
+            sha256_file(path) == manifest[path.name]
+    except OSError:
+        return False
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Before any work: every output may be written (a regular file or nothing), and without
+    ``overwrite`` none exists but the unchanged outputs of an earlier compare (recorded in
+    MANIFEST): the folder may hold the user's own cat_hr.png."""
+    for path in paths:
+        check_output_path(path)
+    manifest = _manifest(paths[0].parent) if paths else {}
+    existing = [path for path in paths if os.path.lexists(path) and not _ours(path, manifest)]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise SirenupError(f"{existing[0]}{more}: already exist(s) in the output folder; not "
+                           "replaced (use --overwrite to replace them, or another -d)")
 
 
 def _safe(name: str) -> str:

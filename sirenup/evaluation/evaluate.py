@@ -28,13 +28,17 @@ from sirenup.evaluation.metrics import (
     ssim,
     texture_energies,
 )
+from sirenup.evaluation.sets import (  # noqa: F401 (IMAGE_SUFFIXES: API)
+    IMAGE_SUFFIXES,
+    benchmark_sets,
+    check_sets_hold_images,
+)
 from sirenup.files import first_line
 from sirenup.imaging.imageio import open_image
 from sirenup.inference.tiler import upscale_tensor
 from sirenup.models.patch_siren import LiifSiren
 
 METRICS = ("psnr_y", "ssim", "texture", "grid_lock")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 Upscale = Callable[[Image.Image, tuple[int, int]], Image.Image]  # (LR, (W, H)) -> SR
 
@@ -63,22 +67,11 @@ def pillow_upscaler(resample: int) -> Upscale:
     return lambda lr, size: lr.resize(size, resample)
 
 
-def benchmark_sets(val_dir: Path) -> dict[str, list[Path]]:
-    """{set name: image paths}; a folder of images is one set named after the folder."""
-    val_dir = Path(val_dir)
-    subsets = sorted(p for p in val_dir.iterdir() if p.is_dir())
-    folders = subsets or [val_dir]
-    return {
-        f.name: sorted(p for p in f.iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())  # no FIFO
-        for f in folders
-    }
-
-
 def check_benchmark_folder(val_dir: Path, scales) -> None:
     """SirenupError naming the first image of ``val_dir`` the protocol cannot use at one of
     ``scales`` (unreadable, too small): a training run then fails at its start, not at its
     first validation hours later. The cases it makes are cached for the validations."""
+    check_sets_hold_images(val_dir)
     for paths in benchmark_sets(val_dir).values():
         for path in paths:
             for scale in scales:

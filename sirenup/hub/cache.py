@@ -39,10 +39,12 @@ from sirenup.errors import SirenupError, UsageError
 from sirenup.files import (  # noqa: F401 (sha256_file: API)
     atomic_write_bytes,
     os_reason,
+    read_bounded,
     sha256_file,
 )
 from sirenup.hub import download
 from sirenup.hub.download import ENV_OFFLINE, OfflineError, offline, say
+from sirenup.untrusted import redact_url
 
 ENV_CACHE = "SIRENUP_CACHE_DIR"
 META = "meta.json"
@@ -79,16 +81,17 @@ def split_url(spec: str) -> tuple[str, str | None]:
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError as error:  # an unclosed [IPv6] bracket
-        raise UsageError(f"{spec}: not a valid URL ({error})") from None
+        raise UsageError(f"{redact_url(spec)}: not a valid URL ({error})") from None
     if scheme not in {"http", "https", "file"}:
-        raise UsageError(f"{spec}: only http://, https:// and file:// URLs are supported")
+        raise UsageError(f"{redact_url(spec)}: "
+                         f"only http://, https:// and file:// URLs are supported")
     if scheme != "file":  # a malformed URL is not a retry's business
         _check_network_url(spec, url, scheme)
     if not fragment:
         return url, None
     key, _, value = fragment.partition("=")
     if key.lower() != "sha256" or not _SHA256.fullmatch(value):
-        raise UsageError(f"{spec}: the URL fragment must be #sha256=<64 hex digits>")
+        raise UsageError(f"{redact_url(spec)}: the URL fragment must be #sha256=<64 hex digits>")
     return url, value.lower()
 
 
@@ -96,15 +99,17 @@ def _check_network_url(spec: str, url: str, scheme: str) -> None:
     """UsageError unless ``url`` names a host, a valid port and no spaces or control
     characters (http.client refuses those only after the retries)."""
     if any(not char.isprintable() or char.isspace() for char in url):
-        raise UsageError(f"{spec}: the URL holds spaces or control characters (write them "
+        raise UsageError(f"{redact_url(spec)}: "
+                         f"the URL holds spaces or control characters (write them "
                          "as %20 and the like)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
     except ValueError as error:
-        raise UsageError(f"{spec}: not a valid URL ({error})") from None
+        raise UsageError(f"{redact_url(spec)}: not a valid URL ({error})") from None
     if not parts.hostname:
-        raise UsageError(f"{spec}: the URL names no host (expected {scheme}://HOST/PATH)")
+        raise UsageError(f"{redact_url(spec)}: "
+                         f"the URL names no host (expected {scheme}://HOST/PATH)")
 
 
 def url_filename(url: str) -> str:
@@ -200,12 +205,18 @@ def verified_state(problem: str | None, pinned: bool) -> bool | None:
     return True if pinned else None
 
 
+MAX_META = 1 << 16  # bytes of a meta.json: a few hundred in practice
+
+
 def read_entry(entry_dir: Path) -> CacheEntry | None:
+    """The entry in ``entry_dir``, or None when its meta.json is missing, damaged or not
+    ours. The file is read bounded: a FIFO is not waited on, /dev/zero not read to the end
+    of memory (``files.read_bounded``)."""
     try:
-        meta = json.loads((entry_dir / META).read_text(encoding="utf-8"))
+        meta = json.loads(read_bounded(entry_dir / META, MAX_META).decode("utf-8"))
         if not isinstance(meta, dict) or not _plain_name(meta.get("filename")):
             return None  # not ours, or edited to point outside its folder
-    except (OSError, ValueError):
+    except (SirenupError, OSError, ValueError):
         return None
     if not all(isinstance(meta.get(key), kinds) for key, kinds in _META_TYPES.items()) \
             or isinstance(meta.get("size"), bool):
@@ -249,6 +260,48 @@ def remove(entry: CacheEntry) -> None:
         shutil.rmtree(entry.dir, ignore_errors=True)
 
 
+_ENTRY_ID = re.compile(r"[A-Za-z0-9._-]+-[0-9a-f]{12}")
+
+
+def _partial_entry(path: Path) -> bool:
+    """A folder an interrupted download left: an entry's name, only partial downloads in
+    it (no meta.json yet)."""
+    if not (_ENTRY_ID.fullmatch(path.name) and path.is_dir() and not path.is_symlink()):
+        return False
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return all(name.endswith((".incomplete", download.VALIDATOR_SUFFIX)) for name in names)
+
+
+def remove_all() -> tuple[int, int, list[str]]:
+    """Remove every entry sirenup created in the cache (complete ones, the folders of
+    interrupted downloads, their lock files); nothing else: a shared folder may hold other
+    files. -> (entries removed, bytes freed, names left in the models folder)."""
+    root = models_dir()
+    if not root.is_dir():
+        return 0, 0, []
+    count = freed = 0
+    for entry in entries():
+        freed += folder_size(entry.dir)
+        remove(entry)
+        count += 1
+    for path in sorted(root.iterdir()):
+        if _partial_entry(path):
+            freed += folder_size(path)
+            shutil.rmtree(path, ignore_errors=True)
+    for path in sorted(root.iterdir()):  # locks of entries that are gone, empty as made
+        if path.name.endswith(".lock") and _ENTRY_ID.fullmatch(path.name[:-5]) and \
+                path.is_file() and not path.is_symlink() and path.stat().st_size == 0 and \
+                not (root / path.name[:-5]).exists():
+            path.unlink(missing_ok=True)
+    left = sorted(p.name for p in root.iterdir())
+    if not left:
+        _remove_if_empty(root)
+    return count, freed, left
+
+
 def folder_size(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -263,7 +316,9 @@ def lock_path(eid: str) -> Path:
 
 
 def _write_meta(entry_dir: Path, meta: dict) -> None:
-    atomic_write_bytes(entry_dir / META, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    """meta.json, readable by its owner only: its URL may carry a token."""
+    atomic_write_bytes(entry_dir / META, (json.dumps(meta, indent=2) + "\n").encode("utf-8"),
+                       mode=0o600)
 
 
 def _make_cache_folder(folder: Path) -> None:
@@ -293,7 +348,8 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
     """
     url, fragment = split_url(spec)
     if fragment and sha256 and fragment != sha256.lower():
-        raise UsageError(f"{spec}: the URL's sha256 differs from the registry's ({sha256})")
+        raise UsageError(f"{redact_url(spec)}: "
+                         f"the URL's sha256 differs from the registry's ({sha256})")
     sha256 = (fragment or sha256 or "").lower() or None
     eid = entry_id(url)
     entry_dir = models_dir() / eid
@@ -307,7 +363,7 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
 
     _make_cache_folder(entry_dir.parent)
     with FileLock(lock_path(eid), on_wait=lambda: say(
-            f"waiting for another sirenup process to download {url}")) as lock:
+            f"waiting for another sirenup process to download {redact_url(url)}")) as lock:
         entry = read_entry(entry_dir)  # another process may have fetched it meanwhile
         if entry is not None:
             problem = entry.check(sha256, size)
@@ -356,8 +412,10 @@ def _offline_message(spec: str, entry: CacheEntry | None, sha256: str | None,
         state = "is not in the cache"
     else:
         state = f"is in the cache but unusable ({entry.check(sha256, size)})"
-    return (f"{spec} {state}, and {ENV_OFFLINE}=1 forbids downloading it. Unset {ENV_OFFLINE} "
-            f"and run 'sirenup models download {spec}' once with network access, or pass a "
+    return (f"{redact_url(spec)} "
+            f"{state}, and {ENV_OFFLINE}=1 forbids downloading it. Unset {ENV_OFFLINE} "
+            f"and run 'sirenup models download {redact_url(spec)}' once with network access, "
+            "or pass a "
             f"local weights file to --model (cache: {cache_dir()})")
 
 

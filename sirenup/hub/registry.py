@@ -33,6 +33,7 @@ from pathlib import Path
 from sirenup.defaults import DEFAULT_MODEL  # noqa: F401 (re-exported)
 from sirenup.errors import SirenupError, UsageError
 from sirenup.files import atomic_write_bytes, sha256_file
+from sirenup.untrusted import redact_url
 
 REGISTRY_FILE = "registry.json"
 REGISTRY_FORMAT = "sirenup-registry/1"
@@ -222,7 +223,8 @@ def catalogue(verify: bool = True) -> list[dict]:
                      "sha256": entry.sha256,
                      "verified": cache.verified_state(problem, entry.pinned) if verify else None,
                      "pinned": entry.pinned, "problem": problem, "path": str(entry.path),
-                     "url": entry.url, "id": entry.id, "license": None, "scale_range": None,
+                     "url": redact_url(entry.url) if entry.url else None, "id": entry.id,
+                     "license": None, "scale_range": None,
                      "quality": None, "description": ""})
     return rows
 

@@ -14,8 +14,14 @@ Bit depth: 16-bit greyscale PNG/TIFF and 16-bit RGB/RGBA PNG/TIFF are decoded wi
 to 8 bits and written back with 16 bits when the output is PNG or TIFF. Pillow itself holds
 colour at 8 bits per channel, so 16-bit colour is read by decoding the file twice (high and low
 bytes) and written by ``_encode_png16`` (PNG) or tifffile (TIFF; EXIF is not carried there).
-Limits: 16-bit grey+alpha is read at 8 bits; 16-bit colour PNG with a tRNS colour key is read
-at 8 bits; formats other than PNG/TIFF give 8-bit output.
+16-bit grey+alpha PNG stays grey+alpha at 16 bits (one decode of its raw bytes). Limits:
+16-bit colour PNG with a tRNS colour key is read at 8 bits; formats other than PNG/TIFF give
+8-bit output.
+
+Colour: an ICC profile that does not describe the output (a Lab or CMYK profile once the
+pixels are RGB) is dropped with a warning; a PNG text or ICC chunk over Pillow's 1 MB limit
+costs the chunk, not the image (warning); 32-bit integer samples outside 0..65535 are clipped
+with a warning.
 
 Limits on size: ``max_pixels`` of ``read_image`` (the CLI's --max-input-pixels, default Pillow's
 decompression-bomb limit) and ``check_output_size`` (--max-output-pixels, default 400 MP).
@@ -184,6 +190,64 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     regular files are read (a FIFO would block forever).
     """
     path = Path(path)
+    try:
+        return _read_image(path, max_pixels, check_size, integers)
+    except _OversizedChunk:  # a text or ICC chunk over Pillow's 1 MB: the chunk goes, not
+        with _large_png_chunks():  # the image
+            image = _read_image(path, max_pixels, check_size, integers)
+        image.warnings.append(f"{path}: a text or ICC chunk is over Pillow's limit of "
+                              f"{_mp_bytes(_SAFE_CHUNK)}: ignored")
+        if image.icc_profile is not None and len(image.icc_profile) > _SAFE_CHUNK:
+            image.icc_profile = None
+            image.warnings.append(f"{path}: the ICC profile is dropped (over "
+                                  f"{_mp_bytes(_SAFE_CHUNK)})")
+        return image
+
+
+class _OversizedChunk(Exception):
+    """Pillow refused a PNG text or ICC chunk for its size (not the pixels)."""
+
+
+_SAFE_CHUNK = 1 << 20  # Pillow's MAX_TEXT_CHUNK
+_LARGE_CHUNK = 64 << 20  # what a second try allows a text or ICC chunk to decompress to
+
+
+class _large_png_chunks:
+    """Raise Pillow's PNG text and ICC chunk limits for one decode (under the open lock, which
+    read_image holds: the limits are module globals)."""
+
+    def __enter__(self):
+        from PIL import PngImagePlugin
+
+        _OPEN_LOCK.acquire()
+        self.saved = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
+        PngImagePlugin.MAX_TEXT_CHUNK = _LARGE_CHUNK
+        PngImagePlugin.MAX_TEXT_MEMORY = 2 * _LARGE_CHUNK
+
+    def __exit__(self, *exc):
+        from PIL import PngImagePlugin
+
+        PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = self.saved
+        _OPEN_LOCK.release()
+        return False
+
+
+def _mp_bytes(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
+
+
+def _oversized_chunk(error: Exception) -> bool:
+    from PIL import PngImagePlugin
+
+    text = str(error)
+    return isinstance(error, ValueError) and ("MAX_TEXT_CHUNK" in text or "MAX_TEXT_MEMORY"
+                                              in text) \
+        and PngImagePlugin.MAX_TEXT_CHUNK < _LARGE_CHUNK
+
+
+def _read_image(path: Path, max_pixels: int | None,
+                check_size: Callable[[tuple[int, int]], object] | None,
+                integers: bool) -> DecodedImage:
     limit = input_limit(max_pixels)
     _refuse_special_file(path)
     try:
@@ -215,6 +279,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     except MemoryError:
         raise SirenupError(f"{path}: out of memory while decoding") from None
     except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        if _oversized_chunk(error):
+            raise _OversizedChunk() from None
         if isinstance(error, OSError) and error.errno is not None:  # the file system's: a
             raise SirenupError(f"{path}: cannot read ({os_reason(error)})") from None  # loop
         raise SirenupError(f"{path}: cannot decode the image ({first_line(error)})") from None
@@ -237,25 +303,55 @@ def probe_image(path: str | os.PathLike) -> dict | None:
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 
 
-def is_complete_image(path: str | os.PathLike) -> bool:
+def is_complete_image(path: str | os.PathLike, max_pixels: int | None = None) -> bool:
+    """Whether ``path`` decodes to its last pixel (see ``completeness``); False when it does
+    not or when that could not be checked."""
+    return completeness(path, max_pixels) is True
+
+
+class CheckFailed(Exception):
+    """The completeness of a file could not be checked (too big, no memory, unreadable):
+    nothing is known about it, least of all that it is truncated."""
+
+
+def completeness(path: str | os.PathLike, max_pixels: int | None = None) -> bool | str:
     """Whether ``path`` decodes to its last pixel: batch's skip-if-exists counts an output as
     done only then, so a truncated file (a full disk under an older version, another tool)
-    is redone. Costs one decode of the output."""
+    is redone. Costs one decode of the output, within ``max_pixels`` (None: the default
+    output limit; 0: none). -> True (complete), False (does not decode to its end: damaged,
+    truncated, not an image), or a reason why it could not be checked (over the pixel
+    limit, out of memory, unreadable): never taken for "truncated"."""
     path = Path(path)
+    limit = DEFAULT_MAX_OUTPUT_PIXELS if max_pixels is None else (max_pixels or None)
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
         if path.suffix.lower() in {".tif", ".tiff"}:
-            _check_complete_tiff(path)
+            _check_complete_tiff(path, limit)
             return True
         with _pillow_unlimited(), open_image(path) as im:
+            _check_pixels(im.size, limit)
             _check_complete(path, im)
         return True
+    except CheckFailed as why:
+        return str(why)
+    except MemoryError:
+        return "out of memory while decoding it"
+    except OSError as error:
+        if error.errno is not None:  # the file system's: permission denied, I/O error
+            return f"cannot read it ({os_reason(error)})"
+        return False
     except Exception:
         return False
 
 
-def _check_complete_tiff(path: Path) -> None:
+def _check_pixels(size: tuple[int, ...], limit: int | None) -> None:
+    pixels = int(np.prod([int(n) for n in size])) if size else 0
+    if limit is not None and pixels > limit:
+        raise CheckFailed(f"{_mp(pixels)} is over the limit of {_mp(limit)} for checking it")
+
+
+def _check_complete_tiff(path: Path, limit: int | None = None) -> None:
     """Through tifffile, not Pillow: libtiff would print its own lines about a short strip.
     The first image's directory, its tag values and its strips must lie inside the file, and
     the image must decode."""
@@ -282,6 +378,7 @@ def _check_complete_tiff(path: Path) -> None:
                 end = max(end, offset + count)
             if end > size:
                 raise ValueError("the file ends before its data")
+            _check_pixels(page.shape[:2] if len(page.shape) >= 2 else page.shape, limit)
             page.asarray()
     finally:
         log.disabled = quiet
@@ -393,10 +490,15 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
     deep = _read_16_bit_colour(path, im, found)
     if deep is not None:
         deep = _orient(deep, _orientation(im))
-        rgb, alpha = deep[..., :3], deep[..., 3] if deep.shape[2] == 4 else None
+        grey = deep.shape[2] == 2  # 16-bit grey+alpha
+        if grey:
+            rgb, alpha = np.repeat(deep[..., :1], 3, axis=2), deep[..., 1]
+        else:
+            rgb, alpha = deep[..., :3], deep[..., 3] if deep.shape[2] == 4 else None
         return DecodedImage(
             rgb=_samples(rgb, integers), alpha=None if alpha is None else _samples(alpha, integers),
-            mode=source_mode, bit_depth=16, exif=exif, icc_profile=icc,
+            mode=source_mode, grey=grey, bit_depth=16, exif=exif,
+            icc_profile=_fitting_profile(icc, grey, path, found),
             format=source_format, warnings=found)
 
     im.load()
@@ -430,7 +532,11 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
 
     # The samples stay the file's integers here (uint8, uint16; float TIFF: float32 in [0, 1]).
     if mode in {"I;16", "I;16L", "I;16B", "I;16N", "I"}:
-        y = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+        values = np.asarray(im)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            found.append(f"{path}: 32-bit integer image with values {values.min()}.."
+                         f"{values.max()}: clipped to 0..65535 (16 bits)")
+        y = np.clip(values, 0, 65535).astype(np.uint16)
         grey, bit_depth = True, 16
     elif mode == "F":
         y = _float_plane(np.asarray(im, dtype=np.float32), path, found)
@@ -454,7 +560,29 @@ def _decode(path: Path, im: Image.Image, integers: bool = False) -> DecodedImage
     return DecodedImage(rgb=_samples(rgb, integers),
                         alpha=None if alpha is None else _samples(alpha, integers),
                         mode=source_mode, grey=grey, bit_depth=bit_depth, exif=exif,
-                        icc_profile=icc, format=source_format, warnings=found)
+                        icc_profile=_fitting_profile(icc, grey, path, found),
+                        format=source_format, warnings=found)
+
+
+_PROFILE_SPACES = {b"GRAY": "grey", b"RGB ": "RGB", b"Lab ": "Lab", b"CMYK": "CMYK",
+                   b"XYZ ": "XYZ", b"YCbr": "YCbCr"}
+
+
+def _fitting_profile(icc: bytes | None, grey: bool, path: Path,
+                     found: list[str]) -> bytes | None:
+    """``icc`` when it describes what the output holds (a grey profile for grey, an RGB one
+    for colour), else None and a warning: a Lab TIFF's profile on its RGB output would make
+    every viewer misread the colours."""
+    if not icc:
+        return icc
+    space = bytes(icc[16:20])
+    wanted = b"GRAY" if grey else b"RGB "
+    if space == wanted:
+        return icc
+    name = _PROFILE_SPACES.get(space, repr(space.decode("latin-1")))
+    found.append(f"{path}: the ICC profile ({name}) does not describe the "
+                 f"{'grey' if grey else 'RGB'} output: dropped")
+    return None
 
 
 def _samples(values: np.ndarray, integers: bool) -> np.ndarray:
@@ -499,6 +627,8 @@ def _read_16_bit_colour(path: Path, im: Image.Image, found: list[str]) -> np.nda
     if im.format not in {"PNG", "TIFF"} or im.mode not in {"RGB", "RGBA"} or not im.tile:
         return None
     rawmodes = {_rawmode(tile) for tile in im.tile}
+    if rawmodes == {"LA;16B"} and im.mode == "RGBA":
+        return _read_16_bit_grey_alpha(path, found)
     if len(rawmodes) != 1 or not rawmodes <= _DEEP_RAWMODES:
         return None
     if im.info.get("transparency") is not None:
@@ -521,6 +651,21 @@ def _read_16_bit_colour(path: Path, im: Image.Image, found: list[str]) -> np.nda
         found.append(f"{path}: 16-bit colour could not be read at 16 bits: read at 8 bits")
         return None
     return high.astype(np.uint16) * 256 + low.astype(np.uint16)
+
+
+def _read_16_bit_grey_alpha(path: Path, found: list[str]) -> np.ndarray | None:
+    """(H, W, 2) uint16 of a 16-bit grey+alpha PNG (Pillow opens it as 8-bit RGBA): the
+    same tile decoded with rawmode 'RGBA' gives the four bytes of each pixel as they are
+    (grey high, grey low, alpha high, alpha low)."""
+    try:
+        with open_image(path) as again:
+            again.tile = [_with_rawmode(tile, "RGBA") for tile in again.tile]
+            again.load()
+            raw = np.asarray(again).astype(np.uint16)
+    except Exception:
+        found.append(f"{path}: 16-bit grey+alpha could not be read at 16 bits: read at 8 bits")
+        return None
+    return np.dstack([raw[..., 0] * 256 + raw[..., 1], raw[..., 2] * 256 + raw[..., 3]])
 
 
 def _rawmode(tile) -> str | None:
@@ -597,12 +742,16 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 
 def output_format(path: str | os.PathLike | None, format: str | None = None) -> str:
     """Pillow format name for ``format`` (png, jpg, ...) or else the extension of ``path``."""
+    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
     if format:
         name = format.lower().lstrip(".")
         if name not in FORMATS:
             raise UsageError(f"--format {format}: expected one of {_known()}")
+        if suffix in FORMATS and FORMATS[suffix] != FORMATS[name]:
+            raise UsageError(f"{path}: the extension '.{suffix}' says {FORMATS[suffix]}, "
+                             f"--format {format} says {FORMATS[name]}: give a matching "
+                             "extension, or leave out --format")
         return _available(FORMATS[name])
-    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
     if suffix not in FORMATS:
         what = f"extension '.{suffix}'" if suffix else "no extension"
         raise UsageError(f"{path}: {what}: cannot tell the output format "
@@ -610,15 +759,42 @@ def output_format(path: str | os.PathLike | None, format: str | None = None) -> 
     return _available(FORMATS[suffix])
 
 
+# Largest side each format can store (Pillow's encoders refuse more, after the work).
+MAX_SIDES = {"WEBP": 16383, "JPEG": 65500, "BMP": (1 << 31) - 1, "PNG": (1 << 31) - 1,
+             "TIFF": (1 << 32) - 1}
+JPEG_MAX_EXIF = 65533  # bytes in a JPEG APP1 marker, "Exif\0\0" included
+
+
 def check_writable(path: str | os.PathLike, image: DecodedImage, format: str | None = None,
-                   background: tuple[int, int, int] | None = None) -> str:
-    """Raise SirenupError if ``image`` cannot be written to ``path``; -> Pillow format."""
+                   background: tuple[int, int, int] | None = None,
+                   size: tuple[int, int] | None = None) -> str:
+    """Raise SirenupError if ``image``, at ``size`` (W, H; default its own), cannot be
+    written to ``path``: alpha into a format without it, a side over the format's limit.
+    -> Pillow format."""
     fmt = output_format(path, format)
     if image.alpha is not None and fmt not in ALPHA_FORMATS and background is None:
         raise SirenupError(f"{path}: {fmt} cannot store transparency and the image has an "
                            "alpha channel; write .png, .webp or .tif, or flatten it with "
                            "--background COLOR")
+    width, height = size if size is not None else image.size
+    if max(width, height) > MAX_SIDES[fmt]:
+        raise SirenupError(f"{path}: {fmt} stores at most {MAX_SIDES[fmt]} pixels on a side; "
+                           f"the output is {width}x{height} (write .png or .tif, or choose a "
+                           "smaller size)")
     return fmt
+
+
+def drop_unfit_metadata(path: str | os.PathLike, image: DecodedImage, fmt: str) -> list[str]:
+    """Drop from ``image`` the metadata ``fmt`` cannot hold (EXIF over a JPEG marker's 64 KB)
+    -> a warning for each, so that the image is still written, with what fits."""
+    if fmt != "JPEG" or not image.exif:
+        return []
+    exif = _exif_bytes(image.exif)
+    if exif is None or len(exif) <= JPEG_MAX_EXIF:
+        return []
+    image.exif = None
+    return [f"{path}: the EXIF data ({len(exif)} bytes) is too long for JPEG (at most "
+            f"{JPEG_MAX_EXIF}); written without EXIF"]
 
 
 def flatten(image: DecodedImage, background: tuple[int, int, int]) -> DecodedImage:
@@ -663,7 +839,8 @@ def prepare_write(path: str | os.PathLike, image: DecodedImage, *, format: str |
     level = DEFAULT_PNG_COMPRESSION if png_compression is None else png_compression
     if image.alpha is not None and fmt not in ALPHA_FORMATS:
         image = flatten(image, background)
-    if image.bit_depth == 16 and not image.grey and fmt in SIXTEEN_BIT_FORMATS:
+    if image.bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS and \
+            (not image.grey or image.alpha is not None):  # colour, or grey+alpha
         deep, icc = _to_uint16(image), image.icc_profile
         if fmt == "PNG":
             exif = _exif_bytes(image.exif)
@@ -731,8 +908,13 @@ def as_float(values: np.ndarray) -> np.ndarray:
 
 
 def _to_uint16(image: DecodedImage) -> np.ndarray:
-    """(H, W, 3|4) uint16 of a colour image (alpha last)."""
-    planes = _as_uint16(image.rgb)
+    """(H, W, 3|4) uint16 of a colour image, (H, W, 1|2) of a grey one (alpha last)."""
+    if image.grey:
+        rgb = image.rgb
+        y = rgb if rgb.ndim == 2 else np.clip(as_float(rgb), 0.0, 1.0) @ LUMA
+        planes = _as_uint16(y)[..., None]
+    else:
+        planes = _as_uint16(image.rgb)
     if image.alpha is not None:
         planes = np.dstack([planes, _as_uint16(image.alpha)])
     return planes
@@ -748,7 +930,7 @@ def _encode_png16(array: np.ndarray, *, icc: bytes | None = None, exif: bytes | 
     upscale makes) and would be one more dependency; tifffile writes TIFF only. The format
     part is a few chunks, and tests read the files back with Pillow at 16 bits."""
     height, width, channels = array.shape
-    colour_type = {3: 2, 4: 6}[channels]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
@@ -793,9 +975,11 @@ def _deflate_up_filtered(array: np.ndarray, level: int) -> list[bytes]:
 def _write_tiff16(f: BinaryIO, array: np.ndarray, icc: bytes | None) -> None:
     import tifffile  # a dependency of scikit-image
 
-    extra = ["unassalpha"] if array.shape[2] == 4 else None
-    tifffile.imwrite(f, array, photometric="rgb", extrasamples=extra, compression="zlib",
-                     iccprofile=icc, metadata=None)
+    channels = array.shape[2]
+    extra = ["unassalpha"] if channels in (2, 4) else None
+    photometric = "rgb" if channels >= 3 else "minisblack"
+    tifffile.imwrite(f, array if channels != 1 else array[..., 0], photometric=photometric,
+                     extrasamples=extra, compression="zlib", iccprofile=icc, metadata=None)
 
 
 def _exif_bytes(exif: bytes | None) -> bytes | None:
@@ -823,8 +1007,8 @@ def _save_options(fmt: str, image: DecodedImage, mode: str, quality: int | None,
     if image.icc_profile and not (fmt == "WEBP" and mode in {"L", "LA", "I;16"}):
         options["icc_profile"] = image.icc_profile
     exif = _reset_orientation(image.exif)
-    if exif is not None:
-        options["exif"] = exif
+    if exif is not None and not (fmt == "JPEG" and len(exif.tobytes()) > JPEG_MAX_EXIF):
+        options["exif"] = exif  # (too long for JPEG: dropped; drop_unfit_metadata warns)
     return options
 
 

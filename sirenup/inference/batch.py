@@ -41,9 +41,10 @@ from sirenup.imaging.imageio import (
     check_png_compression,
     check_quality,
     check_writable,
+    completeness,
+    drop_unfit_metadata,
     image_extensions,
     input_limit,
-    is_complete_image,
     is_temp_of,
     output_format,
     parse_color,
@@ -282,8 +283,14 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                 return "reported"
             fail(job, SirenupError("not a regular file (a FIFO, device or socket); "
                                    "sirenup reads only regular files"))
-        elif _exists(job.dst) and not options.overwrite and is_complete_image(job.dst):
-            skip(job, "output exists (use --overwrite to redo it)")
+        elif _exists(job.dst) and not options.overwrite and \
+                (done := completeness(job.dst, options.max_output_pixels)) is not False:
+            if done is True:
+                skip(job, "output exists (use --overwrite to redo it)")
+            else:  # "could not check it" is not "it is truncated": the file stays
+                fail(job, SirenupError(f"{job.dst}: exists, and whether it is complete could "
+                                       f"not be checked ({done}); not replaced (use "
+                                       "--overwrite to redo it)"))
         elif (recognised := probe_image(job.src) is not None) \
                 or job.src.suffix.lower() in claims_image:
             try:  # the reason read_image gives: empty, not an image, permission denied
@@ -334,7 +341,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                            check_size=lambda in_size: output_size(job, in_size),
                            integers=True)  # uint8/uint16: the upscaler converts per tile
         size = output_size(job, image.size)
-        check_writable(job.dst, image, options.format, color)
+        fmt = check_writable(job.dst, image, options.format, color, size=size)
+        image.warnings += drop_unfit_metadata(job.dst, image, fmt)
         aspect = aspect_warning(image.size, size, options.width, options.height)
         if aspect:
             image.warnings.append(f"{job.src}: {aspect}")

@@ -8,7 +8,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,24 +16,19 @@ from PIL import Image
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.errors import SirenupError, UsageError
 from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
-from sirenup.imaging.imageio import (
-    EXTENSIONS,
-    LUMA,
-    DecodedImage,
-    as_float,
-    check_output_size,
-    check_png_compression,
-    check_quality,
-    check_writable,
-    output_format,
-    parse_color,
-    prepare_write,
-    read_image,
-)
+from sirenup.imaging.imageio import LUMA, DecodedImage, as_float, prepare_write
 from sirenup.inference.devices import auto_tile, autocast, resolve_device
-from sirenup.inference.sizing import aspect_warning, scale_label, target_size
-from sirenup.inference.tiler import MIN_TILE, Sink, TensorSink, upscale_into
+from sirenup.inference.planning import (  # noqa: F401 (default_output, same_file: API)
+    UpscalePlan,
+    check_tiling,
+    default_output,
+    plan_upscale,
+    same_file,
+)
+from sirenup.inference.sizing import target_size
+from sirenup.inference.tiler import Sink, TensorSink, upscale_into
 from sirenup.models.weights import WeightsError, load_weights
+from sirenup.untrusted import shown
 
 
 class Upscaler:
@@ -48,7 +42,8 @@ class Upscaler:
         self.precision = resolve_precision(precision, self.device)  # fp32, fp16 or bf16
         self.model_name, self.model_path = resolve_model(model)  # name, path or URL (cached)
         self.model, self.metadata = load_weights(self.model_path, device=self.device)
-        self.model_name = self.metadata.get("name", self.model_name)
+        # the file's own name for itself: untrusted text, shown escaped and cut
+        self.model_name = shown(self.metadata.get("name", self.model_name))
         self.tile, self.overlap = tile, overlap
 
     def __call__(self, image, *, scale: float | None = None,
@@ -159,13 +154,6 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: type) -> np.nd
     return np.rint(np.clip(plane, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def check_tiling(tile: int, overlap: int) -> None:
-    if tile != 0 and tile < MIN_TILE:
-        raise UsageError(f"--tile {tile}: must be 0 (whole image) or at least {MIN_TILE}")
-    if overlap < 0:
-        raise UsageError(f"--overlap {overlap}: must be 0 or more")
-
-
 def load_upscaler(model: str | os.PathLike | None = None, *, device: str = "auto",
                   precision: str = "auto", tile: int = DEFAULT_TILE,
                   overlap: int = DEFAULT_OVERLAP) -> Upscaler:
@@ -178,88 +166,52 @@ def load_upscaler(model: str | os.PathLike | None = None, *, device: str = "auto
         raise SirenupError(f"{error}{cache_hint(error.path)}") from None
 
 
-def default_output(src: Path, in_size: tuple[int, int], size: tuple[int, int],
-                   format: str | None = None) -> Path:
-    """``<stem>_x<S>.png`` beside the input (photo_x4.png, photo_x1920x1080.png); the extension
-    follows ``format`` when one is given."""
-    ext = EXTENSIONS[output_format(src, format)] if format else ".png"
-    return src.with_name(f"{src.stem}_x{scale_label(in_size[0], in_size[1], size)}{ext}")
-
-
-def same_file(a: Path, b: Path) -> bool:
-    try:
-        if b.exists() and os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    try:
-        return a.resolve() == b.resolve()
-    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
-        return False
-
-
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathLike | None = None,
                  *, scale: float | None = None, width: int | None = None,
                  height: int | None = None, format: str | None = None,
                  quality: int | None = None, png_compression: int | None = None,
                  background: str | None = None,
                  max_input_pixels: int | None = None, max_output_pixels: int | None = None,
-                 overwrite_input: bool = False,
+                 overwrite_input: bool = False, overwrite: bool = False,
                  on_warning: Callable[[str], None] | None = None) -> dict:
     """Read ``src``, upscale it to the size the options give, write ``dst`` atomically.
 
     ``dst`` None: ``default_output`` beside the input. ``background``: a colour that flattens
     alpha into formats without it. ``png_compression``: zlib level 0-9 of a PNG output
     (None: the default, 4). ``max_input_pixels`` / ``max_output_pixels``: limits
-    (None: defaults, 0: none). -> report dict (input, output, in_size, out_size, bit_depth,
-    seconds, model, device, warnings).
+    (None: defaults, 0: none). ``overwrite``: replace a file at ``dst`` that is not an
+    image (else refused, see ``planning.check_replaceable``). -> report dict (input,
+    output, in_size, out_size, bit_depth, seconds, model, device, warnings).
     """
     start = time.perf_counter()
-    src = Path(src)
-    check_quality(quality)
-    check_png_compression(png_compression)
-    color = parse_color(background) if background is not None else None
-    if dst is not None:
-        dst = Path(dst)
-        output_format(dst, format)  # an unknown extension fails before any work
-    elif format:
-        output_format(None, format)
+    plan = plan_upscale(src, dst, scale=scale, width=width, height=height, format=format,
+                        quality=quality, png_compression=png_compression,
+                        background=background, max_input_pixels=max_input_pixels,
+                        max_output_pixels=max_output_pixels, overwrite_input=overwrite_input,
+                        overwrite=overwrite, on_warning=on_warning)
+    return run_plan(upscaler, plan, start)
 
-    def output_size(in_size: tuple[int, int]) -> tuple[int, int]:
-        size = target_size(in_size[0], in_size[1], scale=scale, out_width=width,
-                           out_height=height)
-        check_output_size(size, max_output_pixels, dst)
-        return size
 
-    # The output size is checked from the header, before the pixels take memory.
-    image = read_image(src, max_pixels=max_input_pixels, check_size=output_size,
-                       integers=True)  # uint8/uint16 samples: converted to float per tile
-    size = output_size(image.size)
-    aspect = aspect_warning(image.size, size, width, height)
-    if aspect:
-        image.warnings.append(f"{src}: {aspect}")
-    for message in image.warnings:
-        if on_warning is not None:
-            on_warning(message)
-    if dst is None:
-        dst = default_output(src, image.size, size, format)
-    if not overwrite_input and same_file(src, dst):
-        raise SirenupError(f"{dst}: is the input file; choose another output")
-    check_writable(dst, image, format, color)
-    result = upscaler.upscale_image(image, size)
+def run_plan(upscaler: Upscaler, plan: UpscalePlan, start: float | None = None) -> dict:
+    """Upscale and write what ``planning.plan_upscale`` checked -> the report (see
+    ``upscale_file``)."""
+    start = time.perf_counter() if start is None else start
+    image, dst = plan.image, plan.dst
+    plan.image = None  # the input's pixels go as soon as the output holds the result
+    result = upscaler.upscale_image(image, plan.size)
     report = {
-        "input": str(src),
+        "input": str(plan.src),
         "output": str(dst),
         "in_size": list(image.size),
-        "out_size": list(size),
+        "out_size": list(plan.size),
         "bit_depth": image.bit_depth,
         "model": upscaler.model_name,
         "device": str(upscaler.device),
-        "warnings": list(image.warnings),
+        "warnings": list(plan.warnings),
     }
     del image  # the input's pixels are not needed while the output is encoded
-    write = prepare_write(dst, result, format=format, quality=quality, background=color,
-                          png_compression=png_compression)
+    write = prepare_write(dst, result, format=plan.format, quality=plan.quality,
+                          background=plan.background, png_compression=plan.png_compression)
     del result  # the encoder has its own copy (Pillow's): the output array goes before encoding
     write()
     return {**report, "seconds": round(time.perf_counter() - start, 3)}

@@ -17,65 +17,15 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sirenup.training.configs import DegradeConfig  # noqa: F401 (re-exported)
+
 RESIZE_MODES = ("bilinear", "bicubic", "area")
-
-
-@dataclass
-class DegradeConfig:
-    clean_prob: float = 0.15  # share of crops left clean (bicubic only): keeps clean quality
-    first_prob: float = 0.5  # a first round at an intermediate size; else bicubic to LR size
-    resize_range: tuple[float, float] = (0.8, 1.25)  # intermediate size, x the LR size
-    blur_prob: float = 0.25  # first round: Gaussian blur
-    blur_sigma: tuple[float, float] = (0.2, 1.2)  # in LR pixels
-    aniso_prob: float = 0.4  # share of blurs with an anisotropic, rotated kernel
-    noise_prob: float = 0.3  # first round: noise
-    noise_sigma: tuple[float, float] = (1.0, 15.0)  # Gaussian sigma, 8-bit levels
-    grey_noise_prob: float = 0.4  # share of Gaussian noise that is the same in R, G, B
-    poisson_prob: float = 0.3  # share of noise that is Poisson (shot noise) instead
-    poisson_peak: tuple[float, float] = (50.0, 2000.0)  # photons at white: lower is noisier
-    jpeg_prob: float = 0.3  # first round: JPEG
-    jpeg_quality: tuple[int, int] = (35, 95)
-    second_prob: float = 0.4  # a second round: blur, noise at the LR size
-    second_blur_prob: float = 0.2
-    second_blur_sigma: tuple[float, float] = (0.2, 1.0)  # in LR pixels
-    second_noise_prob: float = 0.5
-    second_noise_sigma: tuple[float, float] = (1.0, 15.0)
-    final_jpeg_prob: float = 0.8  # the last step: what a saved web photo went through
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DegradeConfig:
-        known = {f.name: f for f in fields(cls)}
-        out = {}
-        for key, value in values.items():
-            if key in known:
-                out[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**out)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    def validate(self) -> None:
-        """Raise ValueError on a probability outside [0, 1] or an inverted or bad range."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("prob"):
-                if not 0.0 <= value <= 1.0:
-                    raise ValueError(f"{f.name} = {value}: a probability must be in [0, 1]")
-            elif isinstance(value, tuple):
-                low, high = value
-                if not (math.isfinite(low) and math.isfinite(high)) or low > high or low < 0:
-                    raise ValueError(f"{f.name} = {value}: expected 0 <= MIN <= MAX")
-        if self.jpeg_quality[0] < 1 or self.jpeg_quality[1] > 100:
-            raise ValueError("jpeg_quality must lie within 1..100")
-        if self.resize_range[0] <= 0 or self.poisson_peak[0] <= 0:
-            raise ValueError("resize_range and poisson_peak must be positive")
 
 
 def _uniform(gen: torch.Generator, low: float, high: float, n: int = 1) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -46,10 +47,15 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(device: torch.device) -> Distributed:
+DEFAULT_TIMEOUT_S = 600  # train --dist-timeout: torch's own default waits 30 minutes
+
+
+def init(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> Distributed:
     """Join the process group torchrun set up -> this process's place in it.
 
     ``device`` is what --device asked for; on CUDA each process takes GPU LOCAL_RANK.
+    ``timeout_s``: how long a collective (a step's gradients, a barrier) waits for a rank
+    that stopped before the run fails (train --dist-timeout), instead of torch's 30 minutes.
     """
     global _current
     if not launched_by_torchrun():
@@ -61,7 +67,8 @@ def init(device: torch.device) -> Distributed:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(seconds=timeout_s))
     _current = Distributed(rank=rank, world=world, local_rank=local_rank, device=device)
     return _current
 

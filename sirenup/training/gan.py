@@ -20,61 +20,15 @@ moving average (EMA) of the generator's weights is what validation scores and ex
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
+from sirenup.training.configs import LOSSES, GanConfig  # noqa: F401 (re-exported)
 
-LOSSES = ("ragan", "hinge")
 LOW_PASS = 4  # --lambda-pix-low compares averages of LOW_PASS x LOW_PASS output pixels
-
-
-@dataclass
-class GanConfig:
-    window: int = 64  # HR pixels per side of the dense window decoded per crop
-    loss: str = "ragan"  # adversarial loss: "ragan" (relativistic average) or "hinge"
-    lambda_pix: float = 1.0  # L1 to the HR window: keeps the model faithful
-    lambda_pix_low: float = 0.0  # L1 of 4x4 averages: faithful without pinning fine detail
-    lambda_adv: float = 0.1  # adversarial term
-    lambda_fm: float = 1.0  # feature matching on the discriminator's activations
-    lambda_freq: float = 0.5  # log-amplitude spectrum L1: asks for the photo's fine detail
-    freq_floor: float = 1.0  # amplitude below which the spectrum loss turns linear (see below)
-    lambda_grid: float = 0.0  # LR-grid phase loss: fine detail must not lock to the LR pixels
-    lr_d: float = 2e-4  # discriminator learning rate (the generator's is --lr)
-    d_channels: int = 32  # discriminator width of its first layer
-    d_layers: int = 3  # discriminator stride-2 stages (70x70 receptive field at 3)
-    ema: float = 0.999  # EMA decay of the generator's weights (0: export the raw weights)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> GanConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def min_side(self) -> int:
-        """Smallest window the discriminator can score: 3 pixels after its downsampling."""
-        return 3 * 2 ** self.d_layers
-
-    def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"--gan-loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
-        if self.window < self.min_side:
-            raise ValueError(f"--gan-window {self.window}: at least {self.min_side} HR pixels "
-                             f"(the discriminator downsamples by {2 ** self.d_layers})")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema {self.ema}: expected 0 <= ema < 1")
-        for name in ("lambda_pix", "lambda_pix_low", "lambda_adv", "lambda_fm", "lambda_freq",
-                     "lambda_grid", "lr_d"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        if not self.freq_floor > 0:
-            raise ValueError(f"freq_floor {self.freq_floor}: expected a positive amplitude")
 
 
 # -- losses ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 
 from sirenup.errors import UsageError
 from sirenup.evaluation.evaluate import evaluate_table
+from sirenup.files import append_line
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.training import distributed
@@ -31,10 +32,8 @@ from sirenup.training.data import CropSampler, as_image, load_images
 from sirenup.training.degrade import DegradeConfig, degrade
 from sirenup.training.gan import Adversary, GanConfig, grid_phase_loss
 from sirenup.training.grid_losses import harmonic_loss, phase_bias_loss
+from sirenup.training.run_folder import CHECKPOINT, METRICS, WEIGHTS
 
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "model.safetensors"
-METRICS = "metrics.jsonl"
 # Scored at each validation: PSNR-Y and texture ratio (means), grid-lock (median; x2, x3, x4)
 VALIDATION_METRICS = ("psnr_y", "texture", "grid_lock")
 
@@ -378,8 +377,7 @@ class Trainer:
         return record
 
     def write_metrics(self, record: dict) -> None:
-        with open(self.out / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.out / METRICS, json.dumps(record))  # a FIFO there: refused, no hang
 
     def run(self, *, progress: Callable | None = None, on_validate: Callable | None = None) -> None:
         cfg, main = self.cfg, self.dist.is_main

@@ -6,12 +6,15 @@ Kept out of the CLI module so that the command only parses options.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sirenup.errors import SirenupError, UsageError
+from sirenup.training.run_folder import RunLock, check_run_folder
 
 
 @dataclass
@@ -40,12 +43,12 @@ class TrainSetup:
     lambda_grid: float = 0.0  # LR-grid phase loss on those windows
     lambda_phase: float = 0.0  # mean error per LR-grid phase
     lambda_harmonic: float = 0.0  # error near the LR-grid harmonics
+    dist_timeout: float = 600.0  # seconds a collective waits for a stopped rank (torchrun)
 
 
 def check_sub_configs(setup: TrainSetup) -> None:
     """Adversarial and degradation settings out of range -> UsageError naming the option."""
-    from sirenup.training.degrade import DegradeConfig
-    from sirenup.training.gan import GanConfig
+    from sirenup.training.configs import DegradeConfig, GanConfig
 
     try:
         if setup.gan is not None:
@@ -75,18 +78,44 @@ def resolve_init(init: str | None) -> str | None:
 
 def start_training(setup: TrainSetup, *, log: Callable[[str], None],
                    on_validate: Callable[[dict], None]):
-    """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0)."""
-    from sirenup.evaluation.evaluate import check_benchmark_folder
+    """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0). The run
+    folder is locked (``run_folder.RunLock``) for as long as the training writes to it."""
     from sirenup.inference.devices import resolve_device
+
+    check_sub_configs(setup)
+    check_run_folder(setup.out, setup.resume)  # (--out and --val: checked first, by train)
+    device = resolve_device(setup.device)
+    with contextlib.ExitStack() as stack:
+        if os.environ.get("RANK", "0") == "0":  # rank 0 alone writes the run's files
+            stack.enter_context(RunLock(setup.out))
+        return _train(setup, device, log=log, on_validate=on_validate)
+
+
+def check_start(setup: TrainSetup) -> None:
+    """What ``train`` can check before torch is imported: the spelling of --device, the
+    --gan/--degrade settings, the batch's split over torchrun's processes, the run folder
+    (see ``run_folder.check_run_folder``) and that --val holds images."""
+    from sirenup.evaluation.sets import check_sets_hold_images
+    from sirenup.inference.planning import check_device_spelling
+
+    check_device_spelling(setup.device)
+    check_sub_configs(setup)
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1 and setup.batch % int(world):
+        raise UsageError(f"--batch {setup.batch} does not split evenly over {world} processes")
+    check_run_folder(setup.out, setup.resume)
+    if setup.val is not None:
+        check_sets_hold_images(setup.val)
+
+
+def _train(setup: TrainSetup, device, *, log: Callable[[str], None],
+           on_validate: Callable[[dict], None]):
+    from sirenup.evaluation.evaluate import check_benchmark_folder
     from sirenup.models.weights import WeightsError
     from sirenup.training import distributed
     from sirenup.training.loop import TrainConfig, Trainer
 
-    check_sub_configs(setup)
-    if setup.out.exists() and not setup.out.is_dir():
-        raise UsageError(f"--out {setup.out}: exists and is not a folder")
-    device = resolve_device(setup.device)
-    info = distributed.init(device)
+    info = distributed.init(device, setup.dist_timeout)
     try:
         info.share(setup.batch)  # the global batch must split evenly over the processes
     except ValueError as error:

@@ -1,0 +1,173 @@
+"""Everything ``upscale`` can know before a model is loaded, checked first (torch-free).
+
+``plan_upscale`` checks the options (scale, size, format, quality, tiling), the output path
+(a regular file or nothing; a folder that exists and is writable; not the input; by default
+not a file of the user's that is not an image, unless ``overwrite``), reads the input (its size from
+the header first, against --max-input-pixels and --max-output-pixels), and checks that the
+output format can hold the result (alpha, WebP's and JPEG's largest side; EXIF that JPEG
+cannot hold is dropped with a warning). Only then does the CLI import torch and load a model:
+a mistake costs a fraction of a second, not a model load, and never the computation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sirenup.defaults import MIN_TILE
+from sirenup.errors import SirenupError, UsageError
+from sirenup.files import check_folder_writable, check_output_path
+from sirenup.imaging.imageio import (
+    EXTENSIONS,
+    DecodedImage,
+    check_output_size,
+    check_png_compression,
+    check_quality,
+    check_writable,
+    drop_unfit_metadata,
+    input_limit,
+    output_format,
+    parse_color,
+    probe_image,
+    read_image,
+)
+from sirenup.inference.sizing import aspect_warning, scale_label, target_size
+
+
+@dataclass
+class UpscalePlan:
+    src: Path
+    dst: Path
+    image: DecodedImage  # the input, as the file's integers
+    size: tuple[int, int]  # (W, H) of the output
+    format: str | None
+    quality: int | None
+    png_compression: int | None
+    background: tuple[int, int, int] | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    if tile != 0 and tile < MIN_TILE:
+        raise UsageError(f"--tile {tile}: must be 0 (whole image) or at least {MIN_TILE}")
+    if overlap < 0:
+        raise UsageError(f"--overlap {overlap}: must be 0 or more")
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+PRECISION_NAMES = ("auto", "fp32", "fp16", "bf16", "float32", "float", "float16", "half",
+                   "bfloat16")  # devices.PRECISIONS and their aliases
+
+
+def check_device_spelling(device: str | None, precision: str | None = None) -> None:
+    """--device and --precision that no machine accepts (a typo): refused before torch is
+    imported; whether the device exists is ``devices.resolve_device``'s to say."""
+    spec = (device or "auto").strip().lower()
+    if not _DEVICE.fullmatch(spec):
+        raise UsageError(f"--device {device}: expected auto, cpu, cuda, cuda:N or mps")
+    if precision is not None and (precision or "auto").strip().lower() not in PRECISION_NAMES:
+        raise UsageError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
+
+
+def check_sizing(scale: float | None, width: int | None, height: int | None) -> None:
+    """--scale / --width / --height that no input could satisfy (a scale below 1, both
+    given): refused before any file is read."""
+    target_size(1, 1, scale=scale, out_width=width, out_height=height)
+
+
+def default_output(src: Path, in_size: tuple[int, int], size: tuple[int, int],
+                   format: str | None = None) -> Path:
+    """``<stem>_x<S>.png`` beside the input (photo_x4.png, photo_x1920x1080.png); the extension
+    follows ``format`` when one is given."""
+    ext = EXTENSIONS[output_format(src, format)] if format else ".png"
+    return src.with_name(f"{src.stem}_x{scale_label(in_size[0], in_size[1], size)}{ext}")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        if b.exists() and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return False
+
+
+def check_output_folder(dst: Path) -> None:
+    """The folder of ``dst`` must exist (a usage error: the path is mistyped) and be
+    writable."""
+    folder = dst.parent
+    if not folder.is_dir():
+        raise UsageError(f"{dst}: the folder {folder} does not exist")
+    check_folder_writable(folder)
+
+
+def check_replaceable(dst: Path, overwrite: bool) -> None:
+    """An existing file at the default output ``dst`` is replaced only when it is an image
+    (an earlier output) or with ``overwrite``: a file of the user's that is not an image is
+    never lost to a name sirenup chose."""
+    check_output_path(dst)
+    if overwrite or not os.path.lexists(dst) or not os.path.exists(dst):
+        return
+    if probe_image(dst) is None:
+        raise SirenupError(f"{dst}: exists and is not an image; not replaced (use --overwrite "
+                           "to replace it, or choose another output)")
+
+
+def plan_upscale(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,
+                 scale: float | None = None, width: int | None = None,
+                 height: int | None = None, format: str | None = None,
+                 quality: int | None = None, png_compression: int | None = None,
+                 background: str | None = None, max_input_pixels: int | None = None,
+                 max_output_pixels: int | None = None, overwrite_input: bool = False,
+                 overwrite: bool = False,
+                 on_warning: Callable[[str], None] | None = None) -> UpscalePlan:
+    """Check everything about one upscale that does not need the model -> the plan (the
+    input decoded); UsageError (exit 2) or SirenupError (exit 1) otherwise."""
+    src = Path(src)
+    check_quality(quality)
+    check_png_compression(png_compression)
+    input_limit(max_input_pixels)
+    check_output_size((1, 1), max_output_pixels)
+    color = parse_color(background) if background is not None else None
+    check_sizing(scale, width, height)
+    if dst is not None:
+        dst = Path(dst)
+        check_output_path(dst)  # a device, FIFO or folder: said first
+        output_format(dst, format)  # an unknown or contradicting extension: before any work
+        check_output_folder(dst)  # (a file named by -o is the user's choice to replace)
+    elif format:
+        output_format(None, format)
+
+    def output_size(in_size: tuple[int, int]) -> tuple[int, int]:
+        size = target_size(in_size[0], in_size[1], scale=scale, out_width=width,
+                           out_height=height)
+        check_output_size(size, max_output_pixels, dst)
+        return size
+
+    # The output size is checked from the header, before the pixels take memory.
+    image = read_image(src, max_pixels=max_input_pixels, check_size=output_size,
+                       integers=True)  # uint8/uint16 samples: converted to float per tile
+    size = output_size(image.size)
+    aspect = aspect_warning(image.size, size, width, height)
+    if aspect:
+        image.warnings.append(f"{src}: {aspect}")
+    if dst is None:
+        dst = default_output(src, image.size, size, format)
+        check_replaceable(dst, overwrite)
+        check_output_folder(dst)
+    if not overwrite_input and same_file(src, dst):
+        raise SirenupError(f"{dst}: is the input file; choose another output")
+    fmt = check_writable(dst, image, format, color, size=size)
+    image.warnings += drop_unfit_metadata(dst, image, fmt)
+    for message in image.warnings:
+        if on_warning is not None:
+            on_warning(message)
+    return UpscalePlan(src=src, dst=dst, image=image, size=size, format=format,
+                       quality=quality, png_compression=png_compression, background=color,
+                       warnings=list(image.warnings))
