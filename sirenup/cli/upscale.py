@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import handle_errors, info_text, print_json, warn_text
+from sirenup.cli.console import (
+    WorkBar,
+    handle_errors,
+    info_text,
+    one_line,
+    print_json,
+    warn_text,
+)
 from sirenup.cli.options import (
     BackgroundOption,
     DeviceOption,
@@ -29,10 +36,12 @@ from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT
 
 @handle_errors
 def upscale(
-    input: Annotated[Path, typer.Argument(help="Image to upscale.", show_default=False)],
+    input: Annotated[Path, typer.Argument(
+        help="Image to upscale; - reads it from standard input.", show_default=False)],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", show_default=False,
-        help="Output file (default: <stem>_x<S>.png beside the input).")] = None,
+        help="Output file (default: <stem>_x<S>.png beside the input); - writes it to "
+             "standard output (PNG unless --format).")] = None,
     scale: ScaleOption = None,
     width: WidthOption = None,
     height: HeightOption = None,
@@ -52,17 +61,24 @@ def upscale(
     json: JsonOption = False,
 ) -> None:
     """Upscale an image: --scale S, or --width and/or --height (default x4)."""
+    from rich.markup import escape
+
     from sirenup.diagnostics.hints import real_model_hint
+    from sirenup.errors import UsageError
+    from sirenup.imaging.stdio import is_stdio
     from sirenup.inference.upscaler import load_upscaler, upscale_file
 
+    if json and is_stdio(output):
+        raise UsageError("--json and -o - both write to standard output; choose one")
     upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
                              overlap=overlap)
-    report = upscale_file(upscaler, input, output, scale=scale, width=width, height=height,
-                          format=format, quality=quality, png_compression=png_compression,
-                          background=background,
-                          max_input_pixels=max_input_pixels,
-                          max_output_pixels=max_output_pixels,
-                          on_warning=warn_text)
+    with WorkBar(escape(one_line(input.name or str(input)))) as bar:
+        report = upscale_file(upscaler, input, output, scale=scale, width=width,
+                              height=height, format=format, quality=quality,
+                              png_compression=png_compression, background=background,
+                              max_input_pixels=max_input_pixels,
+                              max_output_pixels=max_output_pixels, on_warning=warn_text,
+                              on_progress=bar)
     (w, h), (ow, oh) = report["in_size"], report["out_size"]
     info_text(f"{report['model']} on {report['device']}: {report['input']} {w}x{h} -> "
               f"{report['output']} {ow}x{oh} in {report['seconds']:.1f}s")

@@ -31,9 +31,10 @@ from sirenup.imaging.imageio import (
     prepare_write,
     read_image,
 )
+from sirenup.imaging.stdio import STDIO, is_stdio, stdio_paths
 from sirenup.inference.devices import auto_tile, autocast, resolve_device
 from sirenup.inference.sizing import aspect_warning, scale_label, target_size
-from sirenup.inference.tiler import MIN_TILE, Sink, TensorSink, upscale_into
+from sirenup.inference.tiler import MIN_TILE, Progress, Sink, TensorSink, upscale_into
 from sirenup.models.weights import WeightsError, load_weights
 
 
@@ -81,16 +82,18 @@ class Upscaler:
         return auto_tile(self.device, scale, self.tile, DEFAULT_TILE)
 
     @torch.inference_mode()
-    def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink) -> None:
+    def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink,
+                     progress: Progress | None = None) -> None:
         """Upscale (h, w, 3) float32 in [0, 1], or uint8/uint16 samples, to ``size`` = (W, H),
         handing the output to ``sink`` piece by piece (``tiler.stream_tiles``, which converts
-        integers to float one tile at a time)."""
+        integers to float one tile at a time); ``progress(done, total)`` after each band."""
         lr = torch.from_numpy(_model_input(rgb, self.device))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
         out_hw = (size[1], size[0])
         with autocast(self.device, self.precision):
             upscale_into(self.model, lr, out_hw, sink,
-                         tile=self.tile_for(lr.shape[-2:], out_hw), overlap=self.overlap)
+                         tile=self.tile_for(lr.shape[-2:], out_hw), overlap=self.overlap,
+                         progress=progress)
 
     def upscale_rgb(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(h, w, 3) float32 in [0, 1] -> (H, W, 3) float32 in [0, 1], size = (W, H)."""
@@ -98,7 +101,8 @@ class Upscaler:
         self.upscale_into(rgb, size, sink)
         return sink.canvas.cpu().numpy()
 
-    def upscale_image(self, image: DecodedImage, size: tuple[int, int]) -> DecodedImage:
+    def upscale_image(self, image: DecodedImage, size: tuple[int, int],
+                      progress: Progress | None = None) -> DecodedImage:
         """Upscale a decoded image to ``size`` = (W, H): colour through the model, alpha with
         Pillow's bicubic filter; grey stays grey (the model's RGB back to luminance).
 
@@ -108,7 +112,7 @@ class Upscaler:
         """
         dtype = np.uint16 if image.bit_depth == 16 else np.uint8
         sink = QuantizedSink((size[1], size[0]), dtype, grey=image.grey)
-        self.upscale_into(image.rgb, size, sink)  # float or integer samples alike
+        self.upscale_into(image.rgb, size, sink, progress)  # float or integer samples alike
         alpha = None if image.alpha is None else resize_alpha(image.alpha, size, dtype)
         return dataclasses.replace(image, rgb=sink.array, alpha=alpha,
                                    warnings=list(image.warnings))
@@ -205,22 +209,42 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
                  background: str | None = None,
                  max_input_pixels: int | None = None, max_output_pixels: int | None = None,
                  overwrite_input: bool = False,
-                 on_warning: Callable[[str], None] | None = None) -> dict:
+                 on_warning: Callable[[str], None] | None = None,
+                 on_progress: Progress | None = None) -> dict:
     """Read ``src``, upscale it to the size the options give, write ``dst`` atomically.
 
     ``dst`` None: ``default_output`` beside the input. ``background``: a colour that flattens
     alpha into formats without it. ``png_compression``: zlib level 0-9 of a PNG output
     (None: the default, 4). ``max_input_pixels`` / ``max_output_pixels``: limits
-    (None: defaults, 0: none). -> report dict (input, output, in_size, out_size, bit_depth,
-    seconds, model, device, warnings).
+    (None: defaults, 0: none). ``src``/``dst`` ``-``: standard input/output
+    (``imaging.stdio``). ``on_progress(done, total)``: the tiler's, after each band.
+    -> report dict (input, output, in_size, out_size, bit_depth, seconds, model, device,
+    warnings).
     """
+    with stdio_paths(src, dst, format) as (path, out):
+        report = _upscale_file(upscaler, path, out, scale=scale, width=width, height=height,
+                               format=format, quality=quality, png_compression=png_compression,
+                               background=background, max_input_pixels=max_input_pixels,
+                               max_output_pixels=max_output_pixels,
+                               overwrite_input=overwrite_input, on_warning=on_warning,
+                               on_progress=on_progress)
+    for key, given in (("input", src), ("output", dst)):
+        if is_stdio(given):
+            report[key] = STDIO
+    return report
+
+
+def _upscale_file(upscaler: Upscaler, src: Path, dst: Path | None, *, scale, width, height,
+                  format, quality, png_compression, background, max_input_pixels,
+                  max_output_pixels, overwrite_input, on_warning, on_progress) -> dict:
     start = time.perf_counter()
-    src = Path(src)
+    if src.is_dir():
+        raise SirenupError(f"{src}: is a folder, not an image; sirenup batch {src} OUTPUT_DIR "
+                           "upscales every image in it")
     check_quality(quality)
     check_png_compression(png_compression)
     color = parse_color(background) if background is not None else None
     if dst is not None:
-        dst = Path(dst)
         output_format(dst, format)  # an unknown extension fails before any work
     elif format:
         output_format(None, format)
@@ -246,7 +270,7 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
     if not overwrite_input and same_file(src, dst):
         raise SirenupError(f"{dst}: is the input file; choose another output")
     check_writable(dst, image, format, color)
-    result = upscaler.upscale_image(image, size)
+    result = upscaler.upscale_image(image, size, on_progress)
     report = {
         "input": str(src),
         "output": str(dst),
