@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -49,15 +48,25 @@ def warn_text(text: str) -> None:
     console.print(Text.assemble(("warning:", "yellow"), " ", one_line(text)), soft_wrap=True)
 
 
-PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (rich's default is 80)
-
-
 def result(renderable: Any) -> None:
-    """A human-readable result (report, table) on stdout. Into a file or a pipe, tables are
-    laid out PIPE_WIDTH columns wide (COLUMNS overrides), so rows stay whole for grep."""
-    wide = not stdout.is_terminal and not os.environ.get("COLUMNS")
-    target = Console(highlight=False, width=PIPE_WIDTH) if wide else stdout
-    target.print(renderable)
+    """A human-readable result (report, table) on stdout. Into a file or a pipe, as wide as
+    the widest row needs, so every row of a table stays on one line for grep."""
+    if stdout.is_terminal:
+        stdout.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    wide = Console(highlight=False, width=MAX_PIPE_WIDTH)
+    need = Measurement.get(wide, wide.options, renderable).maximum
+    Console(highlight=False, width=max(need, 40)).print(renderable)
+
+
+MAX_PIPE_WIDTH = 4000  # columns a result may take in a file or a pipe
+
+
+def result_line(text: str) -> None:
+    """A line of plain text among the results (stdout), never wrapped or read as markup."""
+    stdout.print(Text(text), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
