@@ -90,3 +90,34 @@ def test_readme_quick_start_installs_cpu_torch_first():
 def test_gitignore_covers_the_venv_and_the_quick_start_output():
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".venv/" in ignored and "sample_x4.png" in ignored
+
+
+@pytest.mark.parametrize(("cuda", "noted"), [
+    ({"built": True, "available": False, "driver": None, "build_version": "13.0"}, True),
+    ({"built": False, "available": False, "driver": None, "build_version": None}, False),
+    ({"built": True, "available": True, "driver": "580.1", "build_version": "13.0"}, False),
+])
+def test_doctor_notes_a_cuda_build_without_a_gpu(monkeypatch, cuda, noted):
+    from sirenup.diagnostics import doctor
+
+    monkeypatch.setattr(doctor, "cuda_libraries_bytes", lambda: 4 * 2**30)
+    notes = doctor.notes_of({"cuda": cuda, "versions": {"torch": "2.14.1+cu130"}})
+    assert bool(notes) == noted
+    if noted:
+        assert "no NVIDIA GPU" in notes[0]["message"]
+        assert "save about 4.0 GiB" in notes[0]["hint"]
+        assert "download.pytorch.org/whl/cpu" in notes[0]["hint"]
+
+
+def test_doctor_shows_the_note_without_failing(invoke, monkeypatch):
+    from sirenup.diagnostics import doctor
+    from sirenup.inference import devices
+
+    real = devices.cuda_report
+    monkeypatch.setattr(devices, "cuda_report", lambda: {
+        **real(), "built": True, "available": False, "driver": None, "build_version": "13.0",
+        "error": None})
+    monkeypatch.setattr(doctor, "problems_of", lambda report: [])
+    result = invoke("doctor", "--quick")
+    assert result.exit_code == 0, result.output
+    assert "note:" in result.stdout and "CPU-only build would save" in result.stdout
