@@ -182,7 +182,3 @@ def first_line(error: object, empty: str | None = None) -> str:
         return type(error).__name__ if empty is None else empty
     return text.splitlines()[0]
 
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 step``, ``2 steps``, ``0 runs`` (``nouns``: an irregular plural)."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"

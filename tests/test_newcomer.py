@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sirenup.files import plural
+from sirenup.text import plural
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -66,7 +66,7 @@ def bench(
 def plan_line(model: str, device: str, sides: list[int], scales: list[float], repeats: int,
               warmup: int) -> str:
     """What bench is about to do, and how to make it shorter."""
-    from sirenup.files import plural
+    from sirenup.text import plural
 
     cases = len(sides) * len(scales)
     runs = cases * (warmup + repeats)
@@ -135,7 +135,7 @@ def results_table(result: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    from sirenup.files import plural
+    from sirenup.text import plural
 
     several = len(result["devices"]) > 1
     names = "; ".join(f"{d['device']} = {d['device_name']} ({d['precision']})"

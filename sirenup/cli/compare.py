@@ -26,7 +26,7 @@ from sirenup.cli.options import (
     TileOption,
 )
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
-from sirenup.files import plural
+from sirenup.text import plural
 
 
 @handle_errors

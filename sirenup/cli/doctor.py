@@ -39,7 +39,7 @@ def render(report: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    from sirenup.files import plural
+    from sirenup.text import plural
 
     def e(value: object) -> str:
         return escape(str(value))

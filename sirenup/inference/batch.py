@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sirenup.errors import SirenupError, UsageError
-from sirenup.files import TEMP_SUFFIX, os_reason, plural, temp_prefix
+from sirenup.files import TEMP_SUFFIX, os_reason, temp_prefix
 from sirenup.imaging.imageio import (
     EXTENSIONS,
     FORMATS,
@@ -53,6 +53,7 @@ from sirenup.imaging.imageio import (
     write_image,
 )
 from sirenup.inference.sizing import aspect_warning, target_size
+from sirenup.text import plural
 
 Event = Callable[[str, dict], None]
 
