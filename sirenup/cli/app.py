@@ -77,9 +77,10 @@ def main_options(
     for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks: escaped,
         with contextlib.suppress(AttributeError, ValueError):  # not a UnicodeEncodeError
             stream.reconfigure(errors="backslashreplace")
-    from sirenup.hub import download  # stdlib only: no torch at start-up
+    if quiet or "sirenup.hub.download" in sys.modules:  # its default is verbose: imported
+        from sirenup.hub import download  # only to silence it (http.client, email: start-up)
 
-    download.verbose = not quiet  # download messages and progress bar
+        download.verbose = not quiet  # download messages and progress bar
 
 
 app.command("train")(train.train)
