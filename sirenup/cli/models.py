@@ -237,7 +237,9 @@ def remove(
         for entry in cache.entries():
             cache.remove(entry)
         shutil.rmtree(root, ignore_errors=True)
-        info(f"removed {count} cached model(s), {_size(freed)}")
+        from sirenup.text import plural
+
+        info(f"removed {plural(count, 'cached model')}, {_size(freed)}")
         return
     if not models:
         raise UsageError("name the models to remove, or pass --all")

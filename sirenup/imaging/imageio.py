@@ -54,6 +54,7 @@ from sirenup.files import (  # noqa: F401 (is_temp_of: part of this module's API
     is_temp_of,
     os_reason,
 )
+from sirenup.text import plural
 
 # Pillow format name for each extension we write.
 FORMATS = {
@@ -489,7 +490,7 @@ def _float_plane(values: np.ndarray, path: Path, found: list[str]) -> np.ndarray
         if nonfinite < values.size else (0.0, 0.0)
     notes = []
     if nonfinite:
-        notes.append(f"{nonfinite} NaN/inf sample(s) set to 0 (NaN, -inf) or 1 (+inf)")
+        notes.append(f"{plural(nonfinite, 'NaN/inf sample')} set to 0 (NaN, -inf) or 1 (+inf)")
     if low < 0.0 or high > 1.0:
         notes.append(f"values {low:g}..{high:g} clipped to 0..1")
     if notes:

@@ -26,6 +26,7 @@ from sirenup.errors import UsageError
 from sirenup.evaluation.evaluate import evaluate_table
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
+from sirenup.text import plural
 from sirenup.training import distributed
 from sirenup.training.data import CropSampler, as_image, load_images
 from sirenup.training.degrade import DegradeConfig, degrade
@@ -184,7 +185,8 @@ class Trainer:
         images, warnings = load_images([Path(d) for d in cfg.data], min_side=min_side)
         for w in warnings:
             self.log(f"warning: {w}")
-        self.log(f"{len(images)} training images, {sum(i[0].numel() for i in images) / 1e6:.1f} MP")
+        self.log(f"{plural(len(images), 'training image')}, "
+                 f"{sum(i[0].numel() for i in images) / 1e6:.1f} MP")
         degrade_fn = None
         if self.degrade is not None:
             degrade_fn = functools.partial(degrade, cfg=self.degrade)
