@@ -193,3 +193,24 @@ def test_shell_pipe(tmp_path):
     assert done.returncode == 0, done.stderr
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (80, 60)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_stdin_or_stdout_on_a_terminal_is_refused(tmp_path):
+    import pty
+
+    src = noise_png(tmp_path / "in.png", 8, 8)
+    master, slave = pty.openpty()
+    try:
+        for args, stdin, stdout, says in (
+                (["-", "-o", str(tmp_path / "o.png")], slave, subprocess.DEVNULL,
+                 "standard input is a terminal"),
+                ([str(src), "-o", "-"], subprocess.DEVNULL, slave,
+                 "standard output is a terminal")):
+            done = subprocess.run([sys.executable, "-m", "sirenup", "upscale", *args],
+                                  stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                  text=True, timeout=120)
+            assert done.returncode == 2 and says in done.stderr, done.stderr
+    finally:
+        os.close(master)
+        os.close(slave)

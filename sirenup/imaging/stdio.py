@@ -35,6 +35,9 @@ def stdio_paths(src: str | os.PathLike, dst: str | os.PathLike | None,
     if is_stdio(src) and dst is None:
         raise UsageError("-: reading standard input, there is no folder to write beside it; "
                          "give --output FILE, or -o - for standard output")
+    if is_stdio(src) and sys.stdin.isatty():
+        raise UsageError("-: standard input is a terminal; pipe an image in (cat photo.png | "
+                         "sirenup upscale - ...)")
     if is_stdio(dst) and sys.stdout.isatty():
         raise UsageError("-o -: standard output is a terminal; redirect it to a file or a "
                          "pipe (> out.png)")
