@@ -93,7 +93,7 @@ def _kind(param) -> tuple[list[str], bool]:
         return [str(m.value) for m in annotation], False
     if isinstance(annotation, type) and issubclass(annotation, pathlib.PurePath):
         return [], True
-    if type(click_type).__name__ == "Path":
+    if any(kind.__name__ == "Path" for kind in type(click_type).__mro__):  # TyperPath too
         return [], True
     return [], False
 

@@ -85,10 +85,11 @@ complete -c sirenup -n '__sirenup_at sirenup train' -l degrade-final-jpeg-prob -
 complete -c sirenup -n '__sirenup_at sirenup train' -l degrade-jpeg-quality -x -d 'JPEG quality range.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l degrade-resize-range -x -d 'First-round size, x the LR size.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l degrade-second-prob -x -d 'Probability of a second round of blur and noise.'
+complete -c sirenup -n '__sirenup_at sirenup train' -l tensorboard -d 'Also log losses and validation scores for TensorBoard, in OUT/tensorboard (needs the tensorboard package: pip install \'sirenup[tensorboard]\').'
 complete -c sirenup -n '__sirenup_at sirenup train' -l help -s h -d 'Show this message and exit.'
 complete -c sirenup -n '__sirenup_at sirenup train' -F
 
-complete -c sirenup -n '__sirenup_at sirenup upscale' -l output -s o -r -F -d 'Output file (default: <stem>_x<S>.png beside the input).'
+complete -c sirenup -n '__sirenup_at sirenup upscale' -l output -s o -r -F -d 'Output file (default: <stem>_x<S>.png beside the input); - writes it to standard output (PNG unless --format).'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l scale -s s -x -d 'Scale factor, any real >= 1 (default: 4).'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l width -x -d 'Output width; alone, the height keeps the aspect ratio.'
 complete -c sirenup -n '__sirenup_at sirenup upscale' -l height -x -d 'Output height; alone, the width keeps the aspect ratio.'

@@ -272,3 +272,4 @@ def first_line(error: object, empty: str | None = None) -> str:
     if not text:
         return type(error).__name__ if empty is None else empty
     return text.splitlines()[0]
+

@@ -314,7 +314,7 @@ class SlowUpscaler:
     def __init__(self):
         self.spans = []
 
-    def upscale_image(self, image, size):
+    def upscale_image(self, image, size, progress=None):
         began = time.perf_counter()
         time.sleep(0.04)
         self.spans.append((began, time.perf_counter()))

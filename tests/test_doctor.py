@@ -12,7 +12,7 @@ from sirenup.hub import cache
 from sirenup.inference import devices
 
 SECTIONS = {"versions", "cpu", "cuda", "mps", "auto", "cache", "bundled", "smoke", "problems",
-            "ok"}
+            "notes", "ok"}
 
 
 @pytest.fixture

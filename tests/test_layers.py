@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sirenup"
 # Lowest first. Rooms on one line are side by side: neither imports the other.
 LAYERS: list[set[str]] = [
     {"errors"},  # SirenupError and UsageError
-    {"defaults", "files", "untrusted"},  # shared defaults; atomic writes; safe display
+    {"defaults", "files", "untrusted", "text"},  # defaults; atomic writes; safe display; words
     {"models", "imaging"},  # the network and its weights files; decoded images
     {"hub"},  # named models, the download cache
     {"inference"},  # devices, tiler, upscaler, the per-image and folder pipelines

@@ -266,6 +266,8 @@ def test_cli_train(data_dir, val_dir, tmp_path):
     assert (run_dir / WEIGHTS).is_file()
     assert (run_dir / CHECKPOINT).is_file()
     records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+    assert [r["step"] for r in records if "train" in r] == [1, 4]  # from the first step on
+    records = [r for r in records if "psnr_y" in r]
     assert [r["step"] for r in records] == [2, 4]
     for r in records:
         table = r["psnr_y"]["Tiny"]
@@ -283,7 +285,8 @@ def test_cli_train(data_dir, val_dir, tmp_path):
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     assert state["step"] == 6
     records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
-    assert [r["step"] for r in records] == [2, 4, 6]
+    assert [r["step"] for r in records if "psnr_y" in r] == [2, 4, 6]
+    assert [r["step"] for r in records if "train" in r] == [1, 4, 5, 6]
 
 
 def test_cli_train_usage_errors(data_dir, tmp_path):

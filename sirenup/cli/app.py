@@ -17,9 +17,42 @@ import typer
 
 from sirenup import __version__
 from sirenup.cli import batch, bench, compare, doctor, models, train, upscale
-from sirenup.cli.console import state
+from sirenup.cli.console import fail, state
+
+
+class _Group(typer.core.TyperGroup):
+    """The top-level group: Click's own usage errors (an unknown option, a value that does not
+    parse, a missing argument) as the one-line message and exit 2 that every other error
+    gives, not Click's multi-line box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        import click
+
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            sys.exit(_click_error(error).exit_code)
+        except click.Abort:
+            sys.exit(fail("aborted").exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_error(error) -> typer.Exit:
+    """One line: Click's message, and for a usage error where the command's help is. No line
+    for a command given no arguments: its help is the message, and it is already printed."""
+    message = error.format_message().strip()
+    if not message:
+        return typer.Exit(error.exit_code)
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        message += f" (see '{context.command_path} --help')"
+    return fail(message, error.exit_code)
+
 
 app = typer.Typer(
+    cls=_Group,
     name="sirenup",
     help="Upscale images to any resolution with a learned continuous model.",
     no_args_is_help=True,
@@ -47,9 +80,10 @@ def main_options(
     for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks: escaped,
         with contextlib.suppress(AttributeError, ValueError):  # not a UnicodeEncodeError
             stream.reconfigure(errors="backslashreplace")
-    from sirenup.hub import download  # stdlib only: no torch at start-up
+    if quiet or "sirenup.hub.download" in sys.modules:  # its default is verbose: imported
+        from sirenup.hub import download  # only to silence it (http.client, email: start-up)
 
-    download.verbose = not quiet  # download messages and progress bar
+        download.verbose = not quiet  # download messages and progress bar
 
 
 app.command("train")(train.train)

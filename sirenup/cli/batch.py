@@ -8,11 +8,14 @@ from typing import Annotated
 import typer
 
 from sirenup.cli.console import (
+    WorkBar,
+    bars_shown,
     console,
     handle_errors,
     info_text,
     one_line,
     print_json,
+    progress_columns,
     result,
     state,
     warn_text,
@@ -98,7 +101,7 @@ def batch(
         suffix=suffix, format=format, quality=quality, png_compression=png_compression,
         background=background,
         max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels, shard=shard)
-    view = _Progress(enabled=not state["quiet"])
+    view = _Progress(enabled=bars_shown())
     hint = None
 
     def on_event(kind: str, record: dict) -> None:
@@ -113,12 +116,16 @@ def batch(
             if advice:
                 info_text(f"hint: {advice}")
             view.advance(record)
+        elif kind == "progress":
+            view.image(record)
         elif kind == "warning":
             warn_text(record["message"])
         elif kind == "failed":
             console.print(f"[red]failed:[/] {escape(one_line(record['input']))}: "
                           f"{escape(one_line(record['error']))}", soft_wrap=True)
             view.advance(None)
+        elif kind == "note":
+            info_text(record["message"])
 
     try:
         report = run_batch(
@@ -150,26 +157,36 @@ class _Progress:
     def __init__(self, enabled: bool):
         self.enabled, self.progress, self.task = enabled, None, None
         self.pixels, self.started = 0, 0.0
+        self.current, self.current_input = None, None  # the image being upscaled: its own
+        # bar under the folder's
+
+    def image(self, record: dict) -> None:
+        """The current image's progress ('progress' events): a second bar while it lasts."""
+        if self.progress is None:
+            return
+        if self.current is None or self.current_input != record["input"]:
+            from pathlib import PurePath
+
+            from rich.markup import escape
+
+            if self.current is not None:  # its 'done' comes once its write is finished
+                self.current.close()
+            name = escape(one_line(PurePath(record["input"]).name))
+            self.current = WorkBar(f"  {name}", within=self.progress, rate="")
+            self.current_input = record["input"]
+        self.current(record["done"], record["total"])
 
     def start(self, record: dict) -> None:
         import time
 
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import Progress, TextColumn
 
         self.started = time.perf_counter()
         if not self.enabled or record["total"] == 0:
             return
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("images"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+            *progress_columns("images", TextColumn("{task.fields[rate]}")), console=console,
+            transient=False)
         self.progress.start()
         from rich.markup import escape
 
@@ -192,6 +209,9 @@ class _Progress:
                              rate=f"{self.pixels / 1e6 / seconds:.2f} MP/s")
 
     def stop(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

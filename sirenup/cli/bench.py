@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, print_json, state
+from sirenup.cli.console import (
+    bars_shown,
+    console,
+    handle_errors,
+    info_text,
+    print_json,
+    state,
+)
+from sirenup.cli.console import result as show_result
 from sirenup.defaults import DEFAULT_TILE
 
 
@@ -41,7 +49,8 @@ def bench(
 
     from sirenup.diagnostics.bench import run_benchmark
 
-    with _StepProgress(enabled=not state["quiet"]) as progress:
+    info_text(plan_line(model, device, side_list, scale_list, repeats, warmup))
+    with _StepProgress(enabled=bars_shown()) as progress:
         result = run_benchmark(model=model, device=device, precision=precision,
                                sizes=side_list, scales=scale_list, repeats=repeats,
                                warmup=warmup, tile=tile, threads=threads, progress=progress)
@@ -51,9 +60,23 @@ def bench(
             console.print(table)
         print_json(result)
     else:
-        from rich.console import Console
+        show_result(table)  # stdout: the result of this command
 
-        Console(highlight=False).print(table)  # stdout: the result of this command
+
+def plan_line(model: str, device: str, sides: list[int], scales: list[float], repeats: int,
+              warmup: int) -> str:
+    """What bench is about to do, and how to make it shorter."""
+    from sirenup.text import plural
+
+    cases = len(sides) * len(scales)
+    runs = cases * (warmup + repeats)
+    sizes = ",".join(f"{side}\u00b2" for side in sides)
+    factors = ",".join(f"x{scale:g}" for scale in scales)
+    quick = "--sizes 256 --repeats 1 --warmup 0"
+    return (f"bench: {model} on {device}: {plural(cases, 'case')} ({sizes} at {factors}), "
+            f"{plural(warmup, 'warm-up')} + {plural(repeats, 'timed run')} each, model and "
+            f"bicubic: {plural(runs, 'model run')} in all"
+            + (f" (shorter: {quick})" if runs > 2 else ""))
 
 
 def parse_numbers(option: str, text: str, kind: type, example: str) -> list:
@@ -112,6 +135,8 @@ def results_table(result: dict):
     from rich.markup import escape
     from rich.table import Table
 
+    from sirenup.text import plural
+
     several = len(result["devices"]) > 1
     names = "; ".join(f"{d['device']} = {d['device_name']} ({d['precision']})"
                       for d in result["devices"])
@@ -121,7 +146,8 @@ def results_table(result: dict):
         title=escape(f"sirenup bench: {result['model']}, tile {result['tile']}, "
                      f"{result['torch_threads']} CPU threads"),
         caption=escape(
-            f"{names}. Median of {result['repeats']} runs after {result['warmup']} warm-up. "
+            f"{names}. Median of {plural(result['repeats'], 'run')} after "
+            f"{plural(result['warmup'], 'warm-up')}. "
             "bicubic: torch's interpolate on the same device (Pillow's in --json). Peak: "
             "memory a method added while it ran (CPU: resident set; CUDA: allocated)."),
         caption_justify="left")

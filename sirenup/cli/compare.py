@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import handle_errors, info, one_line, print_json, warn
+from sirenup.cli.console import (
+    WorkBar,
+    handle_errors,
+    info,
+    one_line,
+    print_json,
+    result,
+    result_line,
+    warn,
+)
 from sirenup.cli.options import (
     DeviceOption,
     JsonOption,
@@ -17,6 +26,7 @@ from sirenup.cli.options import (
     TileOption,
 )
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.text import plural
 from sirenup.untrusted import shown
 
 
@@ -87,41 +97,44 @@ def compare(
 
         return load_upscaler(name, **settings)
 
+    bars: dict = {}
+
     def on_event(kind: str, record: dict) -> None:
-        if kind == "method":
+        if kind == "start":
+            (w, h), (ow, oh) = record["in_size"], record["out_size"]
+            info(escape(f"comparing {plural(len(record['methods']), 'method')} on {w}x{h} -> "
+                        f"{ow}x{oh}: {', '.join(record['methods'])}"))
+        elif kind == "progress":
+            if record["method"] not in bars:
+                bars[record["method"]] = WorkBar(escape(one_line(record["method"])))
+            bars[record["method"]](record["done"], record["total"])
+        elif kind == "method":
+            if record["method"] in bars:
+                bars.pop(record["method"]).close()
             info(escape(f"{record['method']}: {record['seconds']:.3f} s -> {record['output']}"))
 
-    report = run_compare(
-        input, options,
-        lambda name: load_upscaler(name, device=device, precision=precision, tile=tile,
-                                   overlap=overlap),
-        on_event=on_event)
+    try:
+        report = run_compare(
+            input, options,
+            lambda name: load_upscaler(name, device=device, precision=precision, tile=tile,
+                                       overlap=overlap),
+            on_event=on_event)
+    finally:
+        for bar in bars.values():
+            bar.close()
     for message in report["warnings"]:
         warn(escape(message))
     if json:
         print_json(report)
         return
-    results = _stdout_console()  # the report is a result: stdout, so it can be redirected
+    # the report is a result: stdout, so it can be redirected
     (w, h), (ow, oh) = report["in_size"], report["out_size"]
-    results.print(escape(one_line(f"{report['input']}: {w}x{h} -> {ow}x{oh} (x{report['scale']:g}, "
-                         f"{report['mode']})")), soft_wrap=True)
-    results.print(_table(report))
+    result_line(one_line(f"{report['input']}: {w}x{h} -> {ow}x{oh} (x{report['scale']:g}, "
+                         f"{report['mode']})"))
+    result(_table(report))
     if report["protocol"]:
-        results.print(escape(report["protocol"]), soft_wrap=True)
-    results.print(escape(one_line(f"montage: {report['montage']}")), soft_wrap=True)
-
-
-def _stdout_console():
-    """stdout for the report; into a file or a pipe 160 columns wide (rich's default is 80),
-    so table rows stay whole for grep (COLUMNS overrides)."""
-    import os
-
-    from rich.console import Console
-
-    results = Console(highlight=False)
-    if not results.is_terminal and not os.environ.get("COLUMNS"):
-        results = Console(highlight=False, width=160)
-    return results
+        result_line(report["protocol"])
+    result_line(one_line(f"montage: {report['montage']}"))
 
 
 def _table(report: dict):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -53,15 +52,25 @@ def warn_text(text: str) -> None:
     console.print(Text.assemble(("warning:", "yellow"), " ", one_line(text)), soft_wrap=True)
 
 
-PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (rich's default is 80)
-
-
 def result(renderable: Any) -> None:
-    """A human-readable result (report, table) on stdout. Into a file or a pipe, tables are
-    laid out PIPE_WIDTH columns wide (COLUMNS overrides), so rows stay whole for grep."""
-    wide = not stdout.is_terminal and not os.environ.get("COLUMNS")
-    target = Console(highlight=False, width=PIPE_WIDTH) if wide else stdout
-    target.print(renderable)
+    """A human-readable result (report, table) on stdout. Into a file or a pipe, as wide as
+    the widest row needs, so every row of a table stays on one line for grep."""
+    if stdout.is_terminal:
+        stdout.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    wide = Console(highlight=False, width=MAX_PIPE_WIDTH)
+    need = Measurement.get(wide, wide.options, renderable).maximum
+    Console(highlight=False, width=max(need, 40)).print(renderable)
+
+
+MAX_PIPE_WIDTH = 4000  # columns a result may take in a file or a pipe
+
+
+def result_line(text: str) -> None:
+    """A line of plain text among the results (stdout), never wrapped or read as markup."""
+    stdout.print(Text(text), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -124,3 +133,75 @@ def handle_errors(command: Callable) -> Callable:
                        "--debug for details)") from None
 
     return wrapper
+
+
+def bars_shown() -> bool:
+    """Progress bars go to stderr only when it is a terminal, and never with --quiet."""
+    return console.is_terminal and not state["quiet"]
+
+
+def progress_columns(unit: str | None = None, *extra) -> tuple:
+    """The columns of every sirenup bar: what, bar, done/total ``unit`` (None: a percentage),
+    ``extra`` columns, elapsed, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    amount = (TaskProgressColumn(),) if unit is None else (MofNCompleteColumn(),
+                                                          TextColumn(unit))
+    return (TextColumn("[bold]{task.description}"), BarColumn(), *amount, *extra,
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+
+
+BAR_AFTER_S = 1.0  # work that ends sooner shows no bar
+
+
+class WorkBar:
+    """``bar(done, total)`` from the library's progress callbacks -> a bar with ETA on stderr
+    (``bars_shown``), drawn once the work has lasted BAR_AFTER_S, so quick work stays silent.
+    Inside another rich Progress (``within``), a row under its bars, removed at the end."""
+
+    def __init__(self, description: str, unit: str | None = None, *, within=None, **fields):
+        import time
+
+        self.description, self.unit, self.within = description, unit, within
+        self.fields = fields  # what ``within``'s own columns show
+        self.enabled = bars_shown() if within is None else True
+        self.started, self.progress, self.task = time.perf_counter(), None, None
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        if not self.enabled:
+            return
+        if self.task is None:
+            if time.perf_counter() - self.started < BAR_AFTER_S:
+                return
+            self.progress = self.within
+            if self.progress is None:
+                from rich.progress import Progress
+
+                self.progress = Progress(*progress_columns(self.unit), console=console,
+                                         transient=True)
+                self.progress.start()
+            self.task = self.progress.add_task(self.description, total=total, **self.fields)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.task is not None:
+            if self.progress is self.within:
+                self.progress.remove_task(self.task)
+            else:
+                self.progress.stop()
+        self.progress = self.task = None
+
+    def __enter__(self) -> WorkBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -39,6 +39,8 @@ def render(report: dict):
     from rich.markup import escape
     from rich.table import Table
 
+    from sirenup.text import plural
+
     def e(value: object) -> str:
         return escape(str(value))
 
@@ -84,7 +86,8 @@ def render(report: dict):
             if entry["problem"] else "[yellow]unpinned[/] (intact; no sha256 to check against)"
         rows.append((entry["id"], f"{e(entry['url'] or '')}: {state}"))
     if store["partial_downloads"]:
-        rows.append(("partial", f"{len(store['partial_downloads'])} download(s) to resume"))
+        rows.append(("partial", f"{plural(len(store['partial_downloads']), 'download')} to "
+                                "resume"))
     parts.append(section("Cache", rows))
     parts.append(section("Bundled models", [
         (row["name"], "verified" if row["ok"] else failed(row["problem"]))
@@ -95,8 +98,10 @@ def render(report: dict):
                               f"load {row['load_s']:.2f} s)") if row["ok"]
              else failed(row["error"]))
             for row in report["smoke"]]))
+    for note in report.get("notes", []):
+        parts.append(f"[yellow]note:[/] {e(note['message'])}\n    hint: {e(note['hint'])}")
     if report["problems"]:
-        lines = [f"[red]{len(report['problems'])} problem(s):[/]"]
+        lines = [f"[red]{plural(len(report['problems']), 'problem')}:[/]"]
         for p in report["problems"]:
             lines.append(f"  - {e(p['message'])}\n    hint: {e(p['hint'])}")
         parts.append("\n".join(lines))

@@ -235,8 +235,10 @@ def remove(
 
     if all:  # only what sirenup created: the cache may sit in a shared folder
         count, freed, left = cache.remove_all()
-        info_text(f"removed {count} cached model(s), {_size(freed)}"
-                  + (f"; left {len(left)} file(s) sirenup did not create in "
+        from sirenup.text import plural
+
+        info_text(f"removed {plural(count, 'cached model')}, {_size(freed)}"
+                  + (f"; left {plural(len(left), 'file')} sirenup did not create in "
                      f"{cache.models_dir()}" if left else ""))
         return
     if not models:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirenup.cli.console import console, handle_errors, info_text, warn_text
+from sirenup.cli.console import bars_shown, console, handle_errors, info_text, warn_text
 from sirenup.cli.options import DeviceOption
 
 GAN = "Adversarial training (--gan)"
@@ -178,6 +178,10 @@ def train(
     degrade_second_prob: Annotated[float, typer.Option(
         "--degrade-second-prob", rich_help_panel=DEGRADE,
         help="Probability of a second round of blur and noise.")] = 0.4,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard",
+        help="Also log losses and validation scores for TensorBoard, in OUT/tensorboard "
+             "(needs the tensorboard package: pip install 'sirenup[tensorboard]').")] = False,
 ) -> None:
     """Train a model: random crops, L1 (and adversarial, with --gan) losses, validation with
     the papers' protocol. Runs under torchrun for several processes or hosts."""
@@ -204,6 +208,7 @@ def train(
         model=model_overrides(n_blocks=blocks, channels=channels,
                               version=2 if refine or refine_noise else None,
                               refine_noise=1 if refine_noise else None),
+        tensorboard=tensorboard, bar=bars_shown(),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
              "freq_floor": freq_floor, "lambda_grid": lambda_grid,
@@ -225,8 +230,11 @@ def train(
         setup, log=lambda m: warn_text(m[9:]) if m.startswith("warning: ") else info_text(m),
         on_validate=lambda r: console.print(validation_table(r)))
     if trainer is not None:
-        info_text(f"weights: {out / 'model.safetensors'}  ({trainer.step} steps, "
-             f"{trainer.train_seconds / 60:.1f} min)")
+        from sirenup.text import duration, plural
+
+        info_text(f"weights: {out / 'model.safetensors'}  ({plural(trainer.step, 'step')}; "
+                  f"wall time {duration(trainer.wall_seconds)}, of which training "
+                  f"{duration(trainer.train_seconds)})")
 
 
 def validation_table(record: dict):

@@ -15,6 +15,7 @@
     bundled      [{name, path, size, sha256, recorded_sha256, recorded_size, ok, problem}]
     smoke        [{device, precision, load_s, upscale_s, ok, error}]  (a 16x16 -> 32x32 upscale)
     problems     [{message, hint}]
+    notes        [{message, hint}]  (advice that is not a fault: a CUDA build with no GPU)
     ok           bool
 """
 
@@ -185,6 +186,36 @@ def problems_of(report: dict) -> list[dict]:
     return found
 
 
+CUDA_PACKAGES = ("nvidia-", "cuda-", "triton")  # distributions a CUDA build of torch pulls
+
+
+def cuda_libraries_bytes() -> int:
+    """Bytes of the installed distributions that only a CUDA build of torch uses (their
+    RECORD sizes): what the CPU-only build would not install."""
+    total = 0
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith(CUDA_PACKAGES):
+            total += sum(f.size or 0 for f in dist.files or [])
+    return total
+
+
+def notes_of(report: dict) -> list[dict]:
+    """Advice that is no fault: a CUDA build of torch on a machine without an NVIDIA GPU works,
+    on the CPU, but carries gigabytes it never uses."""
+    cuda = report["cuda"]
+    if not (cuda["built"] and not cuda["available"] and not cuda["driver"]):
+        return []
+    size = cuda_libraries_bytes()
+    saved = f"about {size / 2**30:.1f} GiB of CUDA libraries" if size else \
+        "the CUDA libraries it carries"
+    return [{"message": f"torch {report['versions']['torch']} is a CUDA build (CUDA "
+                        f"{cuda['build_version']}) and this machine has no NVIDIA GPU",
+             "hint": f"the CPU-only build would save {saved}, with the same results: pip "
+                     "uninstall torch torchvision, then pip install torch torchvision "
+                     "--index-url https://download.pytorch.org/whl/cpu"}]
+
+
 def collect(*, smoke: bool = True) -> dict:
     device, reason = devices.auto_device()
     cuda = devices.cuda_report()
@@ -201,5 +232,6 @@ def collect(*, smoke: bool = True) -> dict:
         "smoke": [smoke_test(name) for name in devices.available_devices()] if smoke else [],
     }
     report["problems"] = problems_of(report)
+    report["notes"] = notes_of(report)
     report["ok"] = not report["problems"]
     return report

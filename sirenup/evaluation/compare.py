@@ -17,6 +17,7 @@ are rounded to 8 bits), as in the papers' benchmarks.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -134,9 +135,14 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     """Upscale INPUT with every method, save each output and a montage, score them.
 
     ``load_model(name)`` -> an Upscaler (called once per model method, before any work).
+    ``on_event('start', {methods, in_size, out_size})`` before the first method,
+    ``on_event('progress', {method, done, total})`` while a model upscales (after each band),
     ``on_event('method', record)`` after each method. -> the report (``compare --json``).
     """
     emit = on_event or (lambda kind, record: None)
+
+    def progress(method: str, done: int, total: int) -> None:
+        emit("progress", {"method": method, "done": done, "total": total})
     input = Path(input)
     methods = resolve_methods(options.methods, options.models)
     from_model_option = set(_split(options.models or ""))
@@ -231,6 +237,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
 
     records: list[dict] = []
     outputs: dict[str, Image.Image] = {}
+    emit("start", {"methods": list(methods), "in_size": list(lr.size), "out_size": list(size)})
     for name in methods:
         if name in CLASSICAL:
             began = time.perf_counter()
@@ -244,7 +251,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             from sirenup.inference.upscaler import QuantizedSink
 
             sink = QuantizedSink((size[1], size[0]))  # 8 bits as they come: no float output
-            upscaler.upscale_into(lr_array, size, sink)
+            upscaler.upscale_into(lr_array, size, sink, functools.partial(progress, name))
             seconds = time.perf_counter() - began
             out = Image.fromarray(sink.array, "RGB")
             record = {"method": name, "label": method_label(name), "kind": "model",

@@ -372,8 +372,10 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
             if entry.corrupt():
                 say(f"cached {entry.filename} is corrupt ({problem}); fetching it again")
                 shutil.rmtree(entry_dir, ignore_errors=True)
-            elif problem is not None:
-                say(f"cached {entry.filename} does not match ({problem}); fetching it again")
+            elif problem is not None:  # intact: the hash asked for is another
+                asked = "the URL's #sha256=" if fragment else "the registry's sha256"
+                say(f"cached {entry.filename} is intact (sha256 {entry.sha256}, as downloaded) "
+                    f"but {asked} is {sha256}; downloading it again to compare")
         _make_cache_folder(entry_dir)
         filename = url_filename(url)
         cap = size if size is not None else (
@@ -382,6 +384,13 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
             actual_sha, actual_size = download.fetch(
                 url, entry_dir / filename, sha256=sha256, size=size, max_size=cap,
                 check=lambda part: _check_weights(part, filename))
+        except download.ChecksumError as error:
+            _remove_if_empty(entry_dir)
+            if not fragment:
+                raise
+            raise download.ChecksumError(f"{error} (the file the URL serves is not the one "
+                                         "its #sha256= names: check the hash you gave)") \
+                from None
         except BaseException:
             _remove_if_empty(entry_dir)
             raise

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -53,6 +54,7 @@ from sirenup.imaging.imageio import (
     write_image,
 )
 from sirenup.inference.sizing import aspect_warning, target_size
+from sirenup.text import plural
 
 Event = Callable[[str, dict], None]
 
@@ -107,8 +109,10 @@ def in_shard(rel: Path, shard: tuple[int, int] | None) -> bool:
 
 
 def find_inputs(inputs: list[str | os.PathLike], output_dir: Path, *,
-                recursive: bool = False) -> list[Job]:
-    """Jobs (src, rel) for every file the INPUTs name, in a stable order, each file once."""
+                recursive: bool = False, unsearched: list[Path] | None = None) -> list[Job]:
+    """Jobs (src, rel) for every file the INPUTs name, in a stable order, each file once.
+    Without ``recursive``, the subfolders (hidden ones aside) that were not entered are
+    appended to ``unsearched``."""
     exclude = _resolved(output_dir)
     jobs: list[Job] = []
     seen: set[Path] = set()
@@ -132,7 +136,7 @@ def find_inputs(inputs: list[str | os.PathLike], output_dir: Path, *,
             raise UsageError(f"{spec}: no such file or folder")
         for match in matches:
             if match.is_dir():
-                files, unreadable = _walk(match, recursive, exclude)
+                files, unreadable = _walk(match, recursive, exclude, unsearched)
                 for src in files:
                     add(src, src.relative_to(match))
                 for folder, reason in unreadable:
@@ -213,7 +217,9 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     ``load_upscaler()`` is called once, after the options and inputs are checked.
     ``on_event(kind, record)``, from the calling thread: 'failed' ({input, output, error}),
     'skipped' ({input, output, reason}), 'start' ({total, model, device}: the images to
-    process), 'warning' ({input, message}), 'done' (the image's record).
+    process), 'warning' ({input, message}), 'progress' ({input, done, total}: the current
+    image's output pixels, after each band), 'done' (the image's record), 'note' ({message}:
+    subfolders not searched without ``recursive``).
     -> the report (see ``sirenup batch --json``).
     """
     start = time.perf_counter()
@@ -239,7 +245,11 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                 raise UsageError(f"{output_dir}: is the input folder, so the outputs would "
                                  "replace the inputs; choose another folder or --suffix")
 
-    jobs = find_inputs(inputs, output_dir, recursive=options.recursive)
+    unsearched: list[Path] = []
+    jobs = find_inputs(inputs, output_dir, recursive=options.recursive, unsearched=unsearched)
+    if unsearched:
+        emit("note", {"message": f"{plural(len(unsearched), 'subfolder')} not searched "
+                                 "(--recursive goes through them)"})
     plan_outputs(jobs, output_dir, suffix=options.suffix, format=options.format)
     # An unreadable folder is reported by every shard: each may have missed files in it.
     jobs = [job for job in jobs if job.dst is None or in_shard(job.rel, shard)]
@@ -256,6 +266,9 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     failures: list[dict] = []
     skipped: list[dict] = []
     not_images = 0
+
+    def progress(src: str, done: int, total: int) -> None:
+        emit("progress", {"input": src, "done": done, "total": total})
 
     def fail(job: Job, error: Exception | str) -> None:
         record = {"input": str(job.src), "output": None if job.dst is None else str(job.dst),
@@ -396,7 +409,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                 emit("warning", {"input": str(job.src), "message": message})
             began = time.perf_counter()
             try:
-                result = upscaler.upscale_image(image, size)
+                result = upscaler.upscale_image(image, size, functools.partial(
+                    progress, str(job.src)))
             except Exception as error:
                 fail(job, error)
                 continue
@@ -431,6 +445,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         "skipped": len(skipped),
         "skipped_existing": sum(r["reason"].startswith("output exists") for r in skipped),
         "not_images": not_images,
+        "subfolders_not_searched": len(unsearched),
         "failed": len(failures),
         "output_megapixels": round(megapixels, 3),
         "seconds": round(seconds, 3),
@@ -441,8 +456,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     }
 
 
-def _walk(root: Path, recursive: bool,
-          exclude: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+def _walk(root: Path, recursive: bool, exclude: Path, unsearched: list[Path] | None = None
+          ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files of ``root`` (the whole tree if ``recursive``; hidden folders and ``exclude``
     not entered), sorted by relative path, and the folders that could not be listed, with
     why (each one a failure of the batch, never a silent skip). FIFOs, devices and sockets
@@ -461,9 +476,11 @@ def _walk(root: Path, recursive: bool,
             path = Path(entry.path)
             try:
                 if entry.is_dir(follow_symlinks=False):  # as os.walk: no link loops
-                    if recursive and not entry.name.startswith(".") \
-                            and _resolved(path) != exclude:
-                        pending.append(path)
+                    if not entry.name.startswith(".") and _resolved(path) != exclude:
+                        if recursive:
+                            pending.append(path)
+                        elif unsearched is not None:
+                            unsearched.append(path)
                 elif entry.is_symlink() and not os.path.exists(path):
                     files.append(path)  # a link to nothing (or a loop): read_image says so
                 elif entry.is_file():

@@ -130,6 +130,9 @@ def plan_upscale(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
     """Check everything about one upscale that does not need the model -> the plan (the
     input decoded); UsageError (exit 2) or SirenupError (exit 1) otherwise."""
     src = Path(src)
+    if src.is_dir():
+        raise SirenupError(f"{src}: is a folder, not an image; sirenup batch {src} OUTPUT_DIR "
+                           "upscales every image in it")
     check_quality(quality)
     check_png_compression(png_compression)
     input_limit(max_input_pixels)

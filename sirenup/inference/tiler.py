@@ -108,6 +108,10 @@ def plan_axis(length: int, out_len: int, tile: int, overlap: int,
     return tiles
 
 
+Progress = Callable[[int, int], None]
+"""progress(done, total): output pixels decoded so far (overlaps counted per tile), called
+after each band; a retry after out-of-memory starts again from 0."""
+
 Sink = Callable[[int, int, int, int, torch.Tensor], None]
 """sink(y0, y1, x0, x1, values): finished output pixels rows [y0, y1) x cols [x0, x1), values
 (y1 - y0, x1 - x0, 3) float32 on the model's device, not clamped. Called once per pixel per
@@ -251,7 +255,7 @@ def _malloc_trim():
 
 @torch.no_grad()
 def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], sink: Sink, *,
-                 tile: int, overlap: int) -> None:
+                 tile: int, overlap: int, progress: Progress | None = None) -> None:
     """Upscale (1, 3, h, w) (float in [0, 1], or uint8/uint16 samples: ``float_tile``) to
     out_hw, tile by tile in raster order, handing each output pixel to ``sink`` as soon as
     every tile that covers it is done.
@@ -267,6 +271,8 @@ def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
     sizes = decode_sizes(lr.device, out_h / in_h)
     tile_rows = plan_axis(in_h, out_h, tile, overlap, context)
     tile_cols = plan_axis(in_w, out_w, tile, overlap, context)
+    total = sum(t.out1 - t.out0 for t in tile_rows) * sum(t.out1 - t.out0 for t in tile_cols)
+    done = 0
 
     def strip(rows: int, cols: int) -> torch.Tensor:  # waiting pixels: float32, as bands are
         return torch.empty(rows, cols, 3, dtype=torch.float32, device=lr.device)
@@ -299,6 +305,9 @@ def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
                 if split < bottom - top:
                     below_next[top + split - ty.done1:bottom - ty.done1, tx.out0:tx.done1] = \
                         band[split:, :tx.done1 - tx.out0]
+                if progress is not None:
+                    done += (bottom - top) * (tx.out1 - tx.out0)
+                    progress(done, total)
             beside = beside_next
             if lr.device.type == "cpu":
                 del pre, crop
@@ -321,7 +330,8 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def upscale_into(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], sink: Sink, *,
-                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> int:
+                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                 progress: Progress | None = None) -> int:
     """``stream_tiles`` with out-of-memory retries: the tile is halved (down to MIN_TILE) and
     the image redone (the sink sees the same pixels again); a failure at the smallest tile is
     re-raised. ``tile=0``: the whole image as one tile first. -> the tile that worked."""
@@ -329,7 +339,8 @@ def upscale_into(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
     tile = max(in_h, in_w) if tile == 0 else tile
     while True:
         try:
-            stream_tiles(model, lr, out_hw, sink, tile=tile, overlap=overlap)
+            stream_tiles(model, lr, out_hw, sink, tile=tile, overlap=overlap,
+                         progress=progress)
             return tile
         except (RuntimeError, torch.OutOfMemoryError) as error:
             if not is_out_of_memory(error) or tile <= MIN_TILE:

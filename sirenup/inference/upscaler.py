@@ -17,6 +17,7 @@ from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.errors import SirenupError, UsageError
 from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
 from sirenup.imaging.imageio import LUMA, DecodedImage, as_float, prepare_write
+from sirenup.imaging.stdio import STDIO, is_stdio, stdio_paths
 from sirenup.inference.devices import auto_tile, autocast, resolve_device
 from sirenup.inference.planning import (  # noqa: F401 (default_output, same_file: API)
     UpscalePlan,
@@ -26,7 +27,7 @@ from sirenup.inference.planning import (  # noqa: F401 (default_output, same_fil
     same_file,
 )
 from sirenup.inference.sizing import target_size
-from sirenup.inference.tiler import Sink, TensorSink, upscale_into
+from sirenup.inference.tiler import Progress, Sink, TensorSink, upscale_into
 from sirenup.models.weights import WeightsError, load_weights
 from sirenup.untrusted import shown
 
@@ -76,16 +77,18 @@ class Upscaler:
         return auto_tile(self.device, scale, self.tile, DEFAULT_TILE)
 
     @torch.inference_mode()
-    def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink) -> None:
+    def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink,
+                     progress: Progress | None = None) -> None:
         """Upscale (h, w, 3) float32 in [0, 1], or uint8/uint16 samples, to ``size`` = (W, H),
         handing the output to ``sink`` piece by piece (``tiler.stream_tiles``, which converts
-        integers to float one tile at a time)."""
+        integers to float one tile at a time); ``progress(done, total)`` after each band."""
         lr = torch.from_numpy(_model_input(rgb, self.device))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
         out_hw = (size[1], size[0])
         with autocast(self.device, self.precision):
             upscale_into(self.model, lr, out_hw, sink,
-                         tile=self.tile_for(lr.shape[-2:], out_hw), overlap=self.overlap)
+                         tile=self.tile_for(lr.shape[-2:], out_hw), overlap=self.overlap,
+                         progress=progress)
 
     def upscale_rgb(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(h, w, 3) float32 in [0, 1] -> (H, W, 3) float32 in [0, 1], size = (W, H)."""
@@ -93,7 +96,8 @@ class Upscaler:
         self.upscale_into(rgb, size, sink)
         return sink.canvas.cpu().numpy()
 
-    def upscale_image(self, image: DecodedImage, size: tuple[int, int]) -> DecodedImage:
+    def upscale_image(self, image: DecodedImage, size: tuple[int, int],
+                      progress: Progress | None = None) -> DecodedImage:
         """Upscale a decoded image to ``size`` = (W, H): colour through the model, alpha with
         Pillow's bicubic filter; grey stays grey (the model's RGB back to luminance).
 
@@ -103,7 +107,7 @@ class Upscaler:
         """
         dtype = np.uint16 if image.bit_depth == 16 else np.uint8
         sink = QuantizedSink((size[1], size[0]), dtype, grey=image.grey)
-        self.upscale_into(image.rgb, size, sink)  # float or integer samples alike
+        self.upscale_into(image.rgb, size, sink, progress)  # float or integer samples alike
         alpha = None if image.alpha is None else resize_alpha(image.alpha, size, dtype)
         return dataclasses.replace(image, rgb=sink.array, alpha=alpha,
                                    warnings=list(image.warnings))
@@ -173,32 +177,54 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
                  background: str | None = None,
                  max_input_pixels: int | None = None, max_output_pixels: int | None = None,
                  overwrite_input: bool = False, overwrite: bool = False,
-                 on_warning: Callable[[str], None] | None = None) -> dict:
+                 on_warning: Callable[[str], None] | None = None,
+                 on_progress: Progress | None = None) -> dict:
     """Read ``src``, upscale it to the size the options give, write ``dst`` atomically.
 
     ``dst`` None: ``default_output`` beside the input. ``background``: a colour that flattens
     alpha into formats without it. ``png_compression``: zlib level 0-9 of a PNG output
     (None: the default, 4). ``max_input_pixels`` / ``max_output_pixels``: limits
     (None: defaults, 0: none). ``overwrite``: replace a file at ``dst`` that is not an
-    image (else refused, see ``planning.check_replaceable``). -> report dict (input,
-    output, in_size, out_size, bit_depth, seconds, model, device, warnings).
+    image (else refused, see ``planning.check_replaceable``). ``src``/``dst`` ``-``: standard
+    input/output (``imaging.stdio``). ``on_progress(done, total)``: the tiler's, after each
+    band. -> report dict (input, output, in_size, out_size, bit_depth, seconds, model, device,
+    warnings).
     """
+    with stdio_paths(src, dst, format) as (path, out):
+        report = _upscale_file(upscaler, path, out, scale=scale, width=width, height=height,
+                               format=format, quality=quality, png_compression=png_compression,
+                               background=background, max_input_pixels=max_input_pixels,
+                               max_output_pixels=max_output_pixels,
+                               overwrite_input=overwrite_input, overwrite=overwrite,
+                               on_warning=on_warning, on_progress=on_progress)
+    for key, given in (("input", src), ("output", dst)):
+        if is_stdio(given):
+            report[key] = STDIO
+    return report
+
+
+def _upscale_file(upscaler: Upscaler, src: os.PathLike, dst: os.PathLike | None, *, scale,
+                  width, height,
+                  format, quality, png_compression, background, max_input_pixels,
+                  max_output_pixels, overwrite_input, overwrite, on_warning,
+                  on_progress) -> dict:
     start = time.perf_counter()
     plan = plan_upscale(src, dst, scale=scale, width=width, height=height, format=format,
                         quality=quality, png_compression=png_compression,
                         background=background, max_input_pixels=max_input_pixels,
                         max_output_pixels=max_output_pixels, overwrite_input=overwrite_input,
                         overwrite=overwrite, on_warning=on_warning)
-    return run_plan(upscaler, plan, start)
+    return run_plan(upscaler, plan, start, on_progress)
 
 
-def run_plan(upscaler: Upscaler, plan: UpscalePlan, start: float | None = None) -> dict:
+def run_plan(upscaler: Upscaler, plan: UpscalePlan, start: float | None = None,
+             on_progress: Progress | None = None) -> dict:
     """Upscale and write what ``planning.plan_upscale`` checked -> the report (see
     ``upscale_file``)."""
     start = time.perf_counter() if start is None else start
     image, dst = plan.image, plan.dst
     plan.image = None  # the input's pixels go as soon as the output holds the result
-    result = upscaler.upscale_image(image, plan.size)
+    result = upscaler.upscale_image(image, plan.size, on_progress)
     report = {
         "input": str(plan.src),
         "output": str(dst),

@@ -27,6 +27,7 @@ from sirenup.evaluation.evaluate import evaluate_table
 from sirenup.files import append_line
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
+from sirenup.text import plural
 from sirenup.training import distributed
 from sirenup.training.data import CropSampler, as_image, load_images
 from sirenup.training.degrade import DegradeConfig, degrade
@@ -178,8 +179,10 @@ def fine_tune_lineage(parent: dict, steps: int, train_seconds: float) -> dict:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, log: Callable[[str], None] = print):
+    def __init__(self, cfg: TrainConfig, *, log: Callable[[str], None] = print,
+                 on_metrics: Callable[[dict], None] | None = None):
         self.cfg = cfg
+        self.on_metrics = on_metrics  # each record written to metrics.jsonl, after it
         self.dist = distributed.current()
         self.log = log if self.dist.is_main else (lambda message: None)
         self.out = Path(cfg.out)
@@ -210,7 +213,8 @@ class Trainer:
         images, warnings = load_images([Path(d) for d in cfg.data], min_side=min_side)
         for w in warnings:
             self.log(f"warning: {w}")
-        self.log(f"{len(images)} training images, {sum(i[0].numel() for i in images) / 1e6:.1f} MP")
+        self.log(f"{plural(len(images), 'training image')}, "
+                 f"{sum(i[0].numel() for i in images) / 1e6:.1f} MP")
         degrade_fn = None
         if self.degrade is not None:
             degrade_fn = functools.partial(degrade, cfg=self.degrade)
@@ -378,13 +382,35 @@ class Trainer:
 
     def write_metrics(self, record: dict) -> None:
         append_line(self.out / METRICS, json.dumps(record))  # a FIFO there: refused, no hang
+        if self.on_metrics is not None:
+            self.on_metrics(record)
+
+    def log_losses(self, averages: dict) -> None:
+        self.write_metrics({"step": self.step, "train_seconds": round(self.train_seconds, 1),
+                            "lr": learning_rate(self.step, self.cfg),
+                            "train": {k: round(v, 5) for k, v in averages.items()}})
+
+    def validate_between_steps(self, bar, on_validate: Callable | None) -> None:
+        """Validation with a line as it starts and as it ends, the bar cleared meanwhile (the
+        table gets lines of its own) and its clock paused (the ETA counts steps only)."""
+        if bar is not None:
+            bar.clear()
+        began = time.perf_counter()
+        self.log(f"validating at step {self.step} on {self.cfg.val} ...")
+        record = self.validate()
+        self.log(f"validated in {time.perf_counter() - began:.1f} s")
+        if on_validate:
+            on_validate(record)
+        if bar is not None:
+            bar.unpause()
+            bar.refresh()
 
     def run(self, *, progress: Callable | None = None, on_validate: Callable | None = None) -> None:
         cfg, main = self.cfg, self.dist.is_main
         self.model.train()
         bar = progress(total=cfg.steps, initial=self.step) if progress and main else None
         averages: dict[str, float] = {}
-        saved_last = False
+        saved_last = logged_last = logged_any = False
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             parts = self.train_step()
@@ -394,20 +420,20 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(self.postfix(averages), refresh=False)
-            if main and self.step % cfg.log_every == 0:
-                self.write_metrics({"step": self.step,
-                                    "train_seconds": round(self.train_seconds, 1),
-                                    "lr": learning_rate(self.step, cfg),
-                                    "train": {k: round(v, 5) for k, v in averages.items()}})
+            logged_last = (self.step % cfg.log_every == 0 or self.step == cfg.steps
+                           or not logged_any)
+            if main and logged_last:  # from a run's first step on, and its last
+                self.log_losses(averages)
+                logged_any = True
             saved_last = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
             if saved_last:
                 self.save_checkpoint()
             if main and cfg.val and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                record = self.validate()
-                if on_validate:
-                    on_validate(record)
+                self.validate_between_steps(bar, on_validate)
         if bar is not None:
             bar.close()
+        if main and not logged_last:  # a run with no steps (resumed at its end) logs its end
+            self.log_losses(averages)
         if not saved_last:  # the loop saves its last step; this covers a run with no steps
             self.save_checkpoint()
         distributed.barrier(self.dist)  # no rank leaves before rank 0 has written the files

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class TrainSetup:
     lambda_phase: float = 0.0  # mean error per LR-grid phase
     lambda_harmonic: float = 0.0  # error near the LR-grid harmonics
     dist_timeout: float = 600.0  # seconds a collective waits for a stopped rank (torchrun)
+    tensorboard: bool = False  # also log to OUT/tensorboard (the tensorboard package)
+    bar: bool = True  # a progress bar on stderr (tqdm: only when it is a terminal)
 
 
 def check_sub_configs(setup: TrainSetup) -> None:
@@ -76,19 +79,83 @@ def resolve_init(init: str | None) -> str | None:
         raise UsageError(str(error).replace("--model", "--init", 1)) from None
 
 
+def check_tensorboard() -> None:
+    """--tensorboard needs the tensorboard package: UsageError (how to install it) if absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("--tensorboard: the tensorboard package is not installed "
+                         "(pip install 'sirenup[tensorboard]')")
+
+
+class RunRecords:
+    """What follows each record of metrics.jsonl (rank 0): curves.png redrawn after each
+    validation (and at the end), and TensorBoard scalars under --tensorboard."""
+
+    def __init__(self, out: Path, *, tensorboard: bool, log: Callable[[str], None]):
+        from sirenup.training import curves
+
+        self.out, self.log = out, log
+        self.plot = curves.available()
+        if not self.plot:
+            log(curves.MISSING_NOTE)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+            log(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+
+    def __call__(self, record: dict) -> None:
+        if self.writer is not None:
+            for tag, value in scalars(record):
+                self.writer.add_scalar(tag, value, record["step"])
+            self.writer.flush()
+        if "psnr_y" in record:
+            self.draw()
+
+    def draw(self) -> None:
+        from sirenup.training import curves
+        from sirenup.training.loop import METRICS
+
+        if self.plot and (self.out / METRICS).is_file():
+            curves.draw_curves(self.out / METRICS, self.out / curves.CURVES)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def scalars(record: dict) -> list[tuple[str, float]]:
+    """A metrics.jsonl record -> (TensorBoard tag, value): train/loss, val/psnr_y/Set5/x4, ..."""
+    found = [(f"train/{key}", value) for key, value in record.get("train", {}).items()]
+    if "lr" in record:
+        found.append(("train/lr", record["lr"]))
+    for metric in ("psnr_y", "texture"):
+        for name, scales in record.get(metric, {}).items():
+            found += [(f"val/{metric}/{name}/{scale}", value)
+                      for scale, value in scales.items() if value is not None]
+    return found
+
+
 def start_training(setup: TrainSetup, *, log: Callable[[str], None],
                    on_validate: Callable[[dict], None]):
-    """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0). The run
-    folder is locked (``run_folder.RunLock``) for as long as the training writes to it."""
+    """Train as ``setup`` says -> the finished Trainer (None on ranks other than 0), its
+    ``wall_seconds`` set to the whole run's time (loading, validation and saving included).
+    The run folder is locked (``run_folder.RunLock``) for as long as the training writes to
+    it."""
+    started = time.perf_counter()
     from sirenup.inference.devices import resolve_device
 
     check_sub_configs(setup)
+    if setup.tensorboard:
+        check_tensorboard()
     check_run_folder(setup.out, setup.resume)  # (--out and --val: checked first, by train)
     device = resolve_device(setup.device)
     with contextlib.ExitStack() as stack:
         if os.environ.get("RANK", "0") == "0":  # rank 0 alone writes the run's files
             stack.enter_context(RunLock(setup.out))
-        return _train(setup, device, log=log, on_validate=on_validate)
+        return _train(setup, device, started, log=log, on_validate=on_validate)
 
 
 def check_start(setup: TrainSetup) -> None:
@@ -108,7 +175,7 @@ def check_start(setup: TrainSetup) -> None:
         check_sets_hold_images(setup.val)
 
 
-def _train(setup: TrainSetup, device, *, log: Callable[[str], None],
+def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], None],
            on_validate: Callable[[dict], None]):
     from sirenup.evaluation.evaluate import check_benchmark_folder
     from sirenup.models.weights import WeightsError
@@ -135,8 +202,10 @@ def _train(setup: TrainSetup, device, *, log: Callable[[str], None],
     try:
         if cfg.val:  # a bad image fails the run now, not at its first validation
             check_benchmark_folder(Path(cfg.val), cfg.val_scales)
+        records = RunRecords(setup.out, tensorboard=setup.tensorboard, log=log) \
+            if info.is_main else None
         try:
-            trainer = Trainer(cfg, log=log)
+            trainer = Trainer(cfg, log=log, on_metrics=records)
         except WeightsError as error:
             raise SirenupError(f"--init: {error}") from None
         except ValueError as error:  # no usable training image
@@ -156,7 +225,14 @@ def _train(setup: TrainSetup, device, *, log: Callable[[str], None],
                     f"{': ' + lines[0] if lines else ''})") from None
             if not resumed:
                 log(f"warning: no checkpoint in {setup.out}: starting from scratch")
-        trainer.run(progress=_progress_bar, on_validate=on_validate)
+        try:
+            trainer.run(progress=_progress_bar if setup.bar else None, on_validate=on_validate)
+        finally:
+            if records is not None:
+                records.close()
+        if records is not None:
+            records.draw()  # the last losses too (a run without --val: its only drawing)
+        trainer.wall_seconds = time.perf_counter() - started
         return trainer if info.is_main else None
     finally:
         distributed.shutdown()
