@@ -56,6 +56,8 @@ complete -c sirenup -n '__sirenup_at sirenup train' -l name -x -d 'Model name in
 complete -c sirenup -n '__sirenup_at sirenup train' -l blocks -x -d 'Residual blocks in the encoder (default 4). With --init, blocks added beyond the initial model\'s start as the identity.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l channels -x -d 'Feature channels of the encoder (default 32). With --init, the channels added start with zero weight into the old ones: the same function at the start.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l refine -d 'Decoder version 2: add the HR-space refiner (two 3x3 convolutions on the output grid, so detail need not repeat with the LR pixels). With --init, it starts as the identity: the same function at the start.'
+complete -c sirenup -n '__sirenup_at sirenup train' -l refine-features -x -d 'Decoder outputs the refiner reads besides RGB (default 9; a new refiner only).'
+complete -c sirenup -n '__sirenup_at sirenup train' -l refine-hidden -x -d 'Width of the refiner\'s hidden convolution (default 16; a new refiner only).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l window -x -d 'HR pixels per side decoded densely per crop for a model with a refiner (without --gan).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-phase -x -d 'Weight of the LR-grid phase bias loss: the batch\'s mean error at each position inside an LR pixel must be zero, so no faint pattern repeats with the LR grid (0: off).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-harmonic -x -d 'Weight of the error near the LR grid\'s harmonics, on dense windows (a model with a refiner, or --gan): patterns locked to the LR pixels cost more (0: off).'

@@ -155,7 +155,7 @@ def test_models_remove_all_removes_only_what_sirenup_created(invoke, tmp_path, m
     (models / "looks-like-0123456789ab" / "thesis.pdf").write_bytes(b"mine as well")
     result = invoke("models", "remove", "--all")
     assert result.exit_code == 0, result.output
-    assert "removed 1 cached model(s)" in result.stderr and "left 3" in result.stderr
+    assert "removed 1 cached model," in result.stderr and "left 3" in result.stderr
     assert not entry.dir.exists() and not interrupted.exists()
     assert (models / "notes.txt").read_text() == "mine"
     assert (models / "photos" / "cat.png").read_bytes() == b"mine too"

@@ -80,6 +80,14 @@ def train(
         help="Decoder version 2: add the HR-space refiner (two 3x3 convolutions on the output "
              "grid, so detail need not repeat with the LR pixels). With --init, it starts as "
              "the identity: the same function at the start.")] = False,
+    refine_features: Annotated[int | None, typer.Option(
+        "--refine-features", min=1, max=64,
+        help="Decoder outputs the refiner reads besides RGB (default 9; a new refiner only).")
+    ] = None,
+    refine_hidden: Annotated[int | None, typer.Option(
+        "--refine-hidden", min=1, max=256,
+        help="Width of the refiner's hidden convolution (default 16; a new refiner only).")
+    ] = None,
     window: Annotated[int, typer.Option(
         "--window", min=8,
         help="HR pixels per side decoded densely per crop for a model with a refiner "
@@ -207,7 +215,8 @@ def train(
         lambda_phase=lambda_phase, lambda_harmonic=lambda_harmonic,
         model=model_overrides(n_blocks=blocks, channels=channels,
                               version=2 if refine or refine_noise else None,
-                              refine_noise=1 if refine_noise else None),
+                              refine_noise=1 if refine_noise else None,
+                              refine_features=refine_features, refine_hidden=refine_hidden),
         tensorboard=tensorboard, bar=bars_shown(),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,

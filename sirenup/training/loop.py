@@ -84,7 +84,8 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
         model, metadata = load_weights(Path(cfg.init))
         model = widen_encoder(model, cfg.model.get("channels", model.config.channels))
         blocks = cfg.model.get("n_blocks", model.config.n_blocks)
-        refiner = {k: cfg.model[k] for k in ("version", "refine_noise") if k in cfg.model}
+        refiner = {k: cfg.model[k] for k in ("version", "refine_noise", "refine_features",
+                                              "refine_hidden") if k in cfg.model}
         return add_refiner(deepen_encoder(model, blocks), **refiner).train(), metadata
     overrides = dict(cfg.model)
     overrides.setdefault("max_cell_scale", cfg.scale_max)
@@ -137,18 +138,22 @@ def widen_encoder(model: LiifSiren, channels: int) -> LiifSiren:
     return wider
 
 
-def add_refiner(model: LiifSiren, version: int = 1, refine_noise: int = 0) -> LiifSiren:
+def add_refiner(model: LiifSiren, version: int = 1, refine_noise: int = 0,
+                **sizes: int) -> LiifSiren:
     """``model`` as a version-2 model (decoder features + HR-space refiner), with the noise
     input if asked, computing the same function: the old weights are kept, the decoder's new
     feature outputs start at their initialisation, a new refiner's last convolution at zero
-    (``HrRefiner``), and a noise input added to a trained refiner with zero weights."""
+    (``HrRefiner``), and a noise input added to a trained refiner with zero weights.
+    ``sizes``: refine_features / refine_hidden of a new refiner."""
     old = model.config
     version = max(version, 2 if refine_noise else 1, old.version)
     refine_noise = max(refine_noise, old.refine_noise)
     if version == old.version and refine_noise == old.refine_noise:
         return model
+    if old.version >= 2:  # a trained refiner keeps its sizes
+        sizes = {}
     refined = LiifSiren(config=LiifSirenConfig.from_dict(
-        {**old.to_dict(), "version": version, "refine_noise": refine_noise}))
+        {**old.to_dict(), **sizes, "version": version, "refine_noise": refine_noise}))
     state = refined.state_dict()  # tensors that share the new model's storage
     with torch.no_grad():
         for name, value in model.state_dict().items():

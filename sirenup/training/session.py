@@ -167,6 +167,8 @@ def check_start(setup: TrainSetup) -> None:
 
     check_device_spelling(setup.device)
     check_sub_configs(setup)
+    if setup.tensorboard:
+        check_tensorboard()
     world = os.environ.get("WORLD_SIZE", "1")
     if world.isdigit() and int(world) > 1 and setup.batch % int(world):
         raise UsageError(f"--batch {setup.batch} does not split evenly over {world} processes")
