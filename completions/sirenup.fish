@@ -60,6 +60,7 @@ complete -c sirenup -n '__sirenup_at sirenup train' -l refine-features -x -d 'De
 complete -c sirenup -n '__sirenup_at sirenup train' -l refine-hidden -x -d 'Width of the refiner\'s hidden convolution (default 16; a new refiner only).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l window -x -d 'HR pixels per side decoded densely per crop for a model with a refiner (without --gan).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-phase -x -d 'Weight of the LR-grid phase bias loss: the batch\'s mean error at each position inside an LR pixel must be zero, so no faint pattern repeats with the LR grid (0: off).'
+complete -c sirenup -n '__sirenup_at sirenup train' -l phase-per-window -d 'The phase bias loss takes each crop\'s mean error per LR-grid phase (less the crop\'s mean), not the batch\'s: a pattern whose sign follows the content counts too.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-harmonic -x -d 'Weight of the error near the LR grid\'s harmonics, on dense windows (a model with a refiner, or --gan): patterns locked to the LR pixels cost more (0: off).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l gan -d 'Adversarial fine-tuning against a patch discriminator (use with --init).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l refine-noise -d 'The refiner also reads per-pixel noise (implies --refine): grain a GAN can shape into texture. The noise is a hash of each output pixel\'s position, so an image always gives the same output.'

@@ -49,3 +49,16 @@ def test_phase_bias_loss_sees_a_fixed_pattern_not_zero_mean_error():
     noise = 0.01 * torch.randn(8, 400, 3)
     assert phase_bias_loss(target + pattern, target, coords) > 0.008
     assert phase_bias_loss(target + noise, target, coords) < 0.004
+
+
+def test_phase_bias_per_window_sees_a_pattern_whose_sign_follows_the_content():
+    torch.manual_seed(0)
+    coords = torch.rand(8, 400, 2) * 20
+    target = torch.rand(8, 400, 3)
+    sign = torch.tensor([1.0, -1.0] * 4)[:, None, None]  # bright crops +, dark crops -
+    phase_x = coords[..., :1] - coords[..., :1].round()
+    pattern = 0.01 * sign * torch.sign(phase_x).expand(-1, -1, 3)
+    assert phase_bias_loss(target + pattern, target, coords) < 0.004  # pools to ~nothing
+    assert phase_bias_loss(target + pattern, target, coords, per_window=True) > 0.008
+    offset = target + 0.05  # a crop's overall offset is not a grid pattern
+    assert phase_bias_loss(offset, target, coords, per_window=True) < 1e-6

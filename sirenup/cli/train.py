@@ -97,6 +97,11 @@ def train(
         help="Weight of the LR-grid phase bias loss: the batch's mean error at each position "
              "inside an LR pixel must be zero, so no faint pattern repeats with the LR grid "
              "(0: off).")] = 0.0,
+    phase_per_window: Annotated[bool, typer.Option(
+        "--phase-per-window",
+        help="The phase bias loss takes each crop's mean error per LR-grid phase (less the "
+             "crop's mean), not the batch's: a pattern whose sign follows the content "
+             "counts too.")] = False,
     lambda_harmonic: Annotated[float, typer.Option(
         "--lambda-harmonic", min=0.0,
         help="Weight of the error near the LR grid's harmonics, on dense windows (a model "
@@ -213,6 +218,7 @@ def train(
         val_every=val_every, checkpoint_every=checkpoint_every, resume=resume, init=init,
         name=name, window=window, lambda_grid=0.0 if gan else lambda_grid,
         lambda_phase=lambda_phase, lambda_harmonic=lambda_harmonic,
+        phase_per_window=phase_per_window,
         model=model_overrides(n_blocks=blocks, channels=channels,
                               version=2 if refine or refine_noise else None,
                               refine_noise=1 if refine_noise else None,

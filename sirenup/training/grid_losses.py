@@ -17,9 +17,11 @@ from sirenup.training.gan import GRID_PHASE_BINS, grid_phase_bins
 
 
 def phase_bias_loss(pred: torch.Tensor, target: torch.Tensor, coords: torch.Tensor,
-                    bins: int = GRID_PHASE_BINS) -> torch.Tensor:
+                    bins: int = GRID_PHASE_BINS, per_window: bool = False) -> torch.Tensor:
     """Mean |error| of the batch's mean signed error per LR-grid phase: (B, N, 3) values at
-    (B, N, 2) LR coordinates.
+    (B, N, 2) LR coordinates. ``per_window``: of each crop's own mean error per phase, less
+    the crop's mean error (a pattern whose sign follows the content, which pools to nothing
+    over a batch, still counts; a crop's overall offset does not).
 
     An upscaler whose error depends on where a pixel lies in its LR pixel paints the same
     faint pattern in every LR pixel of every image: too faint for L1 to notice (half an 8-bit
@@ -27,10 +29,16 @@ def phase_bias_loss(pred: torch.Tensor, target: torch.Tensor, coords: torch.Tens
     cross-hatch and as peaks at the LR grid's harmonics (``metrics.grid_lock``). Pooled over
     the batch, real detail averages out of each phase's mean error and the pattern does not.
     """
-    phase = grid_phase_bins(coords, bins).flatten()  # (B*N,)
-    error = (pred - target).reshape(-1, pred.shape[-1])  # (B*N, 3)
-    sums = error.new_zeros(bins * bins, error.shape[1]).index_add_(0, phase, error)
-    counts = torch.bincount(phase, minlength=bins * bins).to(error.dtype)[:, None]
+    phase = grid_phase_bins(coords, bins)  # (B, N)
+    error = pred - target  # (B, N, 3)
+    groups = bins * bins
+    if per_window:
+        error = error - error.mean(dim=1, keepdim=True)
+        phase = phase + groups * torch.arange(phase.shape[0], device=phase.device)[:, None]
+        groups *= phase.shape[0]
+    phase, error = phase.flatten(), error.reshape(-1, error.shape[-1])  # (B*N,), (B*N, 3)
+    sums = error.new_zeros(groups, error.shape[1]).index_add_(0, phase, error)
+    counts = torch.bincount(phase, minlength=groups).to(error.dtype)[:, None]
     used = counts[:, 0] > 0
     return (sums[used] / counts[used]).abs().mean()
 

@@ -69,6 +69,7 @@ class TrainConfig:
     lambda_grid: float = 0.0  # LR-grid phase loss on those windows (without --gan)
     lambda_phase: float = 0.0  # mean error per LR-grid phase (any batch): no fixed pattern
     lambda_harmonic: float = 0.0  # error near the LR-grid harmonics (dense windows)
+    phase_per_window: bool = False  # the phase bias of each crop, not of the batch
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -348,7 +349,7 @@ class Trainer:
         if self.cfg.lambda_phase > 0:
             values = (pred.flatten(2).transpose(1, 2), target.flatten(2).transpose(1, 2)) \
                 if batch.window else (pred, target)  # (B, N, 3) either way
-            phase = phase_bias_loss(*values, coords)
+            phase = phase_bias_loss(*values, coords, per_window=self.cfg.phase_per_window)
             loss = loss + self.cfg.lambda_phase * phase
             parts["phase"] = phase.item()
         if batch.window and self.cfg.lambda_harmonic > 0:

@@ -44,6 +44,7 @@ class TrainSetup:
     lambda_grid: float = 0.0  # LR-grid phase loss on those windows
     lambda_phase: float = 0.0  # mean error per LR-grid phase
     lambda_harmonic: float = 0.0  # error near the LR-grid harmonics
+    phase_per_window: bool = False  # the phase bias of each crop, not of the batch
     dist_timeout: float = 600.0  # seconds a collective waits for a stopped rank (torchrun)
     tensorboard: bool = False  # also log to OUT/tensorboard (the tensorboard package)
     bar: bool = True  # a progress bar on stderr (tqdm: only when it is a terminal)
@@ -200,6 +201,7 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
         init=resolve_init(setup.init), name=setup.name, gan=setup.gan, degrade=setup.degrade,
         model=setup.model, window=setup.window, lambda_grid=setup.lambda_grid,
         lambda_phase=setup.lambda_phase, lambda_harmonic=setup.lambda_harmonic,
+        phase_per_window=setup.phase_per_window,
     )
     try:
         if cfg.val:  # a bad image fails the run now, not at its first validation
