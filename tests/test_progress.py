@@ -107,8 +107,9 @@ def run_with_stderr_on_a_pty(args: list[str]) -> tuple[int, str]:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_upscale_moving_bar_under_a_pseudo_terminal(tmp_path):
-    """Seconds of work (400x300 at x2 on a CPU): the bar appears after a second and moves."""
-    src = noise_png(tmp_path / "in.png", 400, 300)
+    """Seconds of work (1600x1200 at x2 on a CPU, the issue's case): the bar appears after a
+    second and moves."""
+    src = noise_png(tmp_path / "in.png", 1600, 1200)
     code, stderr = run_with_stderr_on_a_pty(
         [sys.executable, "-m", "sirenup", "upscale", str(src), "-o", str(tmp_path / "o.png"),
          "--scale", "2", "--device", "cpu"])

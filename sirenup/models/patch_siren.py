@@ -360,7 +360,10 @@ class HrRefiner(nn.Module):
     def forward(self, decoded: torch.Tensor) -> torch.Tensor:
         h = self.HALO
         rgb = decoded[:, :3, h:-h, h:-h]  # (B, 3, H, W)
-        return rgb + self.conv2(F.leaky_relu(self.conv1(decoded), 0.2))
+        if torch.is_grad_enabled():
+            return rgb + self.conv2(F.leaky_relu(self.conv1(decoded), 0.2))
+        # inference: in place, two fewer passes over the band (a third of the refiner's time)
+        return self.conv2(F.leaky_relu_(self.conv1(decoded), 0.2)).add_(rgb)
 
 
 class LiifSiren(nn.Module):
