@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from sirenup.cli.app import app
 from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from sirenup.models.weights import load_weights
+from sirenup.training.data import as_image
 from sirenup.training.gan import (
     GanConfig,
     discriminator_loss,
@@ -116,7 +117,7 @@ def test_gan_step_reports_every_loss_and_decodes_dense_windows(data_dir, tmp_pat
     trainer = Trainer(config(data_dir, tmp_path / "run"), log=quiet)
     batch = trainer.sampler.sample(torch.Generator().manual_seed(0))
     assert batch.window == 32 and batch.coords.shape == (2, 32 * 32, 2)
-    assert batch.target_image().shape == (2, 3, 32, 32)
+    assert as_image(batch.target, batch.window).shape == (2, 3, 32, 32)
     # the dense target is an actual window of the HR crop: neighbours in a row are neighbours
     coords = batch.coords[0].view(32, 32, 2)
     assert torch.allclose(coords[:, 1:, 0] - coords[:, :-1, 0], batch.cell[0, 1].expand(32, 31))

@@ -154,16 +154,6 @@ def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: 
         yield top, bottom, band[0].permute(1, 2, 0)  # a view: channels-last underneath
 
 
-@torch.no_grad()
-def decode_region(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: tuple[int, int],
-                  image_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
-                  origin: tuple[int, int], sizes: DecodeSizes | None = None) -> torch.Tensor:
-    """``decode_bands`` gathered into one (h, w, 3) tensor."""
-    sizes = sizes or decode_sizes(lr.device, out_hw[0] / image_hw[0])
-    bands = decode_bands(model, pre, lr, out_hw, image_hw, rows, cols, origin, sizes)
-    return torch.cat([band for _, _, band in bands], dim=0)
-
-
 def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
                 device=None) -> torch.Tensor:
     """LR coordinates of output pixels [start, stop) along one axis, relative to ``origin``:

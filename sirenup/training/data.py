@@ -73,10 +73,6 @@ class Batch:
         h = self.halo
         return grid[:, h:full - h, h:full - h].reshape(self.coords.shape[0], -1, 2)
 
-    def target_image(self) -> torch.Tensor:
-        """A dense batch's target as images (B, 3, window, window)."""
-        return as_image(self.target, self.window)
-
 
 def as_image(values: torch.Tensor, window: int) -> torch.Tensor:
     """Dense query values (B, window*window, 3), rows major -> (B, 3, window, window)."""
