@@ -18,11 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE
 from sirenup.inference.devices import DecodeSizes, decode_sizes
 from sirenup.models.patch_siren import LiifSiren, cell_size, output_coords
-
-MIN_TILE = 32
 
 
 @dataclass(frozen=True)
