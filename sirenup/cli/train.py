@@ -88,6 +88,12 @@ def train(
         "--refine-hidden", min=1, max=256,
         help="Width of the refiner's hidden convolution (default 16; a new refiner only).")
     ] = None,
+    notch_periods: Annotated[int | None, typer.Option(
+        "--notch-periods", min=0, max=64,
+        help="LR pixels on each side over which inference removes patterns that repeat with "
+             "the LR grid, the anti-imaging notch (0: off; default: the initial model's, 8 for "
+             "a new model). Recorded in the weights file; training itself does not change.")
+    ] = None,
     window: Annotated[int, typer.Option(
         "--window", min=8,
         help="HR pixels per side decoded densely per crop for a model with a refiner "
@@ -222,7 +228,8 @@ def train(
         model=model_overrides(n_blocks=blocks, channels=channels,
                               version=2 if refine or refine_noise else None,
                               refine_noise=1 if refine_noise else None,
-                              refine_features=refine_features, refine_hidden=refine_hidden),
+                              refine_features=refine_features, refine_hidden=refine_hidden,
+                              notch_periods=notch_periods),
         tensorboard=tensorboard, bar=bars_shown(),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,

@@ -15,6 +15,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -116,6 +117,58 @@ Sink = Callable[[int, int, int, int, torch.Tensor], None]
 pass, top to bottom; a retry after out-of-memory calls it again for the same pixels."""
 
 
+class Stage(NamedTuple):
+    """A step on decoded output: ``run(values, top, left)`` maps (B, C, rows, cols) output
+    pixels whose first row and column are ``top``/``left`` to (B, C', rows - 2 * halo,
+    cols - 2 * halo). ``prepare`` (if any) is the row-wise part of it, applied once to each
+    band's new rows before they join the rows kept from the band above."""
+
+    halo: int
+    run: Callable[[torch.Tensor, int, int], torch.Tensor]
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def output_stages(model: LiifSiren, out_hw: tuple[int, int],
+                  image_hw: tuple[int, int]) -> list[Stage]:
+    """What runs on decoded output before it is final, in order: the HR-space refiner
+    (decoder version 2), then the anti-imaging notch (``notch_periods`` > 0, x2 and above).
+    Each needs ``halo`` more output pixels of its input on every side."""
+    stages = []
+    if model.halo:
+        stages.append(Stage(model.halo, lambda values, top, left: model.refine(
+            values, torch.arange(top, top + values.shape[2]),
+            torch.arange(left, left + values.shape[3]))))
+    notch = model.grid_notch(out_hw, image_hw)
+    if notch is not None:
+        stages.append(Stage(notch.halo, lambda rows, top, left: notch(rows), notch.rows))
+    return stages
+
+
+def output_halo(model: LiifSiren, out_hw: tuple[int, int], image_hw: tuple[int, int]) -> int:
+    """Output pixels decoded beyond a region on every side for its final values."""
+    return sum(stage.halo for stage in output_stages(model, out_hw, image_hw))
+
+
+def run_stage(bands: Iterator[tuple[int, torch.Tensor]], stage: Stage,
+              left: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Apply a stage to consecutive bands of rows (top, (B, C, rows, cols)) starting at column
+    ``left``: each band with the last 2 * halo rows of the ones before it above it (kept, so
+    no row is computed twice), -> (top, band) of the stage's output, 2 * halo fewer rows in
+    all and halo fewer on each side."""
+    halo = stage.halo
+    carried, carried_top = None, 0
+    for top, band in bands:
+        if stage.prepare is not None:
+            band = stage.prepare(band)
+        if carried is not None:
+            band, top = torch.cat([carried, band], dim=2), carried_top
+        if band.shape[2] <= 2 * halo:  # not enough rows yet for one output row
+            carried, carried_top = band, top
+            continue
+        carried, carried_top = band[:, :, band.shape[2] - 2 * halo:], top + band.shape[2] - 2 * halo
+        yield top + halo, stage.run(band, top, left)
+
+
 @torch.no_grad()
 def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: tuple[int, int],
                  image_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
@@ -126,30 +179,36 @@ def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: 
 
     ``lr``/``pre`` cover the tile read from ``origin`` (x, y) of the image of ``image_hw``.
 
-    A model with an HR-space refiner (``model.halo`` > 0) decodes ``halo`` more output pixels
-    on every side (beyond the image too: the decoder is defined there, so a pixel's context
-    never depends on where a tile or band ends) and refines each band; the halo rows below a
-    band are kept for the next one, so no output row is decoded twice.
+    A model with output stages (``output_stages``: the refiner, the notch) decodes their halo
+    of output pixels more on every side (beyond the image too: the decoder is defined there,
+    so a pixel's context never depends on where a tile or band ends), and runs the stages on
+    each band in turn; each keeps the rows below a band it still needs for the next one, so
+    no output row is decoded or refined twice.
     """
     out_h, out_w = out_hw
     in_h, in_w = image_hw
     (y0, y1), (x0, x1) = rows, cols
-    halo = model.halo
+    stages = output_stages(model, out_hw, image_hw)
+    halo = sum(stage.halo for stage in stages)
     cell = cell_size(out_h, out_w, in_h, in_w, device=lr.device)
     band_rows = sizes.band_rows(x1 - x0, y1 - y0)
     xs = output_axis(out_w, in_w, x0 - halo, x1 + halo, origin[0], device=lr.device)
-    carried = None  # the last 2 * halo decoded rows, above the next band
-    for top in range(y0, y1, band_rows):
-        bottom = min(top + band_rows, y1)
-        first = top - halo if carried is None else top + halo
-        ys = output_axis(out_h, in_h, first, bottom + halo, origin[1], device=lr.device)
-        band = model.decode_grid(pre, lr, xs, ys, cell, block_queries=sizes.block_queries)
-        if halo:
-            band = band if carried is None else torch.cat([carried, band], dim=2)
-            carried = band[:, :, -2 * halo:]
-            band = model.refine(band, torch.arange(top - halo, bottom + halo),
-                                torch.arange(x0 - halo, x1 + halo))
-        yield top, bottom, band[0].permute(1, 2, 0)  # a view: channels-last underneath
+
+    def decoded() -> Iterator[tuple[int, torch.Tensor]]:
+        # the first band with every halo above it, so that it comes out band_rows tall
+        top, bottom = y0 - halo, min(y0 + band_rows, y1) + halo
+        while top < y1 + halo:
+            ys = output_axis(out_h, in_h, top, bottom, origin[1], device=lr.device)
+            yield top, model.decode_grid(pre, lr, xs, ys, cell,
+                                         block_queries=sizes.block_queries)
+            top, bottom = bottom, min(bottom + band_rows, y1 + halo)
+
+    bands, left = decoded(), x0 - halo
+    for stage in stages:
+        bands = run_stage(bands, stage, left)
+        left += stage.halo
+    for top, band in bands:
+        yield top, top + band.shape[2], band[0].permute(1, 2, 0)  # a view: channels-last
 
 
 def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
@@ -163,9 +222,10 @@ def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
 
 def model_context(model: LiifSiren, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
     """LR pixels of context a tile needs on each side: the model's receptive radius, plus the
-    refiner's halo of output pixels in LR pixels (none without a refiner)."""
+    output stages' halo of output pixels in LR pixels (none without stages)."""
     lr_per_output = max(image_hw[0] / out_hw[0], image_hw[1] / out_hw[1])
-    return model.receptive_radius + math.ceil(model.halo * lr_per_output)
+    halo = output_halo(model, out_hw, image_hw)
+    return model.receptive_radius + math.ceil(halo * lr_per_output)
 
 
 def float_tile(pixels: torch.Tensor) -> torch.Tensor:

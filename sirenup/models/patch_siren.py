@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sirenup.models.grid_notch import GridNotch, grid_notch
 from sirenup.models.siren import SineLayer, siren_init_
 
 OFFSET_FEATURES = 4  # sin/cos of 2*pi*offset, for x and y
@@ -55,6 +56,9 @@ class LiifSirenConfig:
     refine_features: int = 9  # version 2: decoder outputs besides RGB, the refiner's input
     refine_hidden: int = 16  # version 2: the refiner's hidden width
     refine_noise: int = 0  # version 2: 1 = the refiner also reads per-pixel noise (GAN grain)
+    # LR pixels on each side over which inference estimates, and removes, what repeats with the
+    # LR grid (``models.grid_notch``; 0 = off, what every file made before it reads as).
+    notch_periods: int = 0
 
     # What a weights file may ask for, inclusive (``models.architectures``). Generous (the
     # bundled models are 32 channels, 4 blocks, 64 hidden), but no header can ask for a model
@@ -64,6 +68,7 @@ class LiifSirenConfig:
         "hidden": (1, 1024), "n_hidden": (0, 32), "w0_first": (1e-3, 1000.0),
         "w0_hidden": (1e-3, 1000.0), "max_cell_scale": (1.0, 1000.0), "version": (1, 2),
         "refine_features": (0, 256), "refine_hidden": (1, 1024), "refine_noise": (0, 1),
+        "notch_periods": (0, 64),
     }
 
     @classmethod
@@ -391,6 +396,11 @@ class LiifSiren(nn.Module):
     def halo(self) -> int:
         """Output pixels of decoded context the refiner needs on each side (0: no refiner)."""
         return HrRefiner.HALO if self.config.version >= 2 else 0
+
+    def grid_notch(self, out_hw: tuple[int, int], in_hw: tuple[int, int]) -> GridNotch | None:
+        """The anti-imaging notch inference applies after ``refine`` at this output size
+        (None: off in the config, or a scale below x2)."""
+        return grid_notch(out_hw, in_hw, self.config.notch_periods)
 
     @property
     def receptive_radius(self) -> int:

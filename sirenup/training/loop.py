@@ -25,6 +25,7 @@ import torch
 from sirenup.errors import UsageError
 from sirenup.evaluation.evaluate import evaluate_table
 from sirenup.files import append_line
+from sirenup.models.grid_notch import DEFAULT_PERIODS as NOTCH_PERIODS
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.text import plural
@@ -87,9 +88,12 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
         blocks = cfg.model.get("n_blocks", model.config.n_blocks)
         refiner = {k: cfg.model[k] for k in ("version", "refine_noise", "refine_features",
                                               "refine_hidden") if k in cfg.model}
-        return add_refiner(deepen_encoder(model, blocks), **refiner).train(), metadata
+        model = add_refiner(deepen_encoder(model, blocks), **refiner)
+        model.config.notch_periods = cfg.model.get("notch_periods", model.config.notch_periods)
+        return model.train(), metadata
     overrides = dict(cfg.model)
     overrides.setdefault("max_cell_scale", cfg.scale_max)
+    overrides.setdefault("notch_periods", NOTCH_PERIODS)
     return LiifSiren(config=LiifSirenConfig.from_dict(overrides)), None
 
 
