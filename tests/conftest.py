@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-from typer.testing import CliRunner
+# One torch thread per test process: the suite runs on 2 shared cores, where two torch threads
+# per test fight each other (a tiler test took 15-29 s so, 0.4 s with one). The environment
+# variable, set before torch and numpy load, carries the same to the CLI and torchrun
+# subprocesses the tests start, unless the caller chose otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402  (after the thread setting: the math libraries read it once)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+torch.set_num_threads(1)
 
 ORIENTATION = 0x0112
 
