@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Callable
@@ -18,6 +19,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
+
+from sirenup import files  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -242,6 +245,34 @@ def cache_root(tmp_path, monkeypatch):
     monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
     monkeypatch.setattr(download, "BACKOFF_S", 0.01)
     return root
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """Every atomic write gets ``limit[0]`` bytes onto the disk, then ENOSPC (or, with
+    ``mode[0] == 'short'``, writes of nothing, as some file systems report a full disk)."""
+    limit, mode, written = [0], ["enospc"], [0]
+
+    def full(fd, data):
+        room = limit[0] - written[0]
+        if room <= 0:
+            if mode[0] == "short":
+                return 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        count = os.write(fd, data[:room])
+        written[0] += count
+        return count
+
+    monkeypatch.setattr(files, "_write", full)
+
+    class Control:
+        def set(self, nbytes: int, how: str = "enospc") -> None:
+            limit[0], mode[0], written[0] = nbytes, how, 0
+
+        def off(self) -> None:
+            monkeypatch.setattr(files, "_write", lambda fd, data: os.write(fd, data))
+
+    return Control()
 
 
 @pytest.fixture(scope="session")

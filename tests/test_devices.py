@@ -1,5 +1,5 @@
-"""--precision (auto: fp16 on CUDA, fp32 elsewhere), autocast for fp16/bf16, device selection
-with CUDA and MPS reported unavailable, and the hardware report."""
+"""--device resolution, --precision (auto: fp16 on CUDA, fp32 elsewhere), autocast for fp16/bf16,
+device selection with CUDA and MPS reported unavailable, and the hardware report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from sirenup.errors import UsageError
 from sirenup.inference import devices
-from sirenup.inference.devices import autocast, resolve_precision
+from sirenup.inference.devices import autocast, resolve_device, resolve_precision
 from sirenup.inference.tiler import upscale_tensor
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
@@ -125,3 +125,66 @@ def test_available_devices_lists_each_gpu(fake_cuda, monkeypatch):
     monkeypatch.setattr(devices, "mps_available", lambda: False)
     assert devices.available_devices() == ["cpu", "cuda:0", "cuda:1"]
     assert devices.auto_device()[0] == CUDA
+
+
+# -- --device -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def one_cuda_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+
+
+def test_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+
+
+def test_auto_without_accelerators_is_cpu(no_accelerators):
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("") == torch.device("cpu")
+    device, why = devices.auto_device()
+    assert device == torch.device("cpu") and why
+
+
+def test_auto_on_this_machine():
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if devices.mps_available() else "cpu")
+    assert resolve_device("auto").type == expected
+
+
+def test_auto_prefers_cuda_then_mps(monkeypatch, one_cuda_gpu):
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+
+
+@pytest.mark.parametrize("spec", ["cuda", "cuda:0", "mps"])
+def test_unavailable_device_is_an_error(no_accelerators, spec):
+    with pytest.raises(UsageError, match="not available"):
+        resolve_device(spec)
+
+
+def test_mps_unavailable_through_torch_backend(monkeypatch):
+    backend = getattr(torch.backends, "mps", None)
+    if backend is not None:
+        monkeypatch.setattr(backend, "is_available", lambda: False)
+    assert devices.mps_available() is False
+    with pytest.raises(UsageError):
+        resolve_device("mps")
+
+
+def test_cuda_index(one_cuda_gpu):
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    for spec in ("cuda:7", "cuda:1", "cuda:x", "cuda:-1"):
+        with pytest.raises(UsageError):
+            resolve_device(spec)
+
+
+@pytest.mark.parametrize("spec", ["tpu", "gpu", "cuda0", "xla", "metal"])
+def test_unknown_device_is_an_error(spec):
+    with pytest.raises(UsageError):
+        resolve_device(spec)
