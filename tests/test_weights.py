@@ -12,9 +12,9 @@ import pytest
 import torch
 from helpers import BASE, SMALL, PickledCode, one_error_line, temps_in, write_png
 
+from sirenup.models.architectures import LIIF_SIREN
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
 from sirenup.models.weights import (
-    ARCHITECTURE,
     FORMAT,
     WeightsError,
     load_weights,
@@ -85,7 +85,7 @@ def test_file_is_plain_safetensors(tmp_path):
     assert 8 + n <= len(data)
     header = json.loads(data[8:8 + n].decode("utf-8"))
     meta = header.pop("__metadata__")
-    assert meta["format"] == FORMAT and meta["architecture"] == ARCHITECTURE
+    assert meta["format"] == FORMAT and meta["architecture"] == LIIF_SIREN.name
     assert json.loads(meta["config"]) == CONFIG.to_dict()
     assert json.loads(meta["metadata"]) == METADATA
     state = model.state_dict()
@@ -138,7 +138,7 @@ def test_tensors_not_matching_the_config_raise(tmp_path):
 
     model = make_model()
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "architecture": ARCHITECTURE,
+    header = {"format": FORMAT, "architecture": LIIF_SIREN.name,
               "config": json.dumps(LiifSirenConfig(channels=16).to_dict()), "metadata": "{}"}
     path = tmp_path / "mismatch.safetensors"
     save_file(tensors, str(path), metadata=header)
@@ -202,14 +202,14 @@ def _bad_header_config(path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(path),
-              metadata={"format": FORMAT, "architecture": ARCHITECTURE, "config": "{bad json"})
+              metadata={"format": FORMAT, "architecture": LIIF_SIREN.name, "config": "{bad json"})
 
 
 def _bad_config_types(path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(path),
-              metadata={"format": FORMAT, "architecture": ARCHITECTURE,
+              metadata={"format": FORMAT, "architecture": LIIF_SIREN.name,
                         "config": json.dumps({"channels": "x"})})
 
 
