@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from sirenup.errors import UsageError
+from sirenup.hub.registry import REGISTRY
 from sirenup.inference import devices
 from sirenup.inference.devices import autocast, resolve_device, resolve_precision
 from sirenup.inference.tiler import upscale_tensor
+from sirenup.models.architectures import LIIF_SIREN
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
@@ -188,3 +191,32 @@ def test_cuda_index(one_cuda_gpu):
 def test_unknown_device_is_an_error(spec):
     with pytest.raises(UsageError):
         resolve_device(spec)
+
+
+# -- GPU tile size from the architecture's costs --------------------------------------------------
+
+def test_tile_cost_follows_the_config():
+    cost = LIIF_SIREN.tile_cost(LiifSirenConfig())
+    # the constants devices.py held before (32 channels, 64 hidden), the bundled models' width
+    assert (cost.bytes_per_lr_pixel, cost.bytes_per_query) == (6 * 32 * 4 + 64 * 4, 1024 + 12)
+    for entry in REGISTRY.values():
+        assert LIIF_SIREN.tile_cost(LiifSirenConfig.from_dict(entry.config)) == cost, entry.name
+    for n_blocks in (0, 1, 4, 9):
+        config = LiifSirenConfig(channels=8, n_blocks=n_blocks, hidden=16)
+        assert LIIF_SIREN.tile_cost(config).receptive_radius == \
+            LiifSiren(config=config).receptive_radius
+    wide = LIIF_SIREN.tile_cost(LiifSirenConfig(channels=64, hidden=128))
+    assert wide.bytes_per_lr_pixel > cost.bytes_per_lr_pixel
+    assert wide.bytes_per_query > cost.bytes_per_query
+
+
+def test_a_wider_model_gets_a_smaller_gpu_tile(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(devices, "free_memory", lambda device: 80 * 2**30)
+    with torch.device("meta"):  # nothing allocated: only the config matters
+        bundled = LiifSiren(config=LiifSirenConfig())
+        wide = LiifSiren(config=LiifSirenConfig(channels=128, hidden=256))
+    tile = devices.auto_tile(cuda, 4.0, 512, 512)
+    assert tile == 1536  # 80 GB free, x4: as before the descriptor
+    assert devices.auto_tile(cuda, 4.0, 512, 512, bundled) == tile
+    assert 512 < devices.auto_tile(cuda, 4.0, 512, 512, wide) < tile
