@@ -10,7 +10,8 @@
   the cache and verified (``sirenup.hub.cache``).
 
 The entries live in ``sirenup/assets/registry.json``: file name, sha256, size, optional URL,
-architecture and config, licence, trained scale range and measured quality. After a bundled
+architecture and config, licence, what the model was trained on (clean or degraded inputs),
+trained scale range and measured quality. After a bundled
 weights file changes (retraining), refresh what the registry records about it with::
 
     python -m sirenup.hub.registry --update-bundled     # --check: exit 1 if stale
@@ -44,6 +45,9 @@ class ModelEntry:
     name: str
     filename: str
     description: str = ""
+    # what it was trained on: "clean" downscales or "degraded" photos (JPEG, noise, blur);
+    # the upscale hint for low-quality JPEGs reads it (diagnostics/hints.py)
+    inputs: str = ""
     sha256: str | None = None
     size: int | None = None
     url: str | None = None
