@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-from typer.testing import CliRunner
+# One torch thread per test process: the suite runs on 2 shared cores, where two torch threads
+# per test fight each other (a tiler test took 15-29 s so, 0.4 s with one). The environment
+# variable, set before torch and numpy load, carries the same to the CLI and torchrun
+# subprocesses the tests start, unless the caller chose otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402  (after the thread setting: the math libraries read it once)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from sirenup import files  # noqa: E402
+
+torch.set_num_threads(1)
 
 ORIENTATION = 0x0112
 
@@ -232,6 +245,34 @@ def cache_root(tmp_path, monkeypatch):
     monkeypatch.delenv("SIRENUP_OFFLINE", raising=False)
     monkeypatch.setattr(download, "BACKOFF_S", 0.01)
     return root
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """Every atomic write gets ``limit[0]`` bytes onto the disk, then ENOSPC (or, with
+    ``mode[0] == 'short'``, writes of nothing, as some file systems report a full disk)."""
+    limit, mode, written = [0], ["enospc"], [0]
+
+    def full(fd, data):
+        room = limit[0] - written[0]
+        if room <= 0:
+            if mode[0] == "short":
+                return 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        count = os.write(fd, data[:room])
+        written[0] += count
+        return count
+
+    monkeypatch.setattr(files, "_write", full)
+
+    class Control:
+        def set(self, nbytes: int, how: str = "enospc") -> None:
+            limit[0], mode[0], written[0] = nbytes, how, 0
+
+        def off(self) -> None:
+            monkeypatch.setattr(files, "_write", lambda fd, data: os.write(fd, data))
+
+    return Control()
 
 
 @pytest.fixture(scope="session")

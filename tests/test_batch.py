@@ -4,6 +4,7 @@ pipeline and a SIGKILL in the middle of a run (bundled model, CPU, tiny images).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -17,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import build_corpus, build_image, png_bit_depth
+from helpers import make_input, no_traceback, one_error_line, png, write_png
 from PIL import Image
+
+from sirenup.imaging import imageio
+from sirenup.inference import batch as batch_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -393,3 +398,167 @@ def test_sigkill_mid_batch_leaves_only_complete_outputs(tmp_path):
     for name in names:
         with Image.open(out / name) as im:
             im.load()
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+def test_disk_full_during_batch_then_rerun_redoes_it(invoke, tmp_path, disk_full):
+    kinds = ["jpg", "tif16"]  # every format's write: test_disk_full_during_each_format
+    sources = [make_input(tmp_path / "in", kind, name=f"in_{kind}") for kind in kinds]
+    out = tmp_path / "out"
+    disk_full.set(50)
+    first = invoke("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
+    no_traceback(first)
+    assert first.exit_code == 1
+    report = json.loads(first.stdout)
+    assert report["done"] == 0 and report["failed"] == len(kinds)
+    assert all("no space left" in r["error"] for r in report["failures"])
+    assert not out.exists() or (list(out.iterdir()) == [])
+    disk_full.off()
+    again = invoke("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["done"] == len(kinds)
+    assert all(imageio.is_complete_image(out / src.name) for src in sources)
+
+
+def test_batch_redoes_truncated_outputs(invoke, tmp_path):
+    """An output cut short (by an older version, another tool) is not counted as done."""
+    kinds = ["png", "jpg"]
+    sources = [make_input(tmp_path / "in", kind, name=f"in_{kind}") for kind in kinds]
+    out = tmp_path / "out"
+    args = ("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
+    assert invoke(*args).exit_code == 0
+    for src in sources:
+        data = (out / src.name).read_bytes()
+        (out / src.name).write_bytes(data[: len(data) - 12])
+        assert not imageio.is_complete_image(out / src.name), src.name
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["done"] == len(kinds) and "redoing it" in again.stderr
+    assert all(imageio.is_complete_image(out / src.name) for src in sources)
+    third = invoke(*args)  # complete ones are skipped
+    assert json.loads(third.stdout)["skipped_existing"] == len(kinds)
+
+
+@pytest.mark.parametrize("suffix", ["/../../escape", "..", "a/b", "a\\b", "_x..y"])
+def test_suffix_with_separators_is_refused(invoke, tmp_path, suffix):
+    src = make_input(tmp_path / "deep" / "er" / "in", "png")
+    out = tmp_path / "deep" / "er" / "out"
+    result = invoke("batch", src.parent, out, "--suffix", suffix, "--device", "cpu")
+    assert result.exit_code == 2
+    assert "--suffix" in one_error_line(result)
+    produced = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert produced == {src}
+
+
+def test_output_inside_output_dir_checked(tmp_path):
+    """A symbolic link inside OUTPUT_DIR that points elsewhere does not carry outputs out."""
+    src = make_input(tmp_path / "in" / "sub", "png")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(outside)
+    jobs = batch_engine.find_inputs([tmp_path / "in"], out, recursive=True)
+    batch_engine.plan_outputs(jobs, out)
+    [job] = jobs
+    assert job.src == src and job.error and "outside" in job.error
+
+
+def test_unreadable_folder_is_a_failure(invoke, tmp_path, monkeypatch):
+    make_input(tmp_path / "in", "png", name="a")
+    locked = tmp_path / "in" / "locked"
+    locked.mkdir()
+    real = batch_engine._list_folder
+
+    def listing(folder):
+        if Path(folder) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+        return real(folder)
+
+    monkeypatch.setattr(batch_engine, "_list_folder", listing)
+    result = invoke("batch", tmp_path / "in", tmp_path / "out", "--recursive", "--json",
+                    "--device", "cpu", "--scale", "2")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and report["failed"] == 1
+    assert report["failures"][0]["input"] == str(locked)
+    assert "cannot read the folder (permission denied)" in report["failures"][0]["error"]
+
+
+def test_newline_in_a_name_in_batch(invoke, tmp_path):
+    write_png(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "bad\nname.png").write_bytes(b"not an image")
+    result = invoke("batch", tmp_path / "in", tmp_path / "out", "--device", "cpu",
+                    "--scale", "2", "--json")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1
+    [failure] = report["failures"]
+    assert failure["error"].startswith("not an image")  # not the name's second half
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("failed:")]
+    assert "bad\\nname.png: not an image" in line
+
+
+def test_output_name_too_long_fails_that_file_only(invoke, tmp_path):
+    write_png(tmp_path / "in" / "a.png")
+    write_png(tmp_path / "in" / ("l" * 245 + ".png"))
+    result = invoke("batch", tmp_path / "in", tmp_path / "out", "--suffix", "_upscaled",
+                    "--device", "cpu", "--scale", "2", "--json")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and report["failed"] == 1
+    assert "file name too long" in report["failures"][0]["error"]
+    assert (tmp_path / "out" / "a_upscaled.png").exists()
+
+
+def test_batch_does_not_replace_a_non_image_in_an_outputs_place(invoke, tmp_path):
+    write_png(tmp_path / "in" / "a.png")
+    write_png(tmp_path / "in" / "b.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "a.png"
+    mine.write_text("the user's notes, not an image\n")
+    args = ("batch", tmp_path / "in", out, "--device", "cpu", "--scale", "2", "--json")
+    result = invoke(*args)
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and "not replaced" in report["failures"][0]["error"]
+    assert mine.read_text() == "the user's notes, not an image\n"
+    again = invoke(*args, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert Image.open(mine).size == (48, 40)
+
+
+def test_batch_reports_dangling_and_looping_links(invoke, tmp_path):
+    folder = tmp_path / "in"
+    write_png(folder / "a.png")
+    (folder / "gone.png").symlink_to(folder / "missing.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "stray").symlink_to(folder / "nothing")  # no image name: skipped, as before
+    result = invoke("batch", folder, tmp_path / "out", "--device", "cpu", "--scale", "2",
+                    "--json")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["done"] == 1 and report["not_images"] == 1
+    assert sorted(Path(f["input"]).name for f in report["failures"]) == ["gone.png", "loop.png"]
+
+
+def test_batch_check_of_an_existing_output_respects_the_pixel_limit(invoke, tmp_path):
+    src = png(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    existing = png(out / "a.png", size=(60, 50))
+    before = existing.read_bytes()
+    result = invoke("batch", tmp_path / "in", out, "--scale", "2", "--device", "cpu",
+                    "--max-output-pixels", "2000", "--json")
+    no_traceback(result)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["failed"] == 1 and "could not be checked" in report["failures"][0]["error"]
+    assert existing.read_bytes() == before  # not called truncated, not replaced
+    assert src.exists()

@@ -11,20 +11,19 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import deep_pattern, write_png16
+from helpers import make_input, no_traceback, one_error_line, png, temps_in, train_args, write_png
 from PIL import Image
 
+from sirenup import files
+from sirenup.imaging import imageio
+
 ORIENTATION = 0x0112  # EXIF tag
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize(("options", "size"), [
@@ -228,7 +227,7 @@ def test_pixel_limits_name_the_option(invoke, make_image, tmp_path, options, nam
 
 
 def test_sixteen_bit_colour_stays_16_bit(invoke, tmp_path):
-    from conftest import deep_pattern, png_bit_depth, write_png16
+    from conftest import png_bit_depth
 
     from sirenup.imaging.imageio import read_image
 
@@ -255,3 +254,181 @@ def test_help_does_not_import_torch():
     code = ("import sys; from sirenup.cli.app import app; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+@pytest.mark.parametrize("how", ["enospc", "short"])
+def test_disk_full_during_upscale_write(invoke, tmp_path, disk_full, how):
+    src = make_input(tmp_path / "in", "jpg")
+    out = tmp_path / "out" / "result.jpg"
+    out.parent.mkdir()
+    disk_full.set(100, how)
+    result = invoke("upscale", src, "-o", out, "--device", "cpu", "--scale", "2")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "no space left on device" in line and str(out) in line
+    assert not out.exists() and temps_in(out.parent) == []
+
+
+def test_encoder_error_is_one_line(invoke, tmp_path, monkeypatch):
+    src = make_input(tmp_path, "png")
+
+    def broken(self, fp, format=None, **options):
+        raise OSError("encoder error -2\nlibtiff: second line\nthird line")
+
+    monkeypatch.setattr(Image.Image, "save", broken)
+    result = invoke("upscale", src, "-o", tmp_path / "out.tif", "--device", "cpu")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "cannot encode (encoder error -2)" in line
+    assert not (tmp_path / "out.tif").exists() and temps_in(tmp_path) == []
+
+
+def test_250_character_names(invoke, tmp_path):
+    src = make_input(tmp_path, "png", name="i" * 246)  # 250 with ".png"
+    out = tmp_path / ("o" * 246 + ".png")
+    result = invoke("upscale", src, "-o", out, "--device", "cpu", "--scale", "2")
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (32, 24)
+    batch = invoke("batch", src, tmp_path / "out", "--device", "cpu", "--scale", "2")
+    assert batch.exit_code == 0, batch.output
+    assert (tmp_path / "out" / src.name).exists()
+    # a leftover temporary file of a killed run, with its cut name, is recognised
+    name = src.name
+    prefix = files.temp_prefix(name)
+    assert len((prefix + "abcd1234.tmp").encode()) <= 255
+    assert files.is_temp_of(prefix + "abcd1234.tmp", name)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_is_refused_without_hanging(invoke, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    result = invoke("upscale", fifo, "--device", "cpu")
+    assert result.exit_code == 1
+    assert "FIFO" in one_error_line(result)
+    named = invoke("batch", fifo, tmp_path / "out", "--device", "cpu", "--json")
+    no_traceback(named)
+    assert named.exit_code == 1 and "FIFO" in json.loads(named.stdout)["failures"][0]["error"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "inner.png")
+    make_input(folder, "png", name="ok")
+    inside = invoke("batch", folder, tmp_path / "out2", "--device", "cpu", "--json",
+                    "--scale", "2")
+    assert inside.exit_code == 0, inside.output
+    assert json.loads(inside.stdout)["done"] == 1
+    model = invoke("upscale", make_input(tmp_path, "png"), "--model", fifo, "--device", "cpu")
+    assert model.exit_code in (1, 2)
+    one_error_line(model)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999", "1e308"])
+def test_non_finite_scale_is_usage_error(invoke, make_image, value):
+    result = invoke("upscale", make_image("in.png"), "--scale", value, "--device", "cpu")
+    assert result.exit_code == 2
+    assert "--scale" in one_error_line(result)
+    batch = invoke("batch", make_image("in.png"), "out", "--scale", value, "--device", "cpu")
+    assert batch.exit_code == 2
+    one_error_line(batch)
+
+
+@pytest.mark.parametrize("options", [["--width", "1" + "0" * 400],
+                                     ["--width", "100", "--height", "9" * 40]])
+def test_absurd_sizes_are_usage_errors(invoke, make_image, options):
+    result = invoke("upscale", make_image("in.png"), *options, "--device", "cpu")
+    assert result.exit_code == 2
+    assert "pixels on a side" in one_error_line(result)
+
+
+def test_output_limit_checked_before_decoding(invoke, make_image, monkeypatch):
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded before the size was checked")
+
+    monkeypatch.setattr(imageio, "_decode", no_decode)
+    result = invoke("upscale", make_image("in.png"), "--max-output-pixels", "100",
+                    "--device", "cpu")
+    assert result.exit_code == 1
+    assert "--max-output-pixels" in one_error_line(result)
+    batch = invoke("batch", make_image("in.png"), "out", "--max-output-pixels", "100",
+                   "--device", "cpu", "--json")
+    assert batch.exit_code == 1 and "--max-output-pixels" in batch.stdout
+
+
+def test_aspect_ratio_change_warns(invoke, make_image):
+    stretched = invoke("upscale", make_image("in.png"), "--width", "96", "--height", "40",
+                       "--device", "cpu")
+    assert stretched.exit_code == 0
+    assert "changes the aspect ratio" in stretched.stderr
+    kept = invoke("upscale", make_image("in.png"), "--width", "48", "--height", "40",
+                  "--device", "cpu")
+    assert kept.exit_code == 0 and "changes the aspect ratio" not in kept.stderr
+
+
+def test_output_that_is_a_looping_link(invoke, tmp_path):
+    """Python 3.11's Path.resolve raises RuntimeError (not OSError) on a link loop."""
+    loop = tmp_path / "out.png"
+    loop.symlink_to(loop)
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "-o", loop, "--device", "cpu",
+                    "--scale", "2")
+    assert result.exit_code == 0, result.output  # the link named as output is replaced
+    assert Image.open(loop).size == (48, 40)
+
+
+def test_upscale_never_replaces_a_non_image_at_its_default_output(invoke, tmp_path):
+    src = png(tmp_path / "photo.png")
+    mine = tmp_path / "photo_x2.png"
+    mine.write_text("my notes, not an image")
+    result = invoke("upscale", src, "--scale", "2", "--device", "cpu")
+    assert result.exit_code == 1
+    assert "not an image" in one_error_line(result) and "--overwrite" in result.stderr
+    assert mine.read_text() == "my notes, not an image"
+    result = invoke("upscale", src, "--scale", "2", "--device", "cpu", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert Image.open(mine).size == (48, 40)
+    # an earlier output (an image) is redone as before
+    assert invoke("upscale", src, "--scale", "2", "--device", "cpu").exit_code == 0
+
+
+@pytest.mark.parametrize("target", ["fifo", "device", "link_to_device"])
+def test_outputs_go_only_to_regular_files(invoke, tmp_path, target):
+    src = png(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    if target == "fifo":
+        os.mkfifo(out)
+    elif target == "link_to_device":  # (a link: even a broken sirenup replaces the link only)
+        out.symlink_to("/dev/null")
+    else:  # a device node of the test's own, never the system's /dev/null: if the check
+        import stat  # failed as root, the system's would be replaced by a regular file
+
+        try:
+            os.mknod(out, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("creating a device node needs root")
+    result = invoke("upscale", src, "-o", out, "--format", "png", "--scale", "2")
+    assert result.exit_code == 1
+    assert "regular file" in one_error_line(result)
+    assert not out.is_file()
+    with pytest.raises(files.SirenupError, match="regular file"):
+        files.atomic_write_bytes(out, b"x")
+    if target == "link_to_device":
+        assert out.is_symlink()
+
+
+def test_a_read_only_output_folder_fails_before_the_model_loads(invoke, tmp_path,
+                                                               monkeypatch):
+    from sirenup.inference import upscaler
+
+    src = png(tmp_path / "in.png")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if (
+        Path(path) == tmp_path / "ro" and mode & os.W_OK) else real_access(path, mode, **kw))
+    monkeypatch.setattr(upscaler, "load_upscaler", lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "ro").mkdir()
+    result = invoke("upscale", src, "-o", tmp_path / "ro" / "x.png")
+    assert result.exit_code == 1
+    assert "not writable" in one_error_line(result)
+    result = invoke(*train_args(tmp_path, tmp_path / "ro"))
+    assert result.exit_code == 1, result.output
+    assert "not writable" in one_error_line(result)

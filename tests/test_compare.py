@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import build_image
+from helpers import BASE, one_error_line, png, write_png
 from PIL import Image
 
 from sirenup.evaluation.metrics import protocol_pair, psnr_y
@@ -20,6 +22,8 @@ from sirenup.evaluation.montage import (
     make_montage,
     most_detailed_region,
 )
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
+from sirenup.models.weights import save_weights
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sirenup" / "assets" / "sample.png"
 
@@ -184,10 +188,7 @@ def test_thin_image_gets_a_small_montage(invoke, tmp_path):
 
 
 def save_tiny_model(path: Path, seed: int) -> Path:
-    import torch
 
-    from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
-    from sirenup.models.weights import save_weights
 
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,3 +237,37 @@ def test_bracketed_names_are_shown_as_they_are(invoke, make_image, tmp_path, nam
     assert str(path) in result.stdout.replace("\n", "")  # the report's heading
     assert f"montage: {out}" in result.stdout.replace("\n", "")
     assert str(out) in result.stderr.replace("\n", "")  # the progress line names the output
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+def test_compare_model_file_with_a_comma_in_its_name(invoke, tmp_path):
+    import shutil
+
+    weights = tmp_path / "base, copy.safetensors"
+    shutil.copy(BASE, weights)
+    result = invoke("compare", write_png(tmp_path / "a.png"), "--model", weights,
+                    "--device", "cpu", "-d", tmp_path / "cmp", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["methods"]) == 2  # bicubic and the file
+
+
+def test_compare_never_replaces_the_users_files(invoke, tmp_path):
+    src = png(tmp_path / "cat.png", size=(48, 40))
+    out = tmp_path / "cmp"
+    out.mkdir()
+    mine = out / "cat_hr.png"
+    png(mine, size=(5, 5))
+    before = mine.read_bytes()
+    result = invoke("compare", src, "--self", "--scale", "2", "--methods", "bicubic", "-d", out)
+    assert result.exit_code == 1
+    assert "cat_hr.png" in one_error_line(result) and "--overwrite" in result.stderr
+    assert mine.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["cat_hr.png"]
+    mine.unlink()
+    args = ("compare", src, "--self", "--scale", "2", "--methods", "bicubic", "-d", out)
+    assert invoke(*args).exit_code == 0
+    assert invoke(*args).exit_code == 0  # its own earlier outputs are redone
+    (out / "cat_montage.png").write_bytes(before)  # replaced by the user since
+    assert invoke(*args).exit_code == 1
+    assert (out / "cat_montage.png").read_bytes() == before
+    assert invoke(*args, "--overwrite").exit_code == 0

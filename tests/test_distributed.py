@@ -93,3 +93,23 @@ def test_torchrun_cli_gan_from_base_then_resume_and_upscale(data_dir, tmp_path):
                                         "--model", str(run / WEIGHTS), "--device", "cpu"])
     assert upscaled.exit_code == 0, upscaled.output
     assert out.is_file()
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+def test_dist_timeout_reaches_the_process_group(monkeypatch):
+    import datetime
+
+    import torch
+
+    from sirenup.training import distributed
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda **kwargs: seen.update(kwargs))
+    distributed.init(torch.device("cpu"), 42)
+    assert seen["timeout"] == datetime.timedelta(seconds=42)
+    distributed._current = distributed.Distributed()

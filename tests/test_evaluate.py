@@ -13,12 +13,10 @@ from PIL import Image
 
 from sirenup.evaluation.degrade_eval import Degradation, parse_degradation
 from sirenup.evaluation.evaluate import (
-    evaluate_sets,
     evaluate_table,
     pillow_upscaler,
     protocol_case,
     score_cases,
-    score_images,
     score_output,
 )
 from sirenup.evaluation.metrics import protocol_pair, psnr_y, texture_bands, texture_energies
@@ -137,21 +135,21 @@ def test_bicubic_rows_follow_the_protocol(val_dir):
         assert row["psnr_y"] == pytest.approx(psnr_y(case.lr.resize(case.hr.size, Image.BICUBIC),
                                                      case.hr, 2))
         assert 0 < row["ssim"] < 1 and 0 < row["texture"] < 0.6  # bicubic is smooth
-    assert score_images(bicubic, paths, 2) == pytest.approx([r["psnr_y"] for r in rows])
 
 
-def test_evaluate_sets_keeps_the_training_format_and_table_has_every_metric(val_dir):
-    plain = evaluate_sets(tiny_model(), val_dir, [2, 3.5])
+def test_evaluate_table_has_one_row_per_set_and_scale_and_every_metric(val_dir):
+    plain = evaluate_table(tiny_model(), val_dir, [2, 3.5], metrics=("psnr_y",))
     assert set(plain) == {"SetA", "SetB"}
     assert set(plain["SetA"]) == {"x2", "x3.5"}
-    assert all(isinstance(v, float) and math.isfinite(v) for v in plain["SetB"].values())
+    assert all(set(row) == {"psnr_y"} and math.isfinite(row["psnr_y"])
+               for row in plain["SetB"].values())
 
     rich = evaluate_table(tiny_model(), val_dir, [2])
     row = rich["SetA"]["x2"]
     assert set(row) == {"psnr_y", "ssim", "texture", "texture_bands", "grid_lock",
                         "grid_lock_max"}
     assert 0 < row["grid_lock"] <= row["grid_lock_max"]
-    assert row["psnr_y"] == pytest.approx(plain["SetA"]["x2"], abs=1e-3)
+    assert row["psnr_y"] == pytest.approx(plain["SetA"]["x2"]["psnr_y"], abs=1e-3)
     fractional = evaluate_table(tiny_model(), val_dir, [3.5], metrics=("grid_lock",))
     assert math.isnan(fractional["SetA"]["x3.5"]["grid_lock"])  # integer scales only
     assert len(row["texture_bands"]) == len(texture_bands(2))

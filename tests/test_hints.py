@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sirenup.diagnostics.hints import HintOnce, jpeg_quality, real_model_hint
+from sirenup.diagnostics.hints import HintOnce, jpeg_quality, models_for, real_model_hint
+from sirenup.hub.registry import REGISTRY, ModelEntry
 
 
 def save_jpeg(path, quality: int) -> None:
@@ -44,6 +45,21 @@ def test_hint_only_for_low_quality_jpegs_and_clean_models(tmp_path):
     assert once(high) is None
     assert once(low) is not None
     assert once(low) is None  # once per run
+
+
+def test_the_models_named_come_from_the_registry(tmp_path, monkeypatch):
+    assert models_for("clean") == ["sirenup-base", "sirenup-gan"]
+    assert models_for("degraded") == ["sirenup-real"]
+    low = tmp_path / "low.jpg"
+    save_jpeg(low, 70)
+    monkeypatch.delitem(REGISTRY, "sirenup-real")
+    assert real_model_hint(low, "sirenup-base") is None  # no model for degraded photos
+    monkeypatch.setitem(REGISTRY, "my-real", ModelEntry("my-real", "r.safetensors",
+                                                        inputs="degraded"))
+    monkeypatch.setitem(REGISTRY, "my-clean", ModelEntry("my-clean", "c.safetensors",
+                                                         inputs="clean"))
+    assert "--model my-real" in real_model_hint(low, "my-clean")
+    assert real_model_hint(low, "my-real") is None
 
 
 def test_cli_upscale_and_batch_give_the_hint_once(tmp_path):

@@ -13,12 +13,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from helpers import SMALL, no_traceback, one_error_line, sirenup, write_png
 from loopback_server import LoopbackServer
 
+from sirenup import files
 from sirenup.cli.app import app
 from sirenup.errors import UsageError
 from sirenup.hub import download, registry
 from sirenup.hub.registry import REGISTRY, ModelEntry, bundled_path, resolve
+from sirenup.models.patch_siren import LiifSiren
+from sirenup.models.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = bundled_path(REGISTRY["sirenup-base"])
@@ -170,11 +175,6 @@ def test_models_download_registry_name(runner, cache_root, server, monkeypatch):
 
 # -- the bar, through the CLI ----------------------------------------------------------
 
-def no_traceback(result) -> None:
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-
-
 def test_bar_url_model_cached_offline_wrong_hash(runner, make_image, tmp_path, monkeypatch):
     monkeypatch.setattr(download, "BACKOFF_S", 0.01)
     image = make_image("in.png", size=(16, 16))
@@ -234,3 +234,140 @@ def test_bar_in_a_real_process(make_image, tmp_path):
         env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "SIRENUP_OFFLINE" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+def test_broken_cache_entry_says_how_to_remove_it(invoke, cache_root, make_image):
+    with LoopbackServer({"/m.safetensors": BASE_BYTES}) as server:
+        url = server.url("/m.safetensors")
+        assert invoke("models", "download", url).exit_code == 0
+    [meta] = list(cache_root.rglob("meta.json"))
+    weights = meta.parent / "m.safetensors"
+    # damaged after download, with meta.json rewritten to match (so it is not re-fetched)
+    model = LiifSiren(config=SMALL)
+    save_weights(weights, model)
+    state = json.loads(meta.read_text())
+    state.update(size=weights.stat().st_size, sha256=files.sha256_file(weights))
+    meta.write_text(json.dumps(state))
+    bad = dict(model.state_dict())
+    bad["decoder.out.bias"] = torch.tensor([float("nan")] * 3)
+    from safetensors.torch import save_file
+
+    save_file(bad, str(weights), metadata={"architecture": "liif-siren",
+                                           "config": json.dumps(SMALL.to_dict())})
+    state.update(size=weights.stat().st_size, sha256=files.sha256_file(weights))
+    meta.write_text(json.dumps(state))
+    result = invoke("-q", "upscale", make_image("in.png"), "--model", url, "--device", "cpu")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert f"sirenup models remove {meta.parent.name}" in line
+
+
+def test_cache_entry_pointing_outside_is_ignored(invoke, cache_root, tmp_path):
+    entry = cache_root / "models" / "evil-0123456789ab"
+    entry.mkdir(parents=True)
+    (entry / "meta.json").write_text(json.dumps({"filename": "../../../secret", "size": 1}))
+    listed = invoke("models", "list", "--json")
+    assert listed.exit_code == 0
+    assert [r for r in json.loads(listed.stdout)["models"] if r["source"] == "cached"] == []
+
+
+def test_model_folder_is_named_as_a_folder(invoke, tmp_path):
+    folder = tmp_path / "weights.safetensors"
+    folder.mkdir()
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "--model", folder,
+                    "--device", "cpu")
+    assert result.exit_code == 2
+    assert "is a folder" in one_error_line(result)
+
+
+@pytest.mark.parametrize("blocker", ["cache_is_a_file", "lock_is_a_folder"])
+def test_unusable_cache_is_one_clear_line(invoke, tmp_path, monkeypatch, blocker):
+    from sirenup.hub import cache
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(root))
+    url = BASE.as_uri()
+    if blocker == "cache_is_a_file":
+        root.write_text("not a folder")
+    else:
+        cache.lock_path(cache.entry_id(url)).mkdir(parents=True)
+    result = invoke("-q", "models", "download", url)
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "SIRENUP_CACHE_DIR" in line and "Error:" not in line
+
+
+def test_mistyped_cache_meta_is_ignored(invoke, cache_root):
+    entry = cache_root / "models" / "m-0123456789ab"
+    entry.mkdir(parents=True)
+    (entry / "meta.json").write_text(json.dumps(
+        {"filename": "m.safetensors", "size": "abc", "sha256": 5, "pinned": "yes"}))
+    (entry / "m.safetensors").write_bytes(b"junk")
+    for args in (("models", "list"), ("models", "list", "--json"), ("models", "verify")):
+        result = invoke(*args)
+        no_traceback(result)
+        assert result.exit_code == 0, result.output
+        assert "m-0123456789ab" not in result.stdout
+
+
+def test_cache_dir_with_an_unknown_user_is_kept_literal(invoke, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", "~no_such_user_for_sirenup/cache")
+    for args in (("models", "list"), ("doctor", "--quick", "--json")):
+        result = invoke(*args)
+        no_traceback(result)
+        assert "home directory" not in result.output
+    assert invoke("models", "list").exit_code == 0
+    model = invoke("upscale", write_png(tmp_path / "a.png"), "--model",
+                   "~no_such_user_for_sirenup/w.safetensors", "--device", "cpu")
+    assert model.exit_code == 2 and "no such file" in one_error_line(model)
+
+
+@pytest.mark.parametrize("spec", ["ftp://host/m.safetensors", "s3://bucket/m.safetensors"])
+def test_model_url_of_another_scheme_says_so(invoke, tmp_path, spec):
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "--model", spec,
+                    "--device", "cpu")
+    assert result.exit_code == 2
+    assert "only http://, https:// and file:// URLs" in one_error_line(result)
+
+
+def test_models_remove_all_removes_only_what_sirenup_created(invoke, tmp_path, monkeypatch):
+    from sirenup.hub import cache
+
+    monkeypatch.setenv("SIRENUP_CACHE_DIR", str(tmp_path / "shared"))
+    entry = cache.ensure(BASE.as_uri())
+    interrupted = cache.models_dir() / "m-0123456789ab"
+    interrupted.mkdir()
+    (interrupted / "m.safetensors.1-abcd.incomplete").write_bytes(b"partial")
+    models = cache.models_dir()
+    (models / "notes.txt").write_text("mine")
+    (models / "photos").mkdir()
+    (models / "photos" / "cat.png").write_bytes(b"mine too")
+    (models / "looks-like-0123456789ab").mkdir()
+    (models / "looks-like-0123456789ab" / "thesis.pdf").write_bytes(b"mine as well")
+    result = invoke("models", "remove", "--all")
+    assert result.exit_code == 0, result.output
+    assert "removed 1 cached model," in result.stderr and "left 3" in result.stderr
+    assert not entry.dir.exists() and not interrupted.exists()
+    assert (models / "notes.txt").read_text() == "mine"
+    assert (models / "photos" / "cat.png").read_bytes() == b"mine too"
+    assert (models / "looks-like-0123456789ab" / "thesis.pdf").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_a_cache_meta_json_that_never_ends_is_not_waited_on(tmp_path, kind):
+    from sirenup.hub import cache
+
+    entry = tmp_path / "cache" / "models" / "m-0123456789ab"
+    entry.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(entry / "meta.json")
+    else:
+        (entry / "meta.json").symlink_to("/dev/zero")
+    result = sirenup("models", "list", "--json", timeout=60,
+                     env={"SIRENUP_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["models"]
+    assert cache.read_entry(entry) is None

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import struct
+import subprocess
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_image, deep_pattern, write_png16
+from helpers import one_error_line, temps_in, write_png
 from PIL import Image, ImageCms, ImageOps
 
+from sirenup import files
 from sirenup.errors import SirenupError, UsageError
+from sirenup.imaging import imageio
 from sirenup.imaging.imageio import (
     DecodedImage,
     check_output_size,
@@ -235,7 +244,6 @@ def test_grey_written_grey_from_rgb_planes(tmp_path):
 
 @pytest.mark.parametrize("channels", [3, 4])
 def test_sixteen_bit_colour_png_read_exactly(tmp_path, channels):
-    from conftest import deep_pattern, write_png16
 
     values = deep_pattern(24, 20, channels)
     image = read_image(write_png16(tmp_path / "deep.png", values))
@@ -250,7 +258,7 @@ def test_sixteen_bit_colour_png_read_exactly(tmp_path, channels):
 @pytest.mark.parametrize("channels", [3, 4])
 @pytest.mark.parametrize("ext", ["png", "tif"])
 def test_sixteen_bit_colour_round_trip(tmp_path, channels, ext):
-    from conftest import deep_pattern, png_bit_depth, write_png16
+    from conftest import png_bit_depth
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     values = deep_pattern(24, 150, channels)  # PNG: rows in 3 blocks, the filter crossing them
@@ -268,7 +276,7 @@ def test_sixteen_bit_colour_round_trip(tmp_path, channels, ext):
 
 
 def test_sixteen_bit_png_compression_level(tmp_path):
-    from conftest import deep_pattern, png_bit_depth, write_png16
+    from conftest import png_bit_depth
 
     values = deep_pattern(32, 24)
     image = read_image(write_png16(tmp_path / "deep.png", values))
@@ -286,7 +294,6 @@ def test_sixteen_bit_png_compression_level(tmp_path):
 
 def test_sixteen_bit_colour_tiff_from_tifffile(tmp_path):
     import tifffile
-    from conftest import deep_pattern
 
     values = deep_pattern(24, 20)
     for order in "<>":
@@ -298,7 +305,6 @@ def test_sixteen_bit_colour_tiff_from_tifffile(tmp_path):
 
 
 def test_sixteen_bit_colour_to_jpeg_is_8_bit(tmp_path):
-    from conftest import deep_pattern, write_png16
 
     image = read_image(write_png16(tmp_path / "deep.png", deep_pattern(24, 20)))
     write_image(tmp_path / "out.jpg", image)
@@ -308,7 +314,6 @@ def test_sixteen_bit_colour_to_jpeg_is_8_bit(tmp_path):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_sixteen_bit_orientation_matches_pillow(tmp_path, orientation):
-    from conftest import deep_pattern, write_png16
 
     exif = Image.Exif()
     exif[ORIENTATION] = orientation
@@ -395,3 +400,190 @@ def test_probe_and_temp_names(make_image, tmp_path):
     assert is_temp_of(".photo.png.ab_cd123.tmp", "photo.png")
     assert not is_temp_of(".photo.png.ab_cd123.tmp", "photo")
     assert not is_temp_of("photo.png.tmp", "photo.png")
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+FORMATS = ["png", "jpg", "bmp", "tif", "webp", "png16", "tif16"]
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("how", ["enospc", "short"])
+@pytest.mark.parametrize("room", [0, 100, 3000])
+def test_disk_full_during_each_format(tmp_path, disk_full, kind, how, room):
+    from sirenup.errors import SirenupError
+
+    noise = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    image = imageio.DecodedImage(rgb=noise, bit_depth=16 if kind.endswith("16") else 8)
+    out = tmp_path / f"result.{'tif' if kind == 'tif16' else kind.removesuffix('16')}"
+    disk_full.set(room, how)
+    with pytest.raises(SirenupError, match="no space left on device") as caught:
+        imageio.write_image(out, image)
+    assert "\n" not in str(caught.value)
+    assert not out.exists() and temps_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("cut", [1, 12, 0.5])
+def test_truncated_outputs_are_not_complete(tmp_path, kind, cut):
+    noise = np.random.default_rng(0).random((40, 48, 3), dtype=np.float32)
+    image = imageio.DecodedImage(rgb=noise, bit_depth=16 if kind.endswith("16") else 8)
+    out = tmp_path / f"out.{'tif' if kind == 'tif16' else kind.removesuffix('16')}"
+    imageio.write_image(out, image)
+    assert imageio.is_complete_image(out)
+    data = out.read_bytes()
+    out.write_bytes(data[: int(len(data) * cut) if cut < 1 else len(data) - cut])
+    assert not imageio.is_complete_image(out)
+
+
+def test_float_tiff_with_nan_is_mapped_with_a_note(invoke, tmp_path, recwarn):
+    values = np.linspace(-0.5, 2.0, 16 * 12, dtype=np.float32).reshape(12, 16)
+    values[3, 4] = np.nan
+    values[5, 6] = np.inf
+    src = tmp_path / "float.tif"
+    Image.fromarray(values, mode="F").save(src)
+    decoded = imageio.read_image(src)
+    assert np.isfinite(decoded.rgb).all() and decoded.rgb.min() >= 0 and decoded.rgb.max() <= 1
+    assert decoded.rgb[3, 4, 0] == 0.0 and decoded.rgb[5, 6, 0] == 1.0
+    [note] = decoded.warnings
+    assert "2 NaN/inf" in note and "clipped" in note
+    result = invoke("upscale", src, "-o", tmp_path / "out.png", "--device", "cpu",
+                    "--scale", "2")
+    assert result.exit_code == 0, result.output
+    assert "floating-point image" in result.stderr and "RuntimeWarning" not in result.output
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_temporary_names_fit_with_multibyte_names(tmp_path):
+    name = "é" * 123 + ".png"  # 250 bytes in UTF-8
+    prefix = files.temp_prefix(name)
+    assert len(f"{prefix}abcd1234.tmp".encode()) <= 255 and name.startswith(prefix[1:-1])
+    files.atomic_write_bytes(tmp_path / name, b"data")
+    assert (tmp_path / name).read_bytes() == b"data" and temps_in(tmp_path) == []
+
+
+def test_truncated_tiff_input_is_one_line(invoke, tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buffer, "TIFF", compression="tiff_deflate")
+    src = tmp_path / "cut.tif"
+    src.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    result = invoke("upscale", src, "-o", tmp_path / "out.png", "--device", "cpu")
+    assert result.exit_code == 1
+    assert str(src) in one_error_line(result)
+
+
+def test_corrupt_exif_in_a_png_is_ignored_with_a_warning(invoke, tmp_path):
+    src = write_png(tmp_path / "a.png", exif=bytes(range(7, 67)))  # not a TIFF structure
+    result = invoke("upscale", src, "-o", tmp_path / "out.png", "--device", "cpu",
+                    "--scale", "2")
+    assert result.exit_code == 0, result.output
+    assert "unreadable EXIF data ignored" in result.stderr
+    assert Image.open(tmp_path / "out.png").size == (48, 40)
+
+
+def test_postscript_is_never_handed_to_ghostscript(invoke, tmp_path, monkeypatch):
+    """Pillow decodes EPS by running Ghostscript (a PostScript interpreter: a crafted file is a
+    program). upscale and batch refuse such a file in one line, train skips it, and no
+    subprocess is ever started."""
+
+    from sirenup.training.data import load_images
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: started.append(a) or 1 / 0)
+    eps = tmp_path / "in" / "figure.eps"
+    eps.parent.mkdir()
+    build_image("RGB", (40, 32)).save(eps, "EPS")  # Pillow writes EPS without Ghostscript
+    result = invoke("upscale", eps, "-o", tmp_path / "out.png", "--device", "cpu")
+    assert result.exit_code == 1 and "Ghostscript" in one_error_line(result)
+    result = invoke("batch", eps.parent, tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 1 and "Ghostscript" in result.output
+    disguised = tmp_path / "data" / "figure.png"  # train lists images by extension
+    disguised.parent.mkdir()
+    disguised.write_bytes(eps.read_bytes())
+    images, warned = load_images([disguised.parent], min_side=8)
+    assert images == [] and "Ghostscript" in warned[0]
+    assert started == [] and not (tmp_path / "out.png").exists()
+
+
+def test_exif_too_long_for_jpeg_is_dropped_with_a_warning_before_the_work(invoke, tmp_path):
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription
+    src = tmp_path / "in.png"
+    Image.new("RGB", (20, 16), "red").save(src, exif=exif.tobytes())
+    result = invoke("upscale", src, "-o", tmp_path / "out.jpg", "--scale", "2",
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "EXIF" in result.stderr and "too long" in result.stderr
+    assert Image.open(tmp_path / "out.jpg").size == (40, 32)
+
+
+def write_png_la16(path: Path, array: np.ndarray) -> Path:
+    """(H, W, 2) uint16 -> a 16-bit grey+alpha PNG (colour type 4)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    height, width, _ = array.shape
+    raw = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16_bit_grey_alpha_stays_grey_alpha(invoke, tmp_path, ext):
+    import tifffile
+
+    array = np.zeros((12, 16, 2), np.uint16)
+    array[..., 0] = np.arange(16) * 4001 + 3
+    array[..., 1] = 40_000
+    src = write_png_la16(tmp_path / "in.png", array)
+    out = tmp_path / f"out.{ext}"
+    result = invoke("upscale", src, "-o", out, "--scale", "2", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    if ext == "png":
+        with Image.open(out) as im:
+            assert im.tile[0].args == "LA;16B"  # grey+alpha, 16 bits
+    else:
+        back = tifffile.imread(out)
+        assert back.shape == (24, 32, 2) and back.dtype == np.uint16
+        assert abs(int(back[..., 1].mean()) - 40_000) <= 2
+    # 8 bits: grey+alpha too
+    Image.fromarray((array >> 8).astype(np.uint8), "LA").save(tmp_path / "la8.png")
+    assert invoke("upscale", tmp_path / "la8.png", "-o", tmp_path / "la8_out.png",
+                  "--scale", "2").exit_code == 0
+    assert Image.open(tmp_path / "la8_out.png").mode == "LA"
+
+
+def test_colour_profile_range_and_chunks(invoke, tmp_path):
+    from PIL import ImageCms, PngImagePlugin
+
+    from sirenup.imaging import imageio
+
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.new("LAB", (12, 10), (50, 10, 20)).save(tmp_path / "lab.tif", icc_profile=lab)
+    result = invoke("upscale", tmp_path / "lab.tif", "-o", tmp_path / "lab.png", "--scale", "2",
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "ICC profile (Lab)" in result.stderr
+    assert "icc_profile" not in Image.open(tmp_path / "lab.png").info
+
+    values = (np.arange(120).reshape(10, 12) * 1500).astype(np.int32)  # up to 178 500
+    Image.fromarray(values, "I").save(tmp_path / "wide.tif")
+    image = imageio.read_image(tmp_path / "wide.tif")
+    assert any("clipped" in w for w in image.warnings)
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("big", "x" * 3_000_000, zip=True)
+    Image.new("RGB", (12, 10), "red").save(tmp_path / "text.png", pnginfo=info)
+    Image.new("RGB", (12, 10), "red").save(tmp_path / "icc.png",
+                                           icc_profile=srgb + bytes(3_000_000))
+    for name in ("text.png", "icc.png"):
+        image = imageio.read_image(tmp_path / name)
+        assert image.size == (12, 10) and any("chunk" in w for w in image.warnings)
+    assert imageio.read_image(tmp_path / "icc.png").icc_profile is None

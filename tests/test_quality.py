@@ -16,7 +16,8 @@ from sirenup.evaluation.evaluate import (
     IMAGE_SUFFIXES,
     model_upscaler,
     pillow_upscaler,
-    score_images,
+    protocol_case,
+    score_cases,
 )
 from sirenup.hub.registry import resolve_model
 from sirenup.models.weights import load_weights
@@ -53,8 +54,10 @@ def test_bundled_model_beats_bicubic_at_x4(source, tmp_path):
         paths = scikit_image_photos(tmp_path)
     _, weights = resolve_model("sirenup-base")
     model, _ = load_weights(weights)
-    ours = score_images(model_upscaler(model), paths, 4)
-    bicubic = score_images(pillow_upscaler(Image.BICUBIC), paths, 4)
+    cases = [protocol_case(p, 4.0) for p in paths]
+    ours = [row["psnr_y"] for row in score_cases(model_upscaler(model), cases, ("psnr_y",))]
+    bicubic = [row["psnr_y"] for row in score_cases(pillow_upscaler(Image.BICUBIC), cases,
+                                                     ("psnr_y",))]
     gain = float(np.mean(ours)) - float(np.mean(bicubic))
     assert gain >= MARGIN_DB[source], (
         f"{source} x4 Y-PSNR: model {np.mean(ours):.2f} dB, bicubic {np.mean(bicubic):.2f} dB "

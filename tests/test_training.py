@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
+import struct
+import warnings
+import zlib
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import PickledCode, no_traceback, one_error_line, train_args, write_png
 from PIL import Image
 
+from sirenup import files
 from sirenup.errors import UsageError
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.training.loop import (
     CHECKPOINT,
     METRICS,
@@ -155,7 +163,7 @@ def test_fine_tuning_records_its_lineage(data_dir, tmp_path):
 
 def test_deepened_encoder_starts_as_the_same_function():
     """Blocks added for --blocks start as the identity: same output, more parameters."""
-    from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
+    from sirenup.models.patch_siren import cell_size, output_coords
     from sirenup.training.loop import deepen_encoder
 
     torch.manual_seed(0)
@@ -175,7 +183,7 @@ def test_deepened_encoder_starts_as_the_same_function():
 def test_widened_encoder_starts_as_the_same_function_and_then_learns():
     """Channels added for --channels leave the output unchanged, and the new paths get
     gradients (zero weights from new channels into old ones, not zero new channels)."""
-    from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
+    from sirenup.models.patch_siren import cell_size, output_coords
     from sirenup.training.loop import widen_encoder
 
     torch.manual_seed(0)
@@ -303,3 +311,129 @@ def test_cli_train_usage_errors(data_dir, tmp_path):
     result = runner.invoke(app, base + [str(data_dir), "--scale-min", "3", "--scale-max", "2"])
     assert result.exit_code == 2
     assert not (tmp_path / "RUN" / CHECKPOINT).exists()
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A PNG whose header declares ``width`` x ``height`` over a few bytes of data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_training_data_skips_bombs_fifos_and_folders(tmp_path):
+    from sirenup.training.data import list_images, load_images
+
+    write_png(tmp_path / "good.png", size=(40, 40))
+    bomb_png(tmp_path / "bomb.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.png").mkdir()
+    assert [p.name for p in list_images([tmp_path])] == ["bomb.png", "good.png"]
+    images, warnings = load_images([tmp_path], min_side=16)
+    assert len(images) == 1
+    [warning] = warnings
+    assert "bomb.png" in warning and "decompression bomb" in warning
+
+
+TRAIN = ("train", "--steps", "1", "--batch", "2", "--patch", "16", "--queries", "16",
+         "--device", "cpu")
+
+
+def test_train_out_that_is_a_file_is_bad_usage(invoke, tmp_path):
+    write_png(tmp_path / "data" / "a.png", size=(64, 64))
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    result = invoke(*TRAIN, tmp_path / "data", "--out", out)
+    assert result.exit_code == 2
+    assert "--out" in one_error_line(result) and out.read_text() == "not a folder"
+
+
+def test_bad_val_image_fails_before_training(invoke, tmp_path, monkeypatch):
+    from sirenup.training import loop
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(loop.Trainer, "run", no_training)
+    write_png(tmp_path / "data" / "a.png", size=(64, 64))
+    val = tmp_path / "val"
+    write_png(val / "good.png", size=(64, 64))
+    (val / "broken.png").write_bytes(b"")
+    result = invoke(*TRAIN, tmp_path / "data", "--out", tmp_path / "run", "--val", val)
+    assert result.exit_code == 1
+    line = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "broken.png" in line[0] and "--val" in line[0]
+    no_traceback(result)
+
+
+@pytest.mark.parametrize("content", ["empty", "code", "list"])
+def test_damaged_checkpoint_is_one_clear_line(invoke, tmp_path, content):
+    import torch
+
+    marker = tmp_path / "ran"
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = run / "checkpoint.pt"
+    if content == "empty":
+        checkpoint.write_bytes(b"")
+    elif content == "code":
+        checkpoint.write_bytes(pickle.dumps(PickledCode(marker)))
+    else:
+        torch.save([1, 2], checkpoint)
+    write_png(tmp_path / "data" / "a.png", size=(96, 96))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        result = invoke(*TRAIN, tmp_path / "data", "--out", run, "--resume")
+    no_traceback(result)
+    assert result.exit_code == 1
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "its checkpoint is damaged" in errors[0]
+    assert [str(w.message) for w in shown if "pickle" in str(w.message)] == []
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "checkpoint.pt", "metrics.jsonl"])
+def test_train_never_replaces_a_run_without_resume(invoke, tmp_path, name):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_bytes(b"hours of training")
+    result = invoke(*train_args(tmp_path, out))
+    assert result.exit_code == 2
+    assert "--resume" in one_error_line(result)
+    assert (out / name).read_bytes() == b"hours of training"
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_second_training_on_the_same_folder_fails_at_once(invoke, tmp_path):
+    import filelock
+
+    from sirenup.training.run_folder import LOCK
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with filelock.FileLock(str(out / LOCK)):  # a training holds the folder
+        result = invoke(*train_args(tmp_path, out))
+    assert result.exit_code == 1
+    assert "another training" in one_error_line(result)
+    assert not (out / "model.safetensors").exists()
+
+
+def test_train_checks_val_and_metrics_at_its_start(invoke, tmp_path):
+    val = tmp_path / "val"
+    val.mkdir()
+    (val / "notes.txt").write_text("no image here")
+    result = invoke(*train_args(tmp_path, tmp_path / "run"), "--val", val)
+    assert result.exit_code == 2
+    assert "holds no image" in one_error_line(result)
+    # a metrics log that is a FIFO fails at once, instead of blocking its first write
+    fifo = tmp_path / "metrics.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(files.SirenupError, match="cannot write|regular"):
+        files.append_line(fifo, "{}")

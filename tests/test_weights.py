@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import pickle
 import struct
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import BASE, SMALL, PickledCode, one_error_line, temps_in, write_png
 
+from sirenup.models.architectures import LIIF_SIREN
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
 from sirenup.models.weights import (
-    ARCHITECTURE,
     FORMAT,
     WeightsError,
     load_weights,
@@ -82,7 +85,7 @@ def test_file_is_plain_safetensors(tmp_path):
     assert 8 + n <= len(data)
     header = json.loads(data[8:8 + n].decode("utf-8"))
     meta = header.pop("__metadata__")
-    assert meta["format"] == FORMAT and meta["architecture"] == ARCHITECTURE
+    assert meta["format"] == FORMAT and meta["architecture"] == LIIF_SIREN.name
     assert json.loads(meta["config"]) == CONFIG.to_dict()
     assert json.loads(meta["metadata"]) == METADATA
     state = model.state_dict()
@@ -135,7 +138,7 @@ def test_tensors_not_matching_the_config_raise(tmp_path):
 
     model = make_model()
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "architecture": ARCHITECTURE,
+    header = {"format": FORMAT, "architecture": LIIF_SIREN.name,
               "config": json.dumps(LiifSirenConfig(channels=16).to_dict()), "metadata": "{}"}
     path = tmp_path / "mismatch.safetensors"
     save_file(tensors, str(path), metadata=header)
@@ -199,14 +202,14 @@ def _bad_header_config(path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(path),
-              metadata={"format": FORMAT, "architecture": ARCHITECTURE, "config": "{bad json"})
+              metadata={"format": FORMAT, "architecture": LIIF_SIREN.name, "config": "{bad json"})
 
 
 def _bad_config_types(path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(path),
-              metadata={"format": FORMAT, "architecture": ARCHITECTURE,
+              metadata={"format": FORMAT, "architecture": LIIF_SIREN.name,
                         "config": json.dumps({"channels": "x"})})
 
 
@@ -227,3 +230,132 @@ def test_update_metadata_keeps_tensors(tmp_path):
     loaded, metadata = load_weights(path)
     assert metadata == merged
     assert torch.equal(run(loaded), run(model))
+
+
+# -- failures: one line, the right exit code, nothing partial, nothing of the user's replaced ------
+
+def weights_with(tmp_path: Path, *, config: dict | None = None, metadata=None,
+                 tensors=None, name: str = "w.safetensors") -> Path:
+    from safetensors.torch import save_file
+
+    model = LiifSiren(config=SMALL)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if tensors is not None:
+        state = tensors(state)
+    header = {"format": "sirenup-weights/1", "architecture": "liif-siren",
+              "config": json.dumps({**SMALL.to_dict(), **(config or {})}),
+              "metadata": json.dumps({} if metadata is None else metadata)}
+    path = tmp_path / name
+    save_file(state, str(path), metadata=header)
+    return path
+
+
+def nan_weights(state):
+    state["decoder.out.weight"] = torch.full_like(state["decoder.out.weight"], float("nan"))
+    return state
+
+
+def wrong_shape(state):
+    state["encoder.head.weight"] = torch.zeros(9, 3, 3, 3)
+    return state
+
+
+def extra_tensor(state):
+    state["sneaky.weight"] = torch.zeros(2)
+    return state
+
+
+def int_tensor(state):
+    state["decoder.out.bias"] = torch.zeros(3, dtype=torch.int32)
+    return state
+
+
+@pytest.mark.parametrize(("options", "fragment"), [
+    ({"config": {"n_blocks": 10**7}}, "n_blocks = 10000000"),
+    ({"config": {"channels": -4}}, "channels = -4"),
+    ({"config": {"hidden": "64"}}, 'hidden = "64"'),
+    ({"config": {"w0_first": True}}, "w0_first = true"),
+    ({"config": {"res_scale": 1e308 * 10}}, "res_scale"),
+    ({"metadata": {"name": 5}}, "name is a int"),
+    ({"metadata": {"scale_range": "1-4"}}, "scale_range"),
+    ({"metadata": {"scale_range": [4, 1]}}, "scale_range"),
+    ({"metadata": ["not", "a", "dict"]}, "invalid metadata"),
+    ({"tensors": nan_weights}, "decoder.out.weight holds NaN"),
+    ({"tensors": wrong_shape}, "encoder.head.weight has shape [9, 3, 3, 3]"),
+    ({"tensors": extra_tensor}, "unexpected tensor sneaky.weight"),
+    ({"tensors": int_tensor}, "decoder.out.bias is not a floating-point"),
+])
+def test_hostile_weights_fail_fast_in_one_line(invoke, make_image, tmp_path, options,
+                                               fragment):
+    weights = weights_with(tmp_path, **options)
+    result = invoke("upscale", make_image("in.png"), "--model", weights, "--device", "cpu")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert fragment in line, line
+    assert not list(tmp_path.glob("in_x*"))
+
+
+def test_unknown_metadata_entries_are_allowed(invoke, make_image, tmp_path):
+    weights = weights_with(tmp_path, metadata={
+        "name": "gan-test", "gan": {"lambda_adv": 0.005, "layers": [1, 2]},
+        "degrade": {"jpeg": [30, 95]}, "notes": "free text", "steps": 3})
+    result = invoke("upscale", make_image("in.png"), "--model", weights, "--device", "cpu",
+                    "--scale", "2")
+    assert result.exit_code == 0, result.output
+
+
+def test_html_page_as_local_weights(invoke, make_image, tmp_path):
+    page = tmp_path / "model.safetensors"
+    page.write_text("<!doctype html><html><body>Please log in to the Wi-Fi</body></html>")
+    result = invoke("upscale", make_image("in.png"), "--model", page, "--device", "cpu")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "not a safetensors weights file" in line and "HTML page" in line
+
+
+def test_weights_and_checkpoints_write_atomically(tmp_path, disk_full):
+    from sirenup.errors import SirenupError
+    from sirenup.training.loop import atomic_torch_save
+
+    model = LiifSiren(config=SMALL)
+    disk_full.set(1000)
+    with pytest.raises(SirenupError, match="no space left"):
+        save_weights(tmp_path / "w.safetensors", model)
+    with pytest.raises(SirenupError, match="no space left"):
+        atomic_torch_save({"x": torch.zeros(1000)}, tmp_path / "ckpt.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_pickle_with_code_is_one_line_and_never_run(invoke, tmp_path, suffix):
+    marker = tmp_path / "ran"
+    weights = tmp_path / f"evil{suffix}"
+    weights.write_bytes(pickle.dumps(PickledCode(marker)))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        result = invoke("upscale", write_png(tmp_path / "a.png"), "--model", weights,
+                        "--device", "cpu")
+    assert result.exit_code == 1
+    assert str(weights) in one_error_line(result)
+    assert [str(w.message) for w in shown] == []  # torch.load's notes on the pickle
+    assert not marker.exists()
+
+
+def test_weights_that_overflow_write_no_black_image(invoke, tmp_path):
+    """Finite weights that pass every check, but so large that the model's output overflows:
+    an error, not an all-black image (NaN clamped to 0) with exit code 0."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(BASE), "pt") as f:
+        header = f.metadata()
+    tensors = {name: value * 1e4 if name.startswith("encoder") and value.ndim > 1 else value
+               for name, value in load_file(str(BASE)).items()}
+    weights = tmp_path / "overflow.safetensors"
+    save_file(tensors, str(weights), metadata=header)
+    out = tmp_path / "out.png"
+    result = invoke("upscale", write_png(tmp_path / "a.png"), "-o", out, "--model", weights,
+                    "--device", "cpu", "--scale", "2")
+    assert result.exit_code == 1
+    assert "NaN or infinite" in one_error_line(result)
+    assert not out.exists() and temps_in(tmp_path) == []

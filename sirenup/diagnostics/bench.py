@@ -32,6 +32,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+try:  # Unix only
+    import resource
+except ImportError:
+    resource = None
+try:  # optional: the memory reading off Linux
+    import psutil
+except ImportError:
+    psutil = None
+
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.hub.registry import DEFAULT_MODEL
 from sirenup.inference.devices import available_devices, cpu_model
@@ -107,9 +116,7 @@ def bicubic_rgb(rgb: np.ndarray, size: tuple[int, int], device: torch.device) ->
 
 def max_rss_bytes() -> int | None:
     """The process's all-time peak resident set size (getrusage), or None (Windows)."""
-    try:
-        import resource
-    except ImportError:
+    if resource is None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS: bytes, else KiB
@@ -130,9 +137,7 @@ def rss_reader() -> Callable[[], int] | None:
         return read_statm
     except (OSError, ValueError, IndexError, AttributeError):
         pass
-    try:
-        import psutil
-    except ImportError:
+    if psutil is None:
         return None
     process = psutil.Process()
     return lambda: process.memory_info().rss

@@ -28,12 +28,14 @@ import tempfile
 import time
 from importlib import metadata
 
+import numpy as np
 import torch
 
 from sirenup import __version__
 from sirenup.files import sha256_file
 from sirenup.hub import cache, download, registry
 from sirenup.inference import devices
+from sirenup.inference.upscaler import Upscaler
 
 SMOKE_SIZE = 16
 
@@ -114,10 +116,6 @@ def bundled_report() -> list[dict]:
 
 def smoke_test(device: str) -> dict:
     """Load the default model on ``device`` and upscale a 16x16 image x2, timed."""
-    import numpy as np
-
-    from sirenup.inference.upscaler import Upscaler
-
     row = {"device": device, "precision": None, "load_s": None, "upscale_s": None,
            "ok": False, "error": None}
     try:

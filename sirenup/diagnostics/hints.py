@@ -1,9 +1,10 @@
 """Advice the CLI gives once per run when the input calls for another model.
 
-A JPEG saved at a low quality carries 8x8 blocks and ringing that sirenup-base, trained on
-clean downscales, would sharpen into the output; sirenup-real was trained to remove them. The
-quality is estimated from the file's own quantisation tables (which Pillow exposes), no pixel
-decoding needed. The hint never switches the model: the user decides.
+A JPEG saved at a low quality carries 8x8 blocks and ringing that a model trained on clean
+downscales (sirenup-base) would sharpen into the output; one trained on degraded photos
+(sirenup-real) removes them. Which models are which, the registry says (each entry's
+``inputs``). The quality is estimated from the file's own quantisation tables (which Pillow
+exposes), no pixel decoding needed. The hint never switches the model: the user decides.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sirenup.hub.registry import REGISTRY
 from sirenup.imaging.imageio import open_image
 
 # IJG's standard luminance quantisation table (Annex K of the JPEG standard); libjpeg scales
@@ -22,8 +24,11 @@ STANDARD_LUMINANCE = (
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
 )
 LOW_QUALITY = 90  # below this, compression artefacts are visible once upscaled
-REAL_MODEL = "sirenup-real"
-CLEAN_MODELS = {"sirenup-base", "sirenup-gan"}
+
+
+def models_for(inputs: str) -> list[str]:
+    """Names of the registry's models trained on ``inputs``: "clean" or "degraded"."""
+    return [entry.name for entry in REGISTRY.values() if entry.inputs == inputs]
 
 
 def jpeg_quality(path: str | os.PathLike) -> int | None:
@@ -48,13 +53,15 @@ def jpeg_quality(path: str | os.PathLike) -> int | None:
 
 
 def real_model_hint(path: str | os.PathLike, model_name: str) -> str | None:
-    """One line suggesting sirenup-real for a low-quality JPEG upscaled by a clean model."""
-    if model_name not in CLEAN_MODELS:
+    """One line suggesting the registry's model for degraded photos (sirenup-real) for a
+    low-quality JPEG upscaled by a model trained on clean downscales."""
+    degraded = models_for("degraded")
+    if not degraded or model_name not in models_for("clean"):
         return None
     quality = jpeg_quality(path)
     if quality is None or quality >= LOW_QUALITY:
         return None
-    return (f"{Path(path).name} is a JPEG of quality ~{quality}: --model {REAL_MODEL} "
+    return (f"{Path(path).name} is a JPEG of quality ~{quality}: --model {degraded[0]} "
             "removes compression artefacts that this model would sharpen")
 
 

@@ -18,6 +18,7 @@ are rounded to 8 bits), as in the papers' benchmarks.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -248,7 +249,7 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             upscaler, load_seconds = models[name]
             _warm_up(upscaler, lr_array)
             began = time.perf_counter()
-            from sirenup.inference.upscaler import QuantizedSink
+            from sirenup.inference.upscaler import QuantizedSink  # torch: see _warm_up
 
             sink = QuantizedSink((size[1], size[0]))  # 8 bits as they come: no float output
             upscaler.upscale_into(lr_array, size, sink, functools.partial(progress, name))
@@ -334,6 +335,8 @@ def _rgb8(image: DecodedImage) -> Image.Image:
 
 def _warm_up(upscaler, lr_array: np.ndarray) -> None:
     """One tiny run first, so one-time set-up does not count in the model's time."""
+    # lazy: the upscaler imports torch, and compare's option checks import this module
+    # before torch (tests/test_startup.py)
     from sirenup.inference.upscaler import QuantizedSink
 
     patch = np.ascontiguousarray(lr_array[:16, :16])
@@ -378,8 +381,6 @@ MAX_MANIFEST = 1 << 20
 
 def _manifest(out_dir: Path) -> dict[str, str]:
     """{file name: sha256} of the files an earlier compare wrote into ``out_dir``."""
-    import json
-
     try:
         files = json.loads(read_bounded(out_dir / MANIFEST, MAX_MANIFEST)).get("files")
     except (SirenupError, ValueError, AttributeError):
@@ -389,8 +390,6 @@ def _manifest(out_dir: Path) -> dict[str, str]:
 
 
 def _record_outputs(out_dir: Path, paths: list[str]) -> None:
-    import json
-
     files = _manifest(out_dir)
     files.update({Path(p).name: sha256_file(p) for p in paths})
     atomic_write_bytes(out_dir / MANIFEST, json.dumps({"files": files}, indent=1).encode())

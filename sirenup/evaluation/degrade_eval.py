@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import gaussian_filter  # scipy comes with scikit-image
 
 NOISE_SEED = 0
 _NAME = re.compile(r"^(jpeg|noise|blur)(\d+(?:\.\d+)?)$")
@@ -72,8 +73,6 @@ def gaussian_noise(image: Image.Image, sigma: float, *, seed: int = NOISE_SEED) 
 
 
 def gaussian_blur(image: Image.Image, sigma: float) -> Image.Image:
-    from scipy.ndimage import gaussian_filter  # scipy comes with scikit-image
-
     array = np.asarray(image.convert("RGB"), dtype=np.float64)
     blurred = gaussian_filter(array, sigma=(sigma, sigma, 0), mode="reflect", truncate=4.0)
     return Image.fromarray(np.clip(np.round(blurred), 0, 255).astype(np.uint8), "RGB")

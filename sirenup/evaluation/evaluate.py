@@ -2,9 +2,9 @@
 
 A validation folder holds images directly (one set) or one subfolder per set (Set5/, Set14/).
 Per image and scale: Y-PSNR, SSIM (Y) and the texture ratio (whole and per octave band).
-``evaluate_sets`` gives the training loop its PSNR table; ``evaluate_table`` the richer one;
-``score_cases`` the per-image rows. Protocol pairs are cached (decoded once per process), the
-LR optionally degraded (``degrade_eval``) after the protocol's bicubic downscale.
+``evaluate_table`` gives the training loop its table (means per set and scale), ``score_cases``
+the per-image rows. Protocol pairs are cached (decoded once per process), the LR optionally
+degraded (``degrade_eval``) after the protocol's bicubic downscale.
 """
 
 from __future__ import annotations
@@ -127,20 +127,6 @@ def score_cases(upscale: Upscale, cases: list[Case], metrics=METRICS) -> list[di
     """Per-case scores of one upscaler (``{"image": name, metric: value, ...}``)."""
     return [{"image": case.name, **score_output(upscale(case.lr, case.hr.size), case, metrics)}
             for case in cases]
-
-
-def score_images(upscale: Upscale, paths: list[Path], scale: float, *,
-                 degradation: Degradation | None = None) -> list[float]:
-    """Per-image Y-PSNR at ``scale`` with the protocol (HR crop, Pillow-bicubic LR)."""
-    cases = [protocol_case(Path(p), scale, degradation) for p in paths]
-    return [r["psnr_y"] for r in score_cases(upscale, cases, ("psnr_y",))]
-
-
-def evaluate_sets(model: LiifSiren, val_dir: Path, scales, *, device="cpu") -> dict:
-    """{set: {"x2": mean PSNR-Y, ...}} for the model on every set of ``val_dir``."""
-    table = evaluate_table(model, val_dir, scales, device=device, metrics=("psnr_y",))
-    return {name: {key: row["psnr_y"] for key, row in by_scale.items()}
-            for name, by_scale in table.items()}
 
 
 def evaluate_table(model: LiifSiren | Upscale, val_dir: Path, scales, *, device="cpu",

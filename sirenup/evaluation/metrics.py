@@ -64,6 +64,8 @@ def psnr_rgb(sr: Image.Image | np.ndarray, hr: Image.Image | np.ndarray, scale: 
 
 def ssim(sr: Image.Image | np.ndarray, hr: Image.Image | np.ndarray, scale: float) -> float:
     """SSIM (scikit-image) on the Y channel with the same border shave."""
+    # lazy: scikit-image's SSIM costs ~0.6 s to import, and compare's option checks
+    # import this module (tests/test_startup.py: usage errors come at once)
     from skimage.metrics import structural_similarity
 
     border = math.ceil(scale)

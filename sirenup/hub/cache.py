@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import filelock
+import platformdirs
+
 from sirenup.errors import SirenupError, UsageError
 from sirenup.files import (  # noqa: F401 (sha256_file: API)
     atomic_write_bytes,
@@ -61,8 +64,6 @@ def cache_dir() -> Path:
             return Path(env).expanduser()
         except RuntimeError:  # ~user of no such user: kept as written, as the shell does
             return Path(env)
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("sirenup"))
 
 
@@ -404,6 +405,8 @@ def ensure(spec: str, *, sha256: str | None = None, size: int | None = None,
 def _check_weights(path: Path, filename: str) -> None:
     """Raise (one line, without the temporary path) unless ``path`` is a usable weights file;
     ``filename`` is the name it will have (.safetensors, or .pt/.pth)."""
+    # lazy: weights imports torch; the registry imports this module, and the torch-free
+    # checks before the work (train --init, tests/test_startup.py) import the registry
     from sirenup.models.weights import WeightsError, validate_file
 
     try:
@@ -443,8 +446,6 @@ class FileLock:
         self._lock = None
 
     def __enter__(self) -> FileLock:
-        import filelock
-
         _make_cache_folder(self.path.parent)
         self._lock = filelock.FileLock(str(self.path), thread_local=False)
         try:

@@ -13,6 +13,7 @@ rename. ``SIRENUP_OFFLINE=1``: never opens a connection. The caller holds the ca
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -36,6 +37,8 @@ from urllib.request import (
     build_opener,
     url2pathname,
 )
+
+from tqdm import tqdm
 
 from sirenup import __version__
 from sirenup.errors import SirenupError
@@ -453,8 +456,6 @@ def _without_userinfo(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url, None
-    import base64
-
     userinfo, _, host = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
     token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
@@ -547,8 +548,6 @@ def _copy(source, state: _State, size: int | None, bar, total: int | None,
 def _progress(name: str, total: int | None, initial: int):
     """A tqdm bar on stderr (bytes, rate, ETA), hidden with --quiet or when stderr is not a
     terminal."""
-    from tqdm import tqdm
-
     disable = not (verbose and sys.stderr.isatty())
     bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
                desc=name, file=sys.stderr, disable=disable, leave=False, dynamic_ncols=True)

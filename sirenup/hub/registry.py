@@ -10,7 +10,8 @@
   the cache and verified (``sirenup.hub.cache``).
 
 The entries live in ``sirenup/assets/registry.json``: file name, sha256, size, optional URL,
-architecture and config, licence, trained scale range and measured quality. After a bundled
+architecture and config, licence, what the model was trained on (clean or degraded inputs),
+trained scale range and measured quality. After a bundled
 weights file changes (retraining), refresh what the registry records about it with::
 
     python -m sirenup.hub.registry --update-bundled     # --check: exit 1 if stale
@@ -33,10 +34,10 @@ from pathlib import Path
 from sirenup.defaults import DEFAULT_MODEL  # noqa: F401 (re-exported)
 from sirenup.errors import SirenupError, UsageError
 from sirenup.files import atomic_write_bytes, sha256_file
+from sirenup.hub import cache
 from sirenup.untrusted import redact_url
 
 REGISTRY_FILE = "registry.json"
-REGISTRY_FORMAT = "sirenup-registry/1"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class ModelEntry:
     name: str
     filename: str
     description: str = ""
+    # what it was trained on: "clean" downscales or "degraded" photos (JPEG, noise, blur);
+    # the upscale hint for low-quality JPEGs reads it (diagnostics/hints.py)
+    inputs: str = ""
     sha256: str | None = None
     size: int | None = None
     url: str | None = None
@@ -102,8 +106,6 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
     URLs and registry entries with a URL are fetched into the cache when missing (never under
     SIRENUP_OFFLINE=1) and verified.
     """
-    from sirenup.hub import cache
-
     spec_str = str(spec).strip()
     if is_url(spec_str):
         entry = cache.ensure(spec_str)
@@ -150,8 +152,6 @@ def resolve_model(spec: str | os.PathLike) -> tuple[str, Path]:
 def cache_hint(path: str | os.PathLike | None) -> str:
     """For a weights file inside the model cache: how to remove its entry (a broken download
     that passed its checks, or a file damaged since); else ''."""
-    from sirenup.hub import cache
-
     if path is None:
         return ""
     try:
@@ -167,8 +167,6 @@ def cache_hint(path: str | os.PathLike | None) -> str:
 
 def cached_entry(spec: str):
     """The cache entry for a URL, a cache id, or a registry name whose model has a URL."""
-    from sirenup.hub import cache
-
     spec = spec.strip()
     model = REGISTRY.get(spec)
     if model is not None and model.url:
@@ -193,8 +191,6 @@ def catalogue(verify: bool = True) -> list[dict]:
     URLs outside the registry. ``verified`` is True/False, or None when not checked, not
     present, or intact but unpinned (``pinned`` False: downloaded without a sha256 to check it
     against, so never reported as verified)."""
-    from sirenup.hub import cache
-
     rows, seen = [], set()
     for model in REGISTRY.values():
         row = {"name": model.name, "source": "remote", "size": model.size,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sirenup.errors import SirenupError, UsageError
+from sirenup.imaging.imageio import EXTENSIONS, output_format
 
 STDIO = "-"
 
@@ -51,8 +52,6 @@ def stdio_paths(src: str | os.PathLike, dst: str | os.PathLike | None,
             src.write_bytes(data)
             del data
         if to_stdout:
-            from sirenup.imaging.imageio import EXTENSIONS, output_format
-
             dst = Path(folder, "stdout" + EXTENSIONS[output_format(None, format or "png")])
         try:
             yield Path(src), None if dst is None else Path(dst)

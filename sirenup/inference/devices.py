@@ -20,8 +20,10 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from sirenup.errors import UsageError
+from sirenup.models.architectures import LIIF_SIREN, TileCost, architecture_of
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -180,25 +182,36 @@ def free_memory(device: torch.device) -> int | None:
     return None
 
 
-# Bytes per LR pixel of a tile on a GPU at scale s, whole-tile bands: the encoder's maps
-# (~6 live 32-channel fp32 maps), the pre-activation map, and s^2 queries of ~1 KB each.
-def _tile_bytes_per_pixel(scale: float) -> float:
-    return 6 * 32 * 4 + 64 * 4 + scale * scale * (GPU_BYTES_PER_QUERY + 12)
+def tile_cost(model: nn.Module | None = None) -> TileCost:
+    """What an LR tile of ``model`` costs, from its architecture's descriptor and its config;
+    None: the default config of the default architecture (the bundled models' width)."""
+    if model is None:
+        return LIIF_SIREN.tile_cost(LIIF_SIREN.config_class())
+    return architecture_of(model).tile_cost(model.config)
+
+
+# Bytes per LR pixel of a tile on a GPU at scale s, whole-tile bands: the encoder's and the
+# decoder's input maps, and s^2 queries.
+def _tile_bytes_per_pixel(cost: TileCost, scale: float) -> float:
+    return cost.bytes_per_lr_pixel + scale * scale * cost.bytes_per_query
 
 
 MAX_AUTO_TILE = 4096
 
 
-def auto_tile(device: torch.device, scale: float, requested: int, default: int) -> int:
+def auto_tile(device: torch.device, scale: float, requested: int, default: int,
+              model: nn.Module | None = None) -> int:
     """The LR tile side to use. The CPU keeps ``requested``; on CUDA/MPS the default tile grows
-    to what half the free memory holds (bigger tiles: fewer launches, less re-read context),
-    up to MAX_AUTO_TILE; a tile the user chose is kept. Out-of-memory still halves it."""
+    to what half the free memory holds for ``model`` (bigger tiles: fewer launches, less
+    re-read context; a wider model, a smaller tile), up to MAX_AUTO_TILE; a tile the user chose
+    is kept. Out-of-memory still halves it."""
     if device.type == "cpu" or requested != default:
         return requested
     free = free_memory(device)
     if free is None:
         return requested
-    side = int(math.sqrt(free / 2 / _tile_bytes_per_pixel(max(scale, 1.0))))
+    per_pixel = _tile_bytes_per_pixel(tile_cost(model), max(scale, 1.0))
+    side = int(math.sqrt(free / 2 / per_pixel))
     return max(requested, min(MAX_AUTO_TILE, side // 64 * 64))
 
 

@@ -1,16 +1,19 @@
 """The architecture registry: what a weights file's ``architecture`` field can name.
 
 One descriptor per model family (as spandrel's registry has): its name in weights headers, the
-model class and its config dataclass. The config class holds its own defaults and the bounds
-a weights file may ask for (``BOUNDS``: a header must not ask for a model that takes minutes
-and gigabytes to build before its tensors are even compared); the field types come from the
-defaults. Adding an architecture is one module (model + config) and one ``register`` call.
+model class, its config dataclass, and what a tile of it costs (``TileCost``, from the config:
+``inference.devices`` sizes GPU tiles with it). The config class holds its own defaults and the
+bounds a weights file may ask for (``BOUNDS``: a header must not ask for a model that takes
+minutes and gigabytes to build before its tensors are even compared); the field types come from
+the defaults. Adding an architecture is one module (model + config + tile cost) and one
+``register`` call.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from torch import nn
@@ -19,10 +22,20 @@ from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 
 @dataclass(frozen=True)
+class TileCost:
+    """What a model's config costs an LR tile, for ``inference.devices.auto_tile``."""
+
+    receptive_radius: int  # LR pixels of context a tile is read with on each side
+    bytes_per_lr_pixel: int  # the encoder's live maps and the decoder's input map
+    bytes_per_query: int  # the decoder's activations for one output pixel
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str  # the weights header's "architecture"
     model_class: type[nn.Module]  # built as model_class(config=config)
     config_class: type  # a dataclass with from_dict, to_dict and BOUNDS
+    tile_cost: Callable[..., TileCost]  # config -> TileCost
 
     def build(self, config) -> nn.Module:
         return self.model_class(config=config)
@@ -66,4 +79,16 @@ def architecture_of(model: nn.Module) -> Architecture:
     raise TypeError(f"{type(model).__name__} is not a registered architecture")
 
 
-LIIF_SIREN = register(Architecture("liif-siren", LiifSiren, LiifSirenConfig))
+def liif_siren_tile_cost(config: LiifSirenConfig) -> TileCost:
+    """LiifSiren's costs in fp32: about six encoder maps ``channels`` wide live at once, plus the
+    pre-activation map ``hidden`` wide, per LR pixel; per query, about four activations
+    ``hidden`` wide plus its RGB. The radius is ``LiifSiren.receptive_radius``: the encoder's
+    convolutions (head, two per block, tail), the decoder's 3x3 patch convolution and the
+    2-pixel reach of bicubic sampling (tests/test_devices.py checks that the two agree)."""
+    return TileCost(receptive_radius=1 + 2 * config.n_blocks + 1 + 1 + 2,
+                    bytes_per_lr_pixel=4 * (6 * config.channels + config.hidden),
+                    bytes_per_query=4 * (4 * config.hidden + 3))
+
+
+LIIF_SIREN = register(Architecture("liif-siren", LiifSiren, LiifSirenConfig,
+                                   liif_siren_tile_cost))

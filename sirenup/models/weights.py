@@ -20,9 +20,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
 from sirenup.errors import SirenupError
-from sirenup.files import first_line
+from sirenup.files import atomic_write_bytes, check_regular_file, first_line
 from sirenup.models.architectures import (
     ARCHITECTURES,
     LIIF_SIREN,
@@ -33,7 +35,6 @@ from sirenup.models.architectures import (
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 FORMAT = "sirenup-weights/1"
-ARCHITECTURE = LIIF_SIREN.name  # what save_weights writes today
 
 # Known metadata entries and the JSON types they must have; entries not listed here may hold
 # any JSON value (training records add their own, e.g. dicts of hyper-parameters).
@@ -63,16 +64,12 @@ class WeightsError(SirenupError, ValueError):
 
 def save_weights(path: Path, model: LiifSiren, metadata: dict | None = None) -> None:
     """Write ``model``'s fp32 weights, its config and ``metadata`` atomically to ``path``."""
-    from safetensors.torch import save
-
     header = {
         "format": FORMAT,
         "architecture": architecture_of(model).name,
         "config": json.dumps(model.config.to_dict()),
         "metadata": json.dumps(metadata or {}),
     }
-    from sirenup.files import atomic_write_bytes
-
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +90,6 @@ def update_metadata(path: Path, extra: dict) -> dict:
 def read_header(path: Path) -> dict:
     """The safetensors header of ``path`` (config and metadata decoded and validated), without
     tensors."""
-    from safetensors import safe_open
-
     _check_regular(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -206,8 +201,6 @@ def load_tensors(path: Path, *, suffix: str | None = None,
     path = Path(path)
     if (suffix or path.suffix) in {".pt", ".pth"}:
         return _load_torch_file(path)
-    from safetensors import safe_open
-
     header = read_header(path)
     config = _config(header["config"], path, header["architecture"])
     try:
@@ -283,8 +276,6 @@ def _load_state(model: LiifSiren, state: dict, path: Path) -> None:
 
 
 def _check_regular(path: Path) -> None:
-    from sirenup.files import check_regular_file
-
     try:
         check_regular_file(path)
     except SirenupError as error:

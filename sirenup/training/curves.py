@@ -12,6 +12,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from sirenup.files import atomic_write
+
 CURVES = "curves.png"
 
 
@@ -41,7 +43,6 @@ def draw_curves(metrics: Path, out: Path) -> None:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from sirenup.files import atomic_write
 
     records = read_metrics(metrics)
     train = [r for r in records if "train" in r and r["train"]]

@@ -19,6 +19,8 @@ import os
 import stat
 from pathlib import Path
 
+import filelock
+
 from sirenup.errors import SirenupError, UsageError
 from sirenup.files import check_folder_writable, os_reason
 
@@ -66,8 +68,6 @@ class RunLock:
         self._lock = None
 
     def __enter__(self) -> RunLock:
-        import filelock
-
         lock = filelock.FileLock(str(self.path), thread_local=False)
         try:
             lock.acquire(timeout=0)

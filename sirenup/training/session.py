@@ -7,6 +7,7 @@ Kept out of the CLI module so that the command only parses options.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import time
 import warnings
@@ -14,8 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from sirenup.errors import SirenupError, UsageError
-from sirenup.training.run_folder import RunLock, check_run_folder
+from sirenup.evaluation.sets import check_sets_hold_images
+from sirenup.hub.registry import resolve
+from sirenup.inference.planning import check_device_spelling
+from sirenup.training import curves
+from sirenup.training.configs import DegradeConfig, GanConfig
+from sirenup.training.run_folder import METRICS, RunLock, check_run_folder
+
+# torch, and every module that imports it (devices, loop, evaluate, weights, distributed,
+# TensorBoard), is imported inside the functions that train: ``check_start`` runs before
+# torch is imported, so a usage error costs a fraction of a second (tests/test_startup.py).
 
 
 @dataclass
@@ -52,8 +64,6 @@ class TrainSetup:
 
 def check_sub_configs(setup: TrainSetup) -> None:
     """Adversarial and degradation settings out of range -> UsageError naming the option."""
-    from sirenup.training.configs import DegradeConfig, GanConfig
-
     try:
         if setup.gan is not None:
             gan = GanConfig.from_dict(setup.gan)
@@ -72,8 +82,6 @@ def resolve_init(init: str | None) -> str | None:
     """--init as a weights file or a registry name (sirenup-base) -> a file path."""
     if init is None:
         return None
-    from sirenup.hub.registry import resolve
-
     try:
         return str(resolve(init).path)
     except UsageError as error:
@@ -82,8 +90,6 @@ def resolve_init(init: str | None) -> str | None:
 
 def check_tensorboard() -> None:
     """--tensorboard needs the tensorboard package: UsageError (how to install it) if absent."""
-    import importlib.util
-
     if importlib.util.find_spec("tensorboard") is None:
         raise UsageError("--tensorboard: the tensorboard package is not installed "
                          "(pip install 'sirenup[tensorboard]')")
@@ -94,8 +100,6 @@ class RunRecords:
     validation (and at the end), and TensorBoard scalars under --tensorboard."""
 
     def __init__(self, out: Path, *, tensorboard: bool, log: Callable[[str], None]):
-        from sirenup.training import curves
-
         self.out, self.log = out, log
         self.plot = curves.available()
         if not self.plot:
@@ -116,9 +120,6 @@ class RunRecords:
             self.draw()
 
     def draw(self) -> None:
-        from sirenup.training import curves
-        from sirenup.training.loop import METRICS
-
         if self.plot and (self.out / METRICS).is_file():
             curves.draw_curves(self.out / METRICS, self.out / curves.CURVES)
 
@@ -146,7 +147,7 @@ def start_training(setup: TrainSetup, *, log: Callable[[str], None],
     The run folder is locked (``run_folder.RunLock``) for as long as the training writes to
     it."""
     started = time.perf_counter()
-    from sirenup.inference.devices import resolve_device
+    from sirenup.inference.devices import resolve_device  # torch: see the top
 
     check_sub_configs(setup)
     if setup.tensorboard:
@@ -163,9 +164,6 @@ def check_start(setup: TrainSetup) -> None:
     """What ``train`` can check before torch is imported: the spelling of --device, the
     --gan/--degrade settings, the batch's split over torchrun's processes, the run folder
     (see ``run_folder.check_run_folder``) and that --val holds images."""
-    from sirenup.evaluation.sets import check_sets_hold_images
-    from sirenup.inference.planning import check_device_spelling
-
     check_device_spelling(setup.device)
     check_sub_configs(setup)
     if setup.tensorboard:
@@ -180,6 +178,7 @@ def check_start(setup: TrainSetup) -> None:
 
 def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], None],
            on_validate: Callable[[dict], None]):
+    # torch: see the top
     from sirenup.evaluation.evaluate import check_benchmark_folder
     from sirenup.models.weights import WeightsError
     from sirenup.training import distributed
@@ -243,7 +242,5 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
 
 
 def _progress_bar(total: int, initial: int):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=None,
                 mininterval=1.0)

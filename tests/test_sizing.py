@@ -1,13 +1,10 @@
-"""Output sizes from --scale/--width/--height, and --device resolution."""
+"""Output sizes from --scale/--width/--height."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from sirenup.errors import UsageError
-from sirenup.inference import devices
-from sirenup.inference.devices import resolve_device
 from sirenup.inference.sizing import DEFAULT_SCALE, scale_label, target_size
 
 W, H = 100, 60
@@ -78,66 +75,3 @@ def test_scale_label():
     assert scale_label(333, 77, target_size(333, 77, scale=3.7)) == "3.7"
     assert scale_label(W, H, (250, 100)) == "250x100"
     assert scale_label(70, 50, (173, 131)) == "173x131"
-
-
-# -- devices -----------------------------------------------------------------------------------
-
-@pytest.fixture
-def one_cuda_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(devices, "mps_available", lambda: False)
-
-
-def test_cpu():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device(" CPU ") == torch.device("cpu")
-
-
-def test_auto_without_accelerators_is_cpu(no_accelerators):
-    assert resolve_device("auto") == torch.device("cpu")
-    assert resolve_device("") == torch.device("cpu")
-    device, why = devices.auto_device()
-    assert device == torch.device("cpu") and why
-
-
-def test_auto_on_this_machine():
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if devices.mps_available() else "cpu")
-    assert resolve_device("auto").type == expected
-
-
-def test_auto_prefers_cuda_then_mps(monkeypatch, one_cuda_gpu):
-    assert resolve_device("auto") == torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(devices, "mps_available", lambda: True)
-    assert resolve_device("auto") == torch.device("mps")
-
-
-@pytest.mark.parametrize("spec", ["cuda", "cuda:0", "mps"])
-def test_unavailable_device_is_an_error(no_accelerators, spec):
-    with pytest.raises(UsageError, match="not available"):
-        resolve_device(spec)
-
-
-def test_mps_unavailable_through_torch_backend(monkeypatch):
-    backend = getattr(torch.backends, "mps", None)
-    if backend is not None:
-        monkeypatch.setattr(backend, "is_available", lambda: False)
-    assert devices.mps_available() is False
-    with pytest.raises(UsageError):
-        resolve_device("mps")
-
-
-def test_cuda_index(one_cuda_gpu):
-    assert resolve_device("cuda") == torch.device("cuda")
-    assert resolve_device("cuda:0") == torch.device("cuda:0")
-    for spec in ("cuda:7", "cuda:1", "cuda:x", "cuda:-1"):
-        with pytest.raises(UsageError):
-            resolve_device(spec)
-
-
-@pytest.mark.parametrize("spec", ["tpu", "gpu", "cuda0", "xla", "metal"])
-def test_unknown_device_is_an_error(spec):
-    with pytest.raises(UsageError):
-        resolve_device(spec)

@@ -1,5 +1,5 @@
-"""--precision (auto: fp16 on CUDA, fp32 elsewhere), autocast for fp16/bf16, device selection
-with CUDA and MPS reported unavailable, and the hardware report."""
+"""--device resolution, --precision (auto: fp16 on CUDA, fp32 elsewhere), autocast for fp16/bf16,
+device selection with CUDA and MPS reported unavailable, and the hardware report."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from sirenup.errors import UsageError
+from sirenup.hub.registry import REGISTRY
 from sirenup.inference import devices
-from sirenup.inference.devices import autocast, resolve_precision
+from sirenup.inference.devices import autocast, resolve_device, resolve_precision
 from sirenup.inference.tiler import upscale_tensor
+from sirenup.models.architectures import LIIF_SIREN
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
@@ -125,3 +128,95 @@ def test_available_devices_lists_each_gpu(fake_cuda, monkeypatch):
     monkeypatch.setattr(devices, "mps_available", lambda: False)
     assert devices.available_devices() == ["cpu", "cuda:0", "cuda:1"]
     assert devices.auto_device()[0] == CUDA
+
+
+# -- --device -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def one_cuda_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+
+
+def test_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+
+
+def test_auto_without_accelerators_is_cpu(no_accelerators):
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("") == torch.device("cpu")
+    device, why = devices.auto_device()
+    assert device == torch.device("cpu") and why
+
+
+def test_auto_on_this_machine():
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if devices.mps_available() else "cpu")
+    assert resolve_device("auto").type == expected
+
+
+def test_auto_prefers_cuda_then_mps(monkeypatch, one_cuda_gpu):
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+
+
+@pytest.mark.parametrize("spec", ["cuda", "cuda:0", "mps"])
+def test_unavailable_device_is_an_error(no_accelerators, spec):
+    with pytest.raises(UsageError, match="not available"):
+        resolve_device(spec)
+
+
+def test_mps_unavailable_through_torch_backend(monkeypatch):
+    backend = getattr(torch.backends, "mps", None)
+    if backend is not None:
+        monkeypatch.setattr(backend, "is_available", lambda: False)
+    assert devices.mps_available() is False
+    with pytest.raises(UsageError):
+        resolve_device("mps")
+
+
+def test_cuda_index(one_cuda_gpu):
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    for spec in ("cuda:7", "cuda:1", "cuda:x", "cuda:-1"):
+        with pytest.raises(UsageError):
+            resolve_device(spec)
+
+
+@pytest.mark.parametrize("spec", ["tpu", "gpu", "cuda0", "xla", "metal"])
+def test_unknown_device_is_an_error(spec):
+    with pytest.raises(UsageError):
+        resolve_device(spec)
+
+
+# -- GPU tile size from the architecture's costs --------------------------------------------------
+
+def test_tile_cost_follows_the_config():
+    cost = LIIF_SIREN.tile_cost(LiifSirenConfig())
+    # the constants devices.py held before (32 channels, 64 hidden), the bundled models' width
+    assert (cost.bytes_per_lr_pixel, cost.bytes_per_query) == (6 * 32 * 4 + 64 * 4, 1024 + 12)
+    for entry in REGISTRY.values():
+        assert LIIF_SIREN.tile_cost(LiifSirenConfig.from_dict(entry.config)) == cost, entry.name
+    for n_blocks in (0, 1, 4, 9):
+        config = LiifSirenConfig(channels=8, n_blocks=n_blocks, hidden=16)
+        assert LIIF_SIREN.tile_cost(config).receptive_radius == \
+            LiifSiren(config=config).receptive_radius
+    wide = LIIF_SIREN.tile_cost(LiifSirenConfig(channels=64, hidden=128))
+    assert wide.bytes_per_lr_pixel > cost.bytes_per_lr_pixel
+    assert wide.bytes_per_query > cost.bytes_per_query
+
+
+def test_a_wider_model_gets_a_smaller_gpu_tile(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(devices, "free_memory", lambda device: 80 * 2**30)
+    with torch.device("meta"):  # nothing allocated: only the config matters
+        bundled = LiifSiren(config=LiifSirenConfig())
+        wide = LiifSiren(config=LiifSirenConfig(channels=128, hidden=256))
+    tile = devices.auto_tile(cuda, 4.0, 512, 512)
+    assert tile == 1536  # 80 GB free, x4: as before the descriptor
+    assert devices.auto_tile(cuda, 4.0, 512, 512, bundled) == tile
+    assert 512 < devices.auto_tile(cuda, 4.0, 512, 512, wide) < tile
