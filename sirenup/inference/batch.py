@@ -38,22 +38,14 @@ from sirenup.files import TEMP_SUFFIX, os_reason, temp_prefix
 from sirenup.imaging.imageio import (
     EXTENSIONS,
     FORMATS,
-    check_output_size,
-    check_png_compression,
-    check_quality,
-    check_writable,
     completeness,
-    drop_unfit_metadata,
     image_extensions,
-    input_limit,
     is_temp_of,
     output_format,
-    parse_color,
     probe_image,
     read_image,
-    write_image,
 )
-from sirenup.inference.sizing import aspect_warning, target_size
+from sirenup.inference.planning import ImageJob, OutputSpec, prepare_job
 from sirenup.text import plural
 
 Event = Callable[[str, dict], None]
@@ -228,15 +220,14 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     if not inputs:
         raise UsageError("give at least one INPUT and an OUTPUT_DIR")
     shard = parse_shard(options.shard)
-    check_quality(options.quality)
-    check_png_compression(options.png_compression)
-    input_limit(options.max_input_pixels)
-    check_output_size((1, 1), options.max_output_pixels)
-    color = parse_color(options.background) if options.background is not None else None
+    output_spec = OutputSpec.checked(
+        scale=options.scale, width=options.width, height=options.height, format=options.format,
+        quality=options.quality, png_compression=options.png_compression,
+        background=options.background, max_input_pixels=options.max_input_pixels,
+        max_output_pixels=options.max_output_pixels)
     if options.format:
         output_format(None, options.format)
     check_suffix(options.suffix)
-    target_size(1, 1, scale=options.scale, out_width=options.width, out_height=options.height)
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"{output_dir}: exists and is not a folder")
     if not options.suffix and not options.format:
@@ -338,37 +329,21 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         not_images += outcome == "not image"
 
     upscaler = load_upscaler()
+    from sirenup.inference.upscaler import process  # torch: only once the inputs are checked
     model, device = getattr(upscaler, "model_name", None), str(getattr(upscaler, "device", ""))
     emit("start", {"total": len(todo), "model": model, "device": device})
     out_pixels = 0
 
-    def output_size(job: Job, in_size: tuple[int, int]) -> tuple[int, int]:
-        size = target_size(in_size[0], in_size[1], scale=options.scale,
-                           out_width=options.width, out_height=options.height)
-        check_output_size(size, options.max_output_pixels, job.dst)
-        return size
+    def prepare(job: Job) -> ImageJob:
+        return prepare_job(job.src, job.dst, output_spec)
 
-    def prepare(job: Job):
-        # The output size is checked from the header, before the pixels take memory.
-        image = read_image(job.src, max_pixels=options.max_input_pixels,
-                           check_size=lambda in_size: output_size(job, in_size),
-                           integers=True)  # uint8/uint16: the upscaler converts per tile
-        size = output_size(job, image.size)
-        fmt = check_writable(job.dst, image, options.format, color, size=size)
-        image.warnings += drop_unfit_metadata(job.dst, image, fmt)
-        aspect = aspect_warning(image.size, size, options.width, options.height)
-        if aspect:
-            image.warnings.append(f"{job.src}: {aspect}")
-        return image, size
-
-    def write(job: Job, result) -> None:
+    def write(job: Job, encode: Callable[[], None]) -> None:
         try:
             job.dst.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise SirenupError(f"cannot create the folder {job.dst.parent} "
                                f"({(error.strerror or str(error)).lower()})") from None
-        write_image(job.dst, result, format=options.format, quality=options.quality,
-                    background=color, png_compression=options.png_compression)
+        encode()
 
     def finish(pending: tuple[Job, Future, dict] | None) -> None:
         nonlocal out_pixels
@@ -399,34 +374,27 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                 nxt = queue.popleft()
                 decoding.append((nxt, pool.submit(prepare, nxt)))
             try:
-                image, size = future.result()
+                prepared = future.result()
             except Exception as error:
                 fail(job, error)
                 continue
             finally:
                 future = None  # the decoded image lives only as long as it is needed
-            for message in image.warnings:
+            for message in prepared.warnings:
                 emit("warning", {"input": str(job.src), "message": message})
             began = time.perf_counter()
-            try:
-                result = upscaler.upscale_image(image, size, functools.partial(
+            try:  # the output's array is freed before it is encoded, as in upscale
+                facts, encode = process(upscaler, prepared, functools.partial(
                     progress, str(job.src)))
             except Exception as error:
                 fail(job, error)
                 continue
-            record = {
-                "input": str(job.src),
-                "output": str(job.dst),
-                "in_size": list(image.size),
-                "out_size": list(size),
-                "bit_depth": image.bit_depth,
-                "seconds": round(time.perf_counter() - began, 3),
-                "warnings": list(image.warnings),
-            }
-            del image
+            record = {**facts, "seconds": round(time.perf_counter() - began, 3),
+                      "warnings": prepared.warnings}
+            del prepared
             finish(writing)  # the previous write overlapped this image's compute
-            writing = (job, pool.submit(write, job, result), record)
-            del result
+            writing = (job, pool.submit(write, job, encode), record)
+            del encode
         finish(writing)
         writing = None
     finally:

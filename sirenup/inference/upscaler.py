@@ -1,6 +1,7 @@
 """The Upscaler: one object per run that holds a loaded model on a device and upscales
-RGB arrays with the tiler; plus ``upscale_file``, the one-image operation the CLI calls
-(folders: ``sirenup.inference.batch``)."""
+RGB arrays with the tiler; ``process``, the per-image step that ``upscale`` and ``batch``
+share (upscale a prepared job, free the arrays, hand back the write); ``upscale_file``, the
+one-image operation of the Python API (folders: ``sirenup.inference.batch``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sirenup.imaging.imageio import LUMA, DecodedImage, as_float, prepare_write
 from sirenup.imaging.stdio import STDIO, is_stdio, stdio_paths
 from sirenup.inference.devices import auto_tile, autocast, resolve_device
 from sirenup.inference.planning import (  # noqa: F401 (default_output, same_file: API)
-    UpscalePlan,
+    ImageJob,
     check_tiling,
     default_output,
     plan_upscale,
@@ -203,41 +204,35 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
     return report
 
 
-def _upscale_file(upscaler: Upscaler, src: os.PathLike, dst: os.PathLike | None, *, scale,
-                  width, height,
-                  format, quality, png_compression, background, max_input_pixels,
-                  max_output_pixels, overwrite_input, overwrite, on_warning,
-                  on_progress) -> dict:
+def _upscale_file(upscaler: Upscaler, src: os.PathLike, dst: os.PathLike | None, *,
+                  on_progress: Progress | None, **options) -> dict:
     start = time.perf_counter()
-    plan = plan_upscale(src, dst, scale=scale, width=width, height=height, format=format,
-                        quality=quality, png_compression=png_compression,
-                        background=background, max_input_pixels=max_input_pixels,
-                        max_output_pixels=max_output_pixels, overwrite_input=overwrite_input,
-                        overwrite=overwrite, on_warning=on_warning)
-    return run_plan(upscaler, plan, start, on_progress)
+    return run_plan(upscaler, plan_upscale(src, dst, **options), start, on_progress)
 
 
-def run_plan(upscaler: Upscaler, plan: UpscalePlan, start: float | None = None,
+def run_plan(upscaler: Upscaler, job: ImageJob, start: float | None = None,
              on_progress: Progress | None = None) -> dict:
     """Upscale and write what ``planning.plan_upscale`` checked -> the report (see
     ``upscale_file``)."""
     start = time.perf_counter() if start is None else start
-    image, dst = plan.image, plan.dst
-    plan.image = None  # the input's pixels go as soon as the output holds the result
-    result = upscaler.upscale_image(image, plan.size, on_progress)
-    report = {
-        "input": str(plan.src),
-        "output": str(dst),
-        "in_size": list(image.size),
-        "out_size": list(plan.size),
-        "bit_depth": image.bit_depth,
-        "model": upscaler.model_name,
-        "device": str(upscaler.device),
-        "warnings": list(plan.warnings),
-    }
-    del image  # the input's pixels are not needed while the output is encoded
-    write = prepare_write(dst, result, format=plan.format, quality=plan.quality,
-                          background=plan.background, png_compression=plan.png_compression)
-    del result  # the encoder has its own copy (Pillow's): the output array goes before encoding
+    facts, write = process(upscaler, job, on_progress)
     write()
-    return {**report, "seconds": round(time.perf_counter() - start, 3)}
+    return {**facts, "model": upscaler.model_name, "device": str(upscaler.device),
+            "warnings": list(job.warnings), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def process(upscaler: Upscaler, job: ImageJob, on_progress: Progress | None = None
+            ) -> tuple[dict, Callable[[], None]]:
+    """Upscale a prepared job (``planning.prepare_job``) -> (its facts: input, output,
+    in_size, out_size, bit_depth; ``write``, which encodes and writes the output). The input's
+    and the output's arrays are both freed before ``write`` is returned: the encoder holds
+    its own copy, so the peak while encoding is that copy alone (upscale and batch alike)."""
+    image, spec = job.image, job.spec
+    job.image = None  # the input's pixels go as soon as the output holds the result
+    result = upscaler.upscale_image(image, job.size, on_progress)
+    facts = {"input": str(job.src), "output": str(job.dst), "in_size": list(image.size),
+             "out_size": list(job.size), "bit_depth": image.bit_depth}
+    del image
+    write = prepare_write(job.dst, result, format=spec.format, quality=spec.quality,
+                          background=spec.background, png_compression=spec.png_compression)
+    return facts, write
