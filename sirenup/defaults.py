@@ -11,6 +11,8 @@ DEFAULT_OVERLAP = 8
 # (4-9 MP; 3.62 s vs 1.30 s at 9.4 MP) for files only 2.5-6% smaller; 1 is faster still but
 # its files are ~18% bigger.
 DEFAULT_PNG_COMPRESSION = 4
+# --quality of JPEG and WebP outputs when not given.
+DEFAULT_QUALITY = 95
 # Scale factor when neither --scale nor --width/--height is given.
 DEFAULT_SCALE = 4.0
 # The model --model defaults to (a registry name).

@@ -21,6 +21,7 @@ from sirenup.cli.console import (
     warn_text,
 )
 from sirenup.cli.options import (
+    FORMAT_NAMES,
     BackgroundOption,
     DeviceOption,
     HeightOption,
@@ -65,7 +66,7 @@ def batch(
         "--suffix", help="Appended to each output's stem, e.g. _x4.")] = "",
     format: Annotated[str | None, typer.Option(
         "--format", "-f", show_default=False,
-        help="png, jpg, webp, tif or bmp (default: the input's format when sirenup writes it, "
+        help=f"{FORMAT_NAMES} (default: the input's format when sirenup writes it, "
              "else png).")] = None,
     quality: QualityOption = None,
     png_compression: PngCompressionOption = None,

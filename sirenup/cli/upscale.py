@@ -16,6 +16,7 @@ from sirenup.cli.console import (
     warn_text,
 )
 from sirenup.cli.options import (
+    FORMAT_NAMES,
     BackgroundOption,
     DeviceOption,
     HeightOption,
@@ -52,7 +53,7 @@ def upscale(
     overlap: OverlapOption = DEFAULT_OVERLAP,
     format: Annotated[str | None, typer.Option(
         "--format", "-f", show_default=False,
-        help="png, jpg, webp, tif or bmp (default: from the output extension).")] = None,
+        help=f"{FORMAT_NAMES} (default: from the output extension).")] = None,
     quality: QualityOption = None,
     png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
