@@ -39,7 +39,7 @@ def _image(path, size=(12, 10)):
 def test_spec_checks_the_options_once():
     with pytest.raises(UsageError, match="--quality"):
         OutputSpec.checked(quality=0)
-    with pytest.raises(UsageError, match="--scale"):
+    with pytest.raises(UsageError, match="give either scale"):
         OutputSpec.checked(scale=2, width=40)
     spec = OutputSpec.checked(scale=2, background="white")
     assert spec.background == (255, 255, 255)

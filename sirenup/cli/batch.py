@@ -11,6 +11,7 @@ from sirenup.cli.console import (
     WorkBar,
     bars_shown,
     console,
+    flag,
     handle_errors,
     info_text,
     one_line,
@@ -133,7 +134,7 @@ def batch(
             inputs, output_dir, options,
             lambda: _load(model, device=device, precision=precision, tile=tile,
                           overlap=overlap),
-            on_event=on_event)
+            on_event=on_event, spell=flag)
     finally:
         view.stop()
     if not state["quiet"]:  # a result on stdout; beside --json (stdout's), on stderr

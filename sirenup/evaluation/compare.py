@@ -209,9 +209,10 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             models[name] = (load_model(name), time.perf_counter() - began)
         except UsageError as error:
             if name in from_model_option:
-                raise UsageError(f"--model {name}: not a usable model ({error})") from None
-            raise UsageError(f"--methods {name}: not one of {', '.join(CLASSICAL)} nor a "
-                             f"usable model ({error})") from None
+                raise UsageError(f"{name}: not a usable model", option="model",
+                                 detail=error) from None
+            raise UsageError(f"{name}: not one of {', '.join(CLASSICAL)} nor a usable model",
+                             option="methods", detail=error) from None
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -57,11 +57,10 @@ def stdio_paths(src: str | os.PathLike, dst: str | os.PathLike | None,
         try:
             yield Path(src), None if dst is None else Path(dst)
         except SirenupError as error:  # messages name "-", not the temporary files
-            text = str(error)
             for path in (src, dst):
                 if path is not None and Path(path).parent == Path(folder):
-                    text = text.replace(str(path), STDIO)
-            error.args = (text,)
+                    error.message = error.message.replace(str(path), STDIO)
+            error.args = (error.message,)
             raise
         if to_stdout:
             sys.stdout.buffer.write(dst.read_bytes())

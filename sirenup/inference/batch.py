@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, describe, mention, typed_line
 from sirenup.files import TEMP_SUFFIX, os_reason, temp_prefix
 from sirenup.imaging.imageio import (
     EXTENSIONS,
@@ -86,9 +86,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         k, n = (int(part) for part in text.strip().split("/"))
     except ValueError:
-        raise UsageError(f"--shard {text}: expected K/N, e.g. 1/4") from None
+        raise UsageError(f"{text}: expected K/N, e.g. 1/4", option="shard") from None
     if n < 1 or not 1 <= k <= n:
-        raise UsageError(f"--shard {text}: K must be between 1 and N (N >= 1)")
+        raise UsageError(f"{text}: K must be between 1 and N (N >= 1)", option="shard")
     return k, n
 
 
@@ -192,8 +192,8 @@ def check_suffix(suffix: str) -> None:
     """--suffix is part of a file name: no folder separators, no '..', no NUL."""
     separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
     if any(sep in suffix for sep in separators) or ".." in suffix or "\0" in suffix:
-        raise UsageError(f"--suffix {suffix}: must not contain '/', '\\', '..' or NUL "
-                         "(it is appended to file names inside OUTPUT_DIR)")
+        raise UsageError(f"{suffix}: must not contain '/', '\\', '..' or NUL (it is appended "
+                         "to file names inside OUTPUT_DIR)", option="suffix")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -203,7 +203,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
               options: BatchOptions, load_upscaler: Callable[[], object], *,
-              on_event: Event | None = None) -> dict:
+              on_event: Event | None = None, spell: Callable[[str], str] = str) -> dict:
     """Upscale every image the INPUTs name into ``output_dir``; one bad file never stops it.
 
     ``load_upscaler()`` is called once, after the options and inputs are checked.
@@ -212,6 +212,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     process), 'warning' ({input, message}), 'progress' ({input, done, total}: the current
     image's output pixels, after each band), 'done' (the image's record), 'note' ({message}:
     subfolders not searched without ``recursive``).
+    ``spell(option)``: how a failure's reason names an option (the CLI: its flag).
     -> the report (see ``sirenup batch --json``).
     """
     start = time.perf_counter()
@@ -234,7 +235,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         for spec in inputs:
             if Path(spec).is_dir() and _resolved(Path(spec)) == _resolved(output_dir):
                 raise UsageError(f"{output_dir}: is the input folder, so the outputs would "
-                                 "replace the inputs; choose another folder or --suffix")
+                                 "replace the inputs; choose another folder or "
+                                 f"{mention('suffix')}")
 
     unsearched: list[Path] = []
     jobs = find_inputs(inputs, output_dir, recursive=options.recursive, unsearched=unsearched)
@@ -263,7 +265,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
 
     def fail(job: Job, error: Exception | str) -> None:
         record = {"input": str(job.src), "output": None if job.dst is None else str(job.dst),
-                  "error": _reason(error, job)}
+                  "error": _reason(error, job, spell)}
         failures.append(record)
         emit("failed", record)
 
@@ -294,7 +296,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
             else:  # "could not check it" is not "it is truncated": the file stays
                 fail(job, SirenupError(f"{job.dst}: exists, and whether it is complete could "
                                        f"not be checked ({done}); not replaced (use "
-                                       "--overwrite to redo it)"))
+                                       f"{mention('overwrite')} to redo it)"))
         elif (recognised := probe_image(job.src) is not None) \
                 or job.src.suffix.lower() in claims_image:
             try:  # the reason read_image gives: empty, not an image, permission denied
@@ -307,7 +309,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                 return "todo"
             if probe_image(job.dst) is None:  # not an output cut short: a file of the user's
                 fail(job, SirenupError(f"{job.dst}: exists and is not an image; not replaced "
-                                       "(use --overwrite to replace it)"))
+                                       f"(use {mention('overwrite')} to replace it)"))
                 return "reported"
             emit("warning", {"input": str(job.src),
                              "message": f"{job.dst}: exists but does not decode to the end "
@@ -514,12 +516,12 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _reason(error: Exception | str, job: Job) -> str:
+def _reason(error: Exception | str, job: Job, spell: Callable[[str], str] = str) -> str:
     """The error's message without a leading '<path>: ' (the record names the file)."""
     if isinstance(error, str):
         return error
-    text = str(error).strip() if isinstance(error, SirenupError) else \
-        f"{type(error).__name__}: {error}"
+    text = describe(error, spell).strip() if isinstance(error, SirenupError) else \
+        typed_line(error)
     for path in (job.src, job.dst):  # before the first line is taken: a name may hold '\n'
         prefix = f"{path}: "
         if path is not None and text.startswith(prefix):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sirenup.errors import UsageError
+from sirenup.errors import UsageError, mention
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -61,20 +61,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not mps_available():
-            raise UsageError("--device mps: MPS is not available on this machine "
-                             "(run 'sirenup doctor' for details)")
+            raise UsageError("mps: MPS is not available on this machine (run 'sirenup doctor' "
+                             "for details)", option="device")
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not cuda_available():
-            raise UsageError(f"--device {spec}: CUDA is not available "
-                             "(run 'sirenup doctor' for details)")
+            raise UsageError(f"{spec}: CUDA is not available (run 'sirenup doctor' for details)",
+                             option="device")
         index = spec.partition(":")[2]
         if index:
             if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise UsageError(f"--device {spec}: no such GPU "
-                                 f"({torch.cuda.device_count()} visible)")
+                raise UsageError(f"{spec}: no such GPU ({torch.cuda.device_count()} visible)",
+                                 option="device")
         return torch.device(spec)
-    raise UsageError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+    raise UsageError(f"{spec}: expected auto, cpu, cuda, cuda:N or mps", option="device")
 
 
 # -- precision ---------------------------------------------------------------------------------
@@ -88,15 +88,15 @@ def resolve_precision(spec: str, device: torch.device) -> str:
     name = (spec or "auto").strip().lower()
     name = _ALIASES.get(name, name)
     if name not in PRECISIONS:
-        raise UsageError(f"--precision {spec}: expected auto, fp32, fp16 or bf16")
+        raise UsageError(f"{spec}: expected auto, fp32, fp16 or bf16", option="precision")
     if name == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if name == "fp16" and device.type == "cpu":
-        raise UsageError("--precision fp16: not supported on the CPU (use fp32 or bf16, or "
-                         "--device cuda/mps)")
+        raise UsageError(f"fp16: not supported on the CPU (use fp32 or bf16, or "
+                         f"{mention('device')} cuda/mps)", option="precision")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UsageError(f"--precision bf16: {device} does not support bfloat16 "
-                         "(use fp16 or fp32)")
+        raise UsageError(f"bf16: {device} does not support bfloat16 (use fp16 or fp32)",
+                         option="precision")
     if name != "fp32":
         _check_autocast(device, DTYPES[name], name)
     return name
@@ -109,8 +109,8 @@ def _check_autocast(device: torch.device, dtype: torch.dtype, name: str) -> None
         try:
             torch.autocast(device_type=device.type, dtype=dtype)
         except (RuntimeError, UserWarning) as error:
-            raise UsageError(f"--precision {name}: not supported on {device} ({error})") \
-                from None
+            raise UsageError(f"{name}: not supported on {device} ({error})",
+                             option="precision") from None
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

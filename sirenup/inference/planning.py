@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sirenup.defaults import MIN_TILE
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.files import check_folder_writable, check_output_path
 from sirenup.imaging.imageio import (
     EXTENSIONS,
@@ -120,9 +120,9 @@ def prepare_job(src: Path, dst: Path | None, spec: OutputSpec, *,
 
 def check_tiling(tile: int, overlap: int) -> None:
     if tile != 0 and tile < MIN_TILE:
-        raise UsageError(f"--tile {tile}: must be 0 (whole image) or at least {MIN_TILE}")
+        raise UsageError(f"{tile}: must be 0 (whole image) or at least {MIN_TILE}", option="tile")
     if overlap < 0:
-        raise UsageError(f"--overlap {overlap}: must be 0 or more")
+        raise UsageError(f"{overlap}: must be 0 or more", option="overlap")
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -135,9 +135,10 @@ def check_device_spelling(device: str | None, precision: str | None = None) -> N
     imported; whether the device exists is ``devices.resolve_device``'s to say."""
     spec = (device or "auto").strip().lower()
     if not _DEVICE.fullmatch(spec):
-        raise UsageError(f"--device {device}: expected auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"{device}: expected auto, cpu, cuda, cuda:N or mps", option="device")
     if precision is not None and (precision or "auto").strip().lower() not in PRECISION_NAMES:
-        raise UsageError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
+        raise UsageError(f"{precision}: expected auto, fp32, fp16 or bf16",
+                         option="precision")
 
 
 def check_sizing(scale: float | None, width: int | None, height: int | None) -> None:
@@ -183,8 +184,8 @@ def check_replaceable(dst: Path, overwrite: bool) -> None:
     if overwrite or not os.path.lexists(dst) or not os.path.exists(dst):
         return
     if probe_image(dst) is None:
-        raise SirenupError(f"{dst}: exists and is not an image; not replaced (use --overwrite "
-                           "to replace it, or choose another output)")
+        raise SirenupError(f"{dst}: exists and is not an image; not replaced (use "
+                           f"{mention('overwrite')} to replace it, or choose another output)")
 
 
 def plan_upscale(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,

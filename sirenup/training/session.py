@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import OptionValueError, SirenupError, UsageError, mention, typed_line
 from sirenup.training.run_folder import RunLock, check_run_folder
 
 
@@ -59,11 +59,13 @@ def check_sub_configs(setup: TrainSetup) -> None:
             gan = GanConfig.from_dict(setup.gan)
             gan.validate()
             if round(setup.patch * setup.scale_min) < gan.min_side:
-                raise ValueError(f"--gan needs HR crops of at least {gan.min_side} pixels: "
-                                 f"raise --patch ({setup.patch}) or --scale-min "
-                                 f"({setup.scale_min:g})")
+                raise UsageError(f"needs HR crops of at least {gan.min_side} pixels: raise "
+                                 f"{mention('patch')} ({setup.patch}) or "
+                                 f"{mention('scale_min')} ({setup.scale_min:g})", option="gan")
         if setup.degrade is not None:
             DegradeConfig.from_dict(setup.degrade).validate()
+    except UsageError:
+        raise  # about an option already (GanConfig's)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -76,8 +78,8 @@ def resolve_init(init: str | None) -> str | None:
 
     try:
         return str(resolve(init).path)
-    except UsageError as error:
-        raise UsageError(str(error).replace("--model", "--init", 1)) from None
+    except UsageError as error:  # said of the model option, which --init is here
+        raise error.renamed("model", "init") from None
 
 
 def check_tensorboard() -> None:
@@ -85,8 +87,8 @@ def check_tensorboard() -> None:
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None:
-        raise UsageError("--tensorboard: the tensorboard package is not installed "
-                         "(pip install 'sirenup[tensorboard]')")
+        raise UsageError(": the tensorboard package is not installed (pip install "
+                         "'sirenup[tensorboard]')", option="tensorboard")
 
 
 class RunRecords:
@@ -188,9 +190,9 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
     info = distributed.init(device, setup.dist_timeout)
     try:
         info.share(setup.batch)  # the global batch must split evenly over the processes
-    except ValueError as error:
+    except OptionValueError:
         distributed.shutdown()
-        raise UsageError(str(error)) from None
+        raise
     lr = setup.lr if setup.lr is not None else (1e-4 if setup.gan else 5e-4)
     cfg = TrainConfig(
         data=[str(d) for d in setup.data], out=str(setup.out),
@@ -211,7 +213,7 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
         try:
             trainer = Trainer(cfg, log=log, on_metrics=records)
         except WeightsError as error:
-            raise SirenupError(f"--init: {error}") from None
+            raise SirenupError(f": {error}", option="init") from None
         except ValueError as error:  # no usable training image
             raise SirenupError(str(error)) from None
         if setup.resume:
@@ -222,11 +224,9 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
             except ValueError as error:  # the run's own words (not a --gan run, ...)
                 raise SirenupError(f"cannot resume from {setup.out}: {error}") from None
             except Exception as error:  # a damaged checkpoint: whatever torch.load raised
-                lines = str(error).strip().splitlines()
                 raise SirenupError(
                     f"cannot resume from {setup.out}: its checkpoint is damaged or not a "
-                    f"sirenup checkpoint ({type(error).__name__}"
-                    f"{': ' + lines[0] if lines else ''})") from None
+                    f"sirenup checkpoint ({typed_line(error)})") from None
             if not resumed:
                 log(f"warning: no checkpoint in {setup.out}: starting from scratch")
         try:
