@@ -185,7 +185,8 @@ def plan_outputs(jobs: list[Job], output_dir: Path, *, suffix: str = "",
         if owner is not None and owner is not job:  # e.g. OUTPUT_DIR inside an INPUT folder
             job.error, job.skip = None, f"it is the output of {owner.src}"
         elif job.error is None and source == _resolved(job.dst):
-            job.error = "the output would replace the input (use another folder or --suffix)"
+            job.error = ("the output would replace the input (use another folder or "
+                         f"{mention('suffix')})")
 
 
 def check_suffix(suffix: str) -> None:
@@ -241,8 +242,9 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     unsearched: list[Path] = []
     jobs = find_inputs(inputs, output_dir, recursive=options.recursive, unsearched=unsearched)
     if unsearched:
-        emit("note", {"message": f"{plural(len(unsearched), 'subfolder')} not searched "
-                                 "(--recursive goes through them)"})
+        emit("note", {"message": _spelled(f"{plural(len(unsearched), 'subfolder')} not "
+                                          f"searched ({mention('recursive')} goes through "
+                                          "them)", spell)})
     plan_outputs(jobs, output_dir, suffix=options.suffix, format=options.format)
     # An unreadable folder is reported by every shard: each may have missed files in it.
     jobs = [job for job in jobs if job.dst is None or in_shard(job.rel, shard)]
@@ -270,7 +272,8 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         emit("failed", record)
 
     def skip(job: Job, reason: str) -> None:
-        record = {"input": str(job.src), "output": str(job.dst), "reason": reason}
+        record = {"input": str(job.src), "output": str(job.dst),
+                  "reason": _spelled(reason, spell)}
         skipped.append(record)
         emit("skipped", record)
 
@@ -292,7 +295,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         elif _exists(job.dst) and not options.overwrite and \
                 (done := completeness(job.dst, options.max_output_pixels)) is not False:
             if done is True:
-                skip(job, "output exists (use --overwrite to redo it)")
+                skip(job, f"output exists (use {mention('overwrite')} to redo it)")
             else:  # "could not check it" is not "it is truncated": the file stays
                 fail(job, SirenupError(f"{job.dst}: exists, and whether it is complete could "
                                        f"not be checked ({done}); not replaced (use "
@@ -516,10 +519,15 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
+def _spelled(text: str, spell: Callable[[str], str]) -> str:
+    """A reason or note of this module's, the options it mentions spelled by ``spell``."""
+    return describe(SirenupError(text), spell)
+
+
 def _reason(error: Exception | str, job: Job, spell: Callable[[str], str] = str) -> str:
     """The error's message without a leading '<path>: ' (the record names the file)."""
     if isinstance(error, str):
-        return error
+        return _spelled(error, spell)
     text = describe(error, spell).strip() if isinstance(error, SirenupError) else \
         typed_line(error)
     for path in (job.src, job.dst):  # before the first line is taken: a name may hold '\n'

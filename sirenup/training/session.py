@@ -174,7 +174,8 @@ def check_start(setup: TrainSetup) -> None:
         check_tensorboard()
     world = os.environ.get("WORLD_SIZE", "1")
     if world.isdigit() and int(world) > 1 and setup.batch % int(world):
-        raise UsageError(f"--batch {setup.batch} does not split evenly over {world} processes")
+        raise UsageError(f"{setup.batch} does not split evenly over {world} processes",
+                         option="batch")
     check_run_folder(setup.out, setup.resume)
     if setup.val is not None:
         check_sets_hold_images(setup.val)
