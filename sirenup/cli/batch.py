@@ -37,6 +37,7 @@ from sirenup.cli.options import (
     ScaleOption,
     TileOption,
     WidthOption,
+    chosen,
 )
 from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -95,6 +96,7 @@ def batch(
     from sirenup.inference.planning import check_device_spelling, check_tiling
     from sirenup.inference.shards import resolve_shard
 
+    tile, overlap = chosen(tile=tile, overlap=overlap)  # None: not given
     check_tiling(tile, overlap)  # torch is imported only once the options are checked
     check_device_spelling(device, precision)
     shard = resolve_shard(shard, shard_count)  # "auto" -> this array task's "K/N"

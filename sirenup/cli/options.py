@@ -58,3 +58,18 @@ MaxInputPixelsOption = Annotated[int | None, typer.Option(
 MaxOutputPixelsOption = Annotated[int, typer.Option(
     "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+
+
+def chosen(**options):
+    """The values of ``options`` (parameter name -> value) as the user gave them: None for
+    one left at its default. The help shows the library's default (from defaults.py), and the
+    library fills it in itself: so it can tell ``--tile 512`` from no --tile."""
+    import click
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    values = tuple(
+        None if context is not None
+        and context.get_parameter_source(name) is ParameterSource.DEFAULT else value
+        for name, value in options.items())
+    return values if len(values) > 1 else values[0]

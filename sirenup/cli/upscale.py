@@ -31,6 +31,7 @@ from sirenup.cli.options import (
     ScaleOption,
     TileOption,
     WidthOption,
+    chosen,
 )
 from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -74,6 +75,7 @@ def upscale(
     if json and is_stdio(output):
         raise UsageError("--json and -o - both write to standard output; choose one")
     # Options, output path, input header and format limits: checked before torch loads.
+    tile, overlap = chosen(tile=tile, overlap=overlap)  # None: not given
     check_tiling(tile, overlap)
     check_device_spelling(device, precision)
     with stdio_paths(input, output, format) as (src, dst):  # "-": through a private folder

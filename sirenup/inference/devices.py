@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sirenup.defaults import DEFAULT_TILE
 from sirenup.errors import UsageError, mention
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -189,17 +190,18 @@ def _tile_bytes_per_pixel(scale: float) -> float:
 MAX_AUTO_TILE = 4096
 
 
-def auto_tile(device: torch.device, scale: float, requested: int, default: int) -> int:
-    """The LR tile side to use. The CPU keeps ``requested``; on CUDA/MPS the default tile grows
-    to what half the free memory holds (bigger tiles: fewer launches, less re-read context),
-    up to MAX_AUTO_TILE; a tile the user chose is kept. Out-of-memory still halves it."""
-    if device.type == "cpu" or requested != default:
+def auto_tile(device: torch.device, scale: float, requested: int | None) -> int:
+    """The LR tile side to use: ``requested``, the user's, is kept whatever it is (None: not
+    chosen). Not chosen: DEFAULT_TILE on the CPU; on CUDA/MPS it grows to what half the free
+    memory holds (bigger tiles: fewer launches, less re-read context), up to MAX_AUTO_TILE.
+    Out-of-memory still halves it."""
+    if requested is not None:
         return requested
-    free = free_memory(device)
+    free = None if device.type == "cpu" else free_memory(device)
     if free is None:
-        return requested
+        return DEFAULT_TILE
     side = int(math.sqrt(free / 2 / _tile_bytes_per_pixel(max(scale, 1.0))))
-    return max(requested, min(MAX_AUTO_TILE, side // 64 * 64))
+    return max(DEFAULT_TILE, min(MAX_AUTO_TILE, side // 64 * 64))
 
 
 # -- hardware report ---------------------------------------------------------------------------

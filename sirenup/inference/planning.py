@@ -118,10 +118,11 @@ def prepare_job(src: Path, dst: Path | None, spec: OutputSpec, *,
                     warnings=list(image.warnings))
 
 
-def check_tiling(tile: int, overlap: int) -> None:
-    if tile != 0 and tile < MIN_TILE:
+def check_tiling(tile: int | None, overlap: int | None) -> None:
+    """--tile and --overlap as given (None: not given, the defaults)."""
+    if tile is not None and tile != 0 and tile < MIN_TILE:
         raise UsageError(f"{tile}: must be 0 (whole image) or at least {MIN_TILE}", option="tile")
-    if overlap < 0:
+    if overlap is not None and overlap < 0:
         raise UsageError(f"{overlap}: must be 0 or more", option="overlap")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.defaults import DEFAULT_OVERLAP
 from sirenup.errors import SirenupError, UsageError
 from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
 from sirenup.imaging.imageio import LUMA, DecodedImage, as_float, prepare_write
@@ -37,7 +37,8 @@ class Upscaler:
     """Load ``model`` (registry name or weights path) once; upscale many images."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto",
-                 precision: str = "auto", tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
+                 precision: str = "auto", tile: int | None = None,
+                 overlap: int | None = None):
         from sirenup.inference.devices import resolve_precision
 
         self.device = resolve_device(device)
@@ -46,7 +47,8 @@ class Upscaler:
         self.model, self.metadata = load_weights(self.model_path, device=self.device)
         # the file's own name for itself: untrusted text, shown escaped and cut
         self.model_name = shown(self.metadata.get("name", self.model_name))
-        self.tile, self.overlap = tile, overlap
+        self.tile = tile  # None: not chosen (devices.auto_tile picks it per image)
+        self.overlap = DEFAULT_OVERLAP if overlap is None else overlap
 
     def __call__(self, image, *, scale: float | None = None,
                  size: tuple[int, int] | None = None):
@@ -72,10 +74,10 @@ class Upscaler:
         return self.upscale_rgb(array.astype(np.float32, copy=False), out_size)
 
     def tile_for(self, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
-        """The tile to start with: ``self.tile``, grown on CUDA/MPS to what free memory holds
-        when it is the default (``devices.auto_tile``)."""
+        """The tile to start with: ``self.tile`` when one was chosen, else the default, grown
+        on CUDA/MPS to what free memory holds (``devices.auto_tile``)."""
         scale = max(out_hw[0] / lr_hw[0], out_hw[1] / lr_hw[1])
-        return auto_tile(self.device, scale, self.tile, DEFAULT_TILE)
+        return auto_tile(self.device, scale, self.tile)
 
     @torch.inference_mode()
     def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink,
@@ -160,9 +162,10 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: type) -> np.nd
 
 
 def load_upscaler(model: str | os.PathLike | None = None, *, device: str = "auto",
-                  precision: str = "auto", tile: int = DEFAULT_TILE,
-                  overlap: int = DEFAULT_OVERLAP) -> Upscaler:
-    """Check the tiling options and load the model once; weights errors -> SirenupError."""
+                  precision: str = "auto", tile: int | None = None,
+                  overlap: int | None = None) -> Upscaler:
+    """Check the tiling options and load the model once (``tile``/``overlap`` None: not
+    chosen, the defaults); weights errors -> SirenupError."""
     check_tiling(tile, overlap)
     try:
         return Upscaler(str(model) if model else DEFAULT_MODEL, device=device,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sirenup.defaults import DEFAULT_GAN_LR, DEFAULT_LR
 from sirenup.errors import OptionValueError, SirenupError, UsageError, mention, typed_line
 from sirenup.training.run_folder import RunLock, check_run_folder
 
@@ -29,7 +30,7 @@ class TrainSetup:
     queries: int
     scale_min: float
     scale_max: float
-    lr: float | None  # None: 5e-4, or 1e-4 for adversarial fine-tuning
+    lr: float | None  # None: DEFAULT_LR, or DEFAULT_GAN_LR for adversarial fine-tuning
     device: str
     seed: int
     val_every: int
@@ -194,7 +195,7 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
     except OptionValueError:
         distributed.shutdown()
         raise
-    lr = setup.lr if setup.lr is not None else (1e-4 if setup.gan else 5e-4)
+    lr = setup.lr if setup.lr is not None else (DEFAULT_GAN_LR if setup.gan else DEFAULT_LR)
     cfg = TrainConfig(
         data=[str(d) for d in setup.data], out=str(setup.out),
         val=str(setup.val) if setup.val else None, steps=setup.steps, batch=setup.batch,
