@@ -1,8 +1,8 @@
 """Errors the CLI turns into a one-line message and an exit code.
 
 An error about one option carries it (``option="tile"``: the parameter's name) and a message
-that follows it ("8: must be 0 (whole image) or at least 32"); the library never writes a
-command-line flag. ``describe`` joins the two: by the option's name for a reader of the
+that follows it ("8: must be 0 (whole image) or at least 32"); the library's errors never
+write a command-line flag. ``describe`` joins the two: by the option's name for a reader of the
 library (``str(error)``), by its flag for the CLI (``sirenup.cli.console``, the one place that
 knows flags). Another option named inside the message is written ``mention("overwrite")``.
 ``detail``: the error this one wraps, described the same way, in parentheses.

@@ -37,7 +37,7 @@ def _image(path, size=(12, 10)):
 
 
 def test_spec_checks_the_options_once():
-    with pytest.raises(UsageError, match="--quality"):
+    with pytest.raises(UsageError, match="quality"):
         OutputSpec.checked(quality=0)
     with pytest.raises(UsageError, match="give either scale"):
         OutputSpec.checked(scale=2, width=40)

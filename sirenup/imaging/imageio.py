@@ -52,7 +52,7 @@ from sirenup.defaults import (
     DEFAULT_MAX_OUTPUT_PIXELS,
     DEFAULT_PNG_COMPRESSION,
 )
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.files import (  # noqa: F401 (is_temp_of: part of this module's API)
     atomic_write,
     atomic_write_bytes,
@@ -125,7 +125,8 @@ def input_limit(max_pixels: int | None) -> int | None:
     if max_pixels is None:
         return DEFAULT_MAX_INPUT_PIXELS
     if max_pixels < 0:
-        raise UsageError(f"--max-input-pixels {max_pixels}: must be 0 (no limit) or more")
+        raise UsageError(f"{max_pixels}: must be 0 (no limit) or more",
+                         option="max_input_pixels")
     return max_pixels or None
 
 
@@ -134,12 +135,13 @@ def check_output_size(size: tuple[int, int], max_pixels: int | None = None,
     """Refuse an output of ``size`` = (W, H) over ``max_pixels`` (None: 400 MP, 0: no limit)."""
     limit = DEFAULT_MAX_OUTPUT_PIXELS if max_pixels is None else max_pixels
     if limit < 0:
-        raise UsageError(f"--max-output-pixels {limit}: must be 0 (no limit) or more")
+        raise UsageError(f"{limit}: must be 0 (no limit) or more", option="max_output_pixels")
     pixels = size[0] * size[1]
     if limit and pixels > limit:
         where = f"{path}: " if path is not None else ""
         raise SirenupError(f"{where}output {size[0]}x{size[1]} = {_mp(pixels)} is over "
-                           f"--max-output-pixels {limit} ({_mp(limit)}); raise the option "
+                           f"{mention('max_output_pixels')} {limit} ({_mp(limit)}); raise "
+                           "the option "
                            "or choose a smaller size")
 
 
@@ -150,19 +152,20 @@ def parse_color(text: str) -> tuple[int, int, int]:
     try:
         color = ImageColor.getrgb(text.strip())
     except (ValueError, AttributeError):
-        raise UsageError(f"--background {text}: not a colour (try white, black, #rrggbb)") \
+        raise UsageError(f"{text}: not a colour (try white, black, #rrggbb)",
+                         option="background") \
             from None
     return int(color[0]), int(color[1]), int(color[2])
 
 
 def check_quality(quality: int | None) -> None:
     if quality is not None and not 1 <= quality <= 100:
-        raise UsageError(f"--quality {quality}: must be between 1 and 100")
+        raise UsageError(f"{quality}: must be between 1 and 100", option="quality")
 
 
 def check_png_compression(level: int | None) -> None:
     if level is not None and not 0 <= level <= 9:
-        raise UsageError(f"--png-compression {level}: must be between 0 and 9")
+        raise UsageError(f"{level}: must be between 0 and 9", option="png_compression")
 
 
 def _mp(pixels: int) -> str:
@@ -256,7 +259,8 @@ def _read_image(path: Path, max_pixels: int | None,
             if limit is not None and pixels > limit:
                 raise SirenupError(
                     f"{path}: {im.size[0]}x{im.size[1]} = {_mp(pixels)} is over "
-                    f"--max-input-pixels {limit} (decompression-bomb protection; raise the "
+                    f"{mention('max_input_pixels')} {limit} (decompression-bomb protection; "
+                    "raise the "
                     "option if you trust the file)")
             if check_size is not None:
                 swap = _header_orientation(im) in {5, 6, 7, 8}
@@ -758,16 +762,16 @@ def output_format(path: str | os.PathLike | None, format: str | None = None) -> 
     if format:
         name = format.lower().lstrip(".")
         if name not in FORMATS:
-            raise UsageError(f"--format {format}: expected one of {_known()}")
+            raise UsageError(f"{format}: expected one of {_known()}", option="format")
         if suffix in FORMATS and FORMATS[suffix] != FORMATS[name]:
             raise UsageError(f"{path}: the extension '.{suffix}' says {FORMATS[suffix]}, "
-                             f"--format {format} says {FORMATS[name]}: give a matching "
-                             "extension, or leave out --format")
+                             f"{mention('format')} {format} says {FORMATS[name]}: give a "
+                             f"matching extension, or leave out {mention('format')}")
         return _available(FORMATS[name])
     if suffix not in FORMATS:
         what = f"extension '.{suffix}'" if suffix else "no extension"
         raise UsageError(f"{path}: {what}: cannot tell the output format "
-                         f"(use one of {_known()}, or --format)")
+                         f"(use one of {_known()}, or {mention('format')})")
     return _available(FORMATS[suffix])
 
 
@@ -784,7 +788,7 @@ def check_writable(path: str | os.PathLike, image: DecodedImage, format: str | N
     if image.alpha is not None and fmt not in ALPHA_FORMATS and background is None:
         raise SirenupError(f"{path}: {fmt} cannot store transparency and the image has an "
                            f"alpha channel; write {listed(alpha_extensions())}, or flatten it "
-                           "with --background COLOR")
+                           f"with {mention('background')} COLOR")
     width, height = size if size is not None else image.size
     if max(width, height) > MAX_SIDES[fmt]:
         raise SirenupError(f"{path}: {fmt} stores at most {MAX_SIDES[fmt]} pixels on a side; "

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 
 STDIO = "-"
 
@@ -34,7 +34,7 @@ def stdio_paths(src: str | os.PathLike, dst: str | os.PathLike | None,
         return
     if is_stdio(src) and dst is None:
         raise UsageError("-: reading standard input, there is no folder to write beside it; "
-                         "give --output FILE, or -o - for standard output")
+                         f"give {mention('output')} FILE, or -o - for standard output")
     if is_stdio(src) and sys.stdin.isatty():
         raise UsageError("-: standard input is a terminal; pipe an image in (cat photo.png | "
                          "sirenup upscale - ...)")
