@@ -11,6 +11,11 @@ DEFAULT_OVERLAP = 8
 # (4-9 MP; 3.62 s vs 1.30 s at 9.4 MP) for files only 2.5-6% smaller; 1 is faster still but
 # its files are ~18% bigger.
 DEFAULT_PNG_COMPRESSION = 4
+# --quality of JPEG and WebP outputs when not given.
+DEFAULT_QUALITY = 95
+# Peak Adam learning rate of `sirenup train`, and of adversarial fine-tuning (--gan).
+DEFAULT_LR = 5e-4
+DEFAULT_GAN_LR = 1e-4
 # Scale factor when neither --scale nor --width/--height is given.
 DEFAULT_SCALE = 4.0
 # The model --model defaults to (a registry name).

@@ -345,8 +345,12 @@ def test_decode_and_encode_overlap_the_model(tmp_path, monkeypatch):
             return value
         return wrapper
 
-    monkeypatch.setattr(batch, "read_image", slow("read", batch.read_image))
-    monkeypatch.setattr(batch, "write_image", slow("write", batch.write_image))
+    import sirenup.imaging.imageio as imageio
+    import sirenup.inference.planning as planning
+
+    # the shared pipeline reads (planning.prepare_job); the encoder writes (atomic_write)
+    monkeypatch.setattr(planning, "read_image", slow("read", planning.read_image))
+    monkeypatch.setattr(imageio, "atomic_write", slow("write", imageio.atomic_write))
     model = SlowUpscaler()
     report = batch.run_batch([src], tmp_path / "out", batch.BatchOptions(scale=2), lambda: model)
     assert report["done"] == 6 and report["failed"] == 0

@@ -81,7 +81,7 @@ def test_auto_reads_the_scheduler(environ, count, expected):
 
 @pytest.mark.parametrize("environ, count, fragment", [
     ({}, None, "no array job in the environment"),
-    ({"JOB_COMPLETION_INDEX": "3"}, None, "--shard-count N or set SIRENUP_SHARD_COUNT"),
+    ({"JOB_COMPLETION_INDEX": "3"}, None, "shard_count N or set SIRENUP_SHARD_COUNT"),
     ({"JOB_COMPLETION_INDEX": "3"}, 3, "not below the count 3"),
     ({"SLURM_ARRAY_TASK_ID": "5"}, None, "not SLURM_ARRAY_TASK_COUNT"),
     ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "3"}, None, "not an integer"),
@@ -97,7 +97,7 @@ def test_auto_without_a_usable_scheduler_is_a_usage_error(environ, count, fragme
 def test_explicit_shards_pass_through_and_refuse_a_count():
     assert resolve_shard("2/3", None, {}) == "2/3"
     assert resolve_shard(None, None, {}) is None
-    with pytest.raises(UsageError, match="only with --shard auto"):
+    with pytest.raises(UsageError, match="only with shard auto"):
         resolve_shard("2/3", 3, {})
 
 

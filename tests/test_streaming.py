@@ -120,13 +120,13 @@ def test_gpu_decodes_whole_tiles_within_free_memory(monkeypatch):
 def test_gpu_tile_grows_with_free_memory_and_keeps_a_chosen_one(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(devices, "free_memory", lambda device: 80 * 2**30)
-    big = auto_tile(cuda, 4.0, 512, 512)
+    big = auto_tile(cuda, 4.0, None)
     assert 1024 <= big <= devices.MAX_AUTO_TILE and big % 64 == 0
-    assert auto_tile(cuda, 2.0, 512, 512) >= big  # fewer queries per LR pixel
-    assert auto_tile(cuda, 4.0, 256, 512) == 256  # the user's tile
-    assert auto_tile(cpu, 4.0, 512, 512) == 512
+    assert auto_tile(cuda, 2.0, None) >= big  # fewer queries per LR pixel
+    assert auto_tile(cuda, 4.0, 256) == 256  # the user's tile
+    assert auto_tile(cpu, 4.0, None) == 512
     monkeypatch.setattr(devices, "free_memory", lambda device: 2**20)
-    assert auto_tile(cuda, 4.0, 512, 512) == 512  # never below the default: OOM halves it
+    assert auto_tile(cuda, 4.0, None) == 512  # never below the default: OOM halves it
 
 
 def test_whole_tile_bands_give_the_same_image(monkeypatch):

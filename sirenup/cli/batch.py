@@ -11,6 +11,7 @@ from sirenup.cli.console import (
     WorkBar,
     bars_shown,
     console,
+    flag,
     handle_errors,
     info_text,
     one_line,
@@ -21,6 +22,7 @@ from sirenup.cli.console import (
     warn_text,
 )
 from sirenup.cli.options import (
+    FORMAT_NAMES,
     BackgroundOption,
     DeviceOption,
     HeightOption,
@@ -35,6 +37,7 @@ from sirenup.cli.options import (
     ScaleOption,
     TileOption,
     WidthOption,
+    chosen,
 )
 from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -65,7 +68,7 @@ def batch(
         "--suffix", help="Appended to each output's stem, e.g. _x4.")] = "",
     format: Annotated[str | None, typer.Option(
         "--format", "-f", show_default=False,
-        help="png, jpg, webp, tif or bmp (default: the input's format when sirenup writes it, "
+        help=f"{FORMAT_NAMES} (default: the input's format when sirenup writes it, "
              "else png).")] = None,
     quality: QualityOption = None,
     png_compression: PngCompressionOption = None,
@@ -93,6 +96,7 @@ def batch(
     from sirenup.inference.planning import check_device_spelling, check_tiling
     from sirenup.inference.shards import resolve_shard
 
+    tile, overlap = chosen(tile=tile, overlap=overlap)  # None: not given
     check_tiling(tile, overlap)  # torch is imported only once the options are checked
     check_device_spelling(device, precision)
     shard = resolve_shard(shard, shard_count)  # "auto" -> this array task's "K/N"
@@ -132,7 +136,7 @@ def batch(
             inputs, output_dir, options,
             lambda: _load(model, device=device, precision=precision, tile=tile,
                           overlap=overlap),
-            on_event=on_event)
+            on_event=on_event, spell=flag)
     finally:
         view.stop()
     if not state["quiet"]:  # a result on stdout; beside --json (stdout's), on stderr

@@ -13,7 +13,8 @@ from sirenup.cli.console import (
     state,
 )
 from sirenup.cli.console import result as show_result
-from sirenup.defaults import DEFAULT_TILE
+from sirenup.cli.options import chosen
+from sirenup.defaults import DEFAULT_MODEL, DEFAULT_TILE
 
 
 @handle_errors
@@ -22,7 +23,7 @@ def bench(
                                help="auto, cpu, cuda, cuda:N, mps, or all (every device here)."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16."),
-    model: str = typer.Option("sirenup-base", "--model", "-m",
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m",
                               help="Registry name or path to a weights file."),
     sizes: str = typer.Option("256,512", "--sizes",
                               help="Comma-separated LR sides in pixels (square inputs)."),
@@ -53,7 +54,8 @@ def bench(
     with _StepProgress(enabled=bars_shown()) as progress:
         result = run_benchmark(model=model, device=device, precision=precision,
                                sizes=side_list, scales=scale_list, repeats=repeats,
-                               warmup=warmup, tile=tile, threads=threads, progress=progress)
+                               warmup=warmup, tile=chosen(tile=tile), threads=threads,
+                               progress=progress)
     table = results_table(result)
     if as_json:
         if not state["quiet"]:

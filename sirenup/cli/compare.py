@@ -24,6 +24,7 @@ from sirenup.cli.options import (
     OverlapOption,
     PrecisionOption,
     TileOption,
+    chosen,
 )
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from sirenup.text import plural
@@ -86,6 +87,7 @@ def compare(
     from sirenup.evaluation.compare import CompareOptions, run_compare
     from sirenup.inference.planning import check_device_spelling, check_tiling
 
+    tile, overlap = chosen(tile=tile, overlap=overlap)  # None: not given
     check_tiling(tile, overlap)
     check_device_spelling(device, precision)
     options = CompareOptions(reference=reference, self_reference=self_reference, scale=scale,

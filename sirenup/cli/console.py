@@ -86,6 +86,23 @@ def _stdout_error(error: OSError) -> bool:
     return error.errno in {errno.ENOSPC, errno.EBADF, errno.EIO, errno.EFBIG}
 
 
+def flag(option: str) -> str:
+    """The command-line flag of a library option name: every flag is the parameter's name
+    with dashes (``max_output_pixels`` -> ``--max-output-pixels``)."""
+    return "--" + option.replace("_", "-")
+
+
+def error_text(error: BaseException) -> str:
+    """What the CLI says of ``error``, in one place: a sirenup error's message with the
+    options it concerns spelled as flags; anything else as 'Type: first line' and where the
+    details are."""
+    from sirenup.errors import SirenupError, describe, typed_line
+
+    if isinstance(error, SirenupError):
+        return describe(error, flag)
+    return f"{typed_line(error)} (rerun with --debug for details)"
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``message`` (plain text: it holds paths and exception text) as an error, on one
     line."""
@@ -114,7 +131,7 @@ def handle_errors(command: Callable) -> Callable:
         except SirenupError as error:
             if state["debug"]:
                 raise
-            raise fail(str(error), error.exit_code) from None
+            raise fail(error_text(error), error.exit_code) from None
         except OSError as error:  # the file system's refusal (a name too long, ...) that no
             if state["debug"]:  # check caught first: the path and the reason, in words
                 raise
@@ -128,9 +145,7 @@ def handle_errors(command: Callable) -> Callable:
         except Exception as error:
             if state["debug"]:
                 raise
-            lines = str(error).strip().splitlines()  # the first line: one-line errors
-            raise fail(f"{type(error).__name__}: {lines[0] if lines else ''} (rerun with "
-                       "--debug for details)") from None
+            raise fail(error_text(error)) from None
 
     return wrapper
 

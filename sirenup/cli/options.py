@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from sirenup.defaults import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_MODEL, DEFAULT_SCALE
+from sirenup.defaults import (
+    DEFAULT_MAX_INPUT_PIXELS,
+    DEFAULT_MODEL,
+    DEFAULT_PNG_COMPRESSION,
+    DEFAULT_QUALITY,
+    DEFAULT_SCALE,
+)
+from sirenup.imaging.formats import NAMES, listed, lossy_labels, without_alpha
 
 ScaleOption = Annotated[float | None, typer.Option(
     "--scale", "-s", show_default=False,
@@ -32,13 +39,18 @@ TileOption = Annotated[int, typer.Option(
 OverlapOption = Annotated[int, typer.Option(
     "--overlap", help="Overlap between tiles in input pixels.")]
 QualityOption = Annotated[int | None, typer.Option(
-    "--quality", show_default=False, help="JPEG/WebP quality, 1-100 (default: 95).")]
+    "--quality", show_default=False,
+    help=f"{lossy_labels()} quality, 1-100 (default: {DEFAULT_QUALITY}).")]
 PngCompressionOption = Annotated[int | None, typer.Option(
     "--png-compression", show_default=False,
-    help="PNG zlib level 0-9: lower is faster, higher is smaller (default: 4).")]
+    help="PNG zlib level 0-9: lower is faster, higher is smaller "
+         f"(default: {DEFAULT_PNG_COMPRESSION}).")]
 BackgroundOption = Annotated[str | None, typer.Option(
     "--background", show_default=False, metavar="COLOR",
-    help="Flatten transparency onto this colour for formats without alpha (jpg, bmp).")]
+    help="Flatten transparency onto this colour for formats without alpha "
+         f"({', '.join(without_alpha())}).")]
+# --format's help begins with the names it takes, from the format table.
+FORMAT_NAMES = listed(NAMES)
 MaxInputPixelsOption = Annotated[int | None, typer.Option(
     "--max-input-pixels", show_default=False,
     help="Refuse inputs with more pixels (default: Pillow's decompression-bomb limit, "
@@ -46,3 +58,18 @@ MaxInputPixelsOption = Annotated[int | None, typer.Option(
 MaxOutputPixelsOption = Annotated[int, typer.Option(
     "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+
+
+def chosen(**options):
+    """The values of ``options`` (parameter name -> value) as the user gave them: None for
+    one left at its default. The help shows the library's default (from defaults.py), and the
+    library fills it in itself: so it can tell ``--tile 512`` from no --tile."""
+    import click
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    values = tuple(
+        None if context is not None
+        and context.get_parameter_source(name) is ParameterSource.DEFAULT else value
+        for name, value in options.items())
+    return values if len(values) > 1 else values[0]

@@ -9,9 +9,18 @@ import typer
 
 from sirenup.cli.console import bars_shown, console, handle_errors, info_text, warn_text
 from sirenup.cli.options import DeviceOption
+from sirenup.defaults import DEFAULT_GAN_LR, DEFAULT_LR
+from sirenup.training.configs import DegradeConfig, GanConfig
 
 GAN = "Adversarial training (--gan)"
 DEGRADE = "Realistic degradations (--degrade real)"
+# The defaults the help shows are the settings' own (torch-free dataclasses): written once.
+GAN_DEFAULTS, DEGRADE_DEFAULTS = GanConfig(), DegradeConfig()
+
+
+def _pair(values: tuple[float, float]) -> str:
+    """(0.2, 1.2) -> '0.2,1.2': a range as --degrade-* options write it."""
+    return ",".join(f"{value:g}" for value in values)
 
 
 def _range(text: str, name: str) -> tuple[float, float]:
@@ -23,6 +32,12 @@ def _range(text: str, name: str) -> tuple[float, float]:
     except ValueError:
         raise UsageError(f"--{name} {text!r}: expected MIN,MAX") from None
     return low, high
+
+
+def _short(value: float) -> str:
+    """5e-4, not 0.0005 (the help's way of writing a learning rate)."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def model_overrides(**values: int | None) -> dict:
@@ -49,7 +64,8 @@ def train(
         "--scale-max", min=1.0, help="Largest training scale.")] = 4.0,
     lr: Annotated[float | None, typer.Option(
         "--lr", min=0.0, show_default=False,
-        help="Peak Adam learning rate (default: 5e-4; 1e-4 with --gan).")] = None,
+        help=f"Peak Adam learning rate (default: {_short(DEFAULT_LR)}; "
+             f"{_short(DEFAULT_GAN_LR)} with --gan).")] = None,
     device: DeviceOption = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (crops, init).")] = 0,
     val_every: Annotated[int, typer.Option(
@@ -124,79 +140,83 @@ def train(
     lambda_pix_low: Annotated[float, typer.Option(
         "--lambda-pix-low", min=0.0, rich_help_panel=GAN,
         help="Weight of L1 between 4x4-pixel averages of output and photo: faithful colour "
-             "and shape without asking fine detail to match pixel for pixel.")] = 0.0,
+             "and shape without asking fine detail to match pixel for pixel.")
+    ] = GAN_DEFAULTS.lambda_pix_low,
     gan_window: Annotated[int, typer.Option(
         "--gan-window", min=24, rich_help_panel=GAN,
-        help="HR pixels per side decoded densely per crop.")] = 64,
+        help="HR pixels per side decoded densely per crop.")] = GAN_DEFAULTS.window,
     gan_loss: Annotated[str, typer.Option(
         "--gan-loss", rich_help_panel=GAN, help="ragan (relativistic average) or hinge.")
-    ] = "ragan",
+    ] = GAN_DEFAULTS.loss,
     lambda_pix: Annotated[float, typer.Option(
-        "--lambda-pix", min=0.0, rich_help_panel=GAN, help="Weight of the L1 loss.")] = 1.0,
+        "--lambda-pix", min=0.0, rich_help_panel=GAN, help="Weight of the L1 loss.")
+    ] = GAN_DEFAULTS.lambda_pix,
     lambda_adv: Annotated[float, typer.Option(
         "--lambda-adv", min=0.0, rich_help_panel=GAN, help="Weight of the adversarial loss.")
-    ] = 0.1,
+    ] = GAN_DEFAULTS.lambda_adv,
     lambda_fm: Annotated[float, typer.Option(
         "--lambda-fm", min=0.0, rich_help_panel=GAN,
-        help="Weight of feature matching on the discriminator's activations.")] = 1.0,
+        help="Weight of feature matching on the discriminator's activations.")
+    ] = GAN_DEFAULTS.lambda_fm,
     lambda_freq: Annotated[float, typer.Option(
         "--lambda-freq", min=0.0, rich_help_panel=GAN,
-        help="Weight of the log-amplitude spectrum loss.")] = 0.5,
+        help="Weight of the log-amplitude spectrum loss.")] = GAN_DEFAULTS.lambda_freq,
     freq_floor: Annotated[float, typer.Option(
         "--freq-floor", min=1e-6, rich_help_panel=GAN,
         help="Spectrum amplitude below which that loss counts linearly (smaller: fine detail "
-             "counts more; 1: the log regime only for strong detail).")] = 1.0,
+             "counts more; 1: the log regime only for strong detail).")] = GAN_DEFAULTS.freq_floor,
     lambda_grid: Annotated[float, typer.Option(
         "--lambda-grid", min=0.0, rich_help_panel=GAN,
         help="Weight of the LR-grid phase loss (fine detail locked to the LR pixels, such as "
              "dotted patterns, costs the generator; 0: off). Also without --gan, for a model "
-             "with a refiner.")] = 0.0,
+             "with a refiner.")] = GAN_DEFAULTS.lambda_grid,
     lr_d: Annotated[float, typer.Option(
-        "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")] = 2e-4,
+        "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")
+    ] = GAN_DEFAULTS.lr_d,
     d_channels: Annotated[int, typer.Option(
         "--d-channels", min=4, max=512, rich_help_panel=GAN,
-        help="Discriminator width.")] = 32,
+        help="Discriminator width.")] = GAN_DEFAULTS.d_channels,
     ema: Annotated[float, typer.Option(
         "--ema", min=0.0, max=0.99999, rich_help_panel=GAN,
-        help="EMA decay of the exported generator (0: raw weights).")] = 0.999,
+        help="EMA decay of the exported generator (0: raw weights).")] = GAN_DEFAULTS.ema,
     degrade: Annotated[str, typer.Option(
         "--degrade", rich_help_panel=DEGRADE,
         help="LR degradations: clean (the bicubic protocol) or real (blur, resize, noise, "
              "JPEG, twice).")] = "clean",
     degrade_clean_prob: Annotated[float, typer.Option(
         "--degrade-clean-prob", rich_help_panel=DEGRADE,
-        help="Share of crops left clean.")] = 0.15,
+        help="Share of crops left clean.")] = DEGRADE_DEFAULTS.clean_prob,
     degrade_first_prob: Annotated[float, typer.Option(
         "--degrade-first-prob", rich_help_panel=DEGRADE,
         help="Probability of a first round (resize, blur, noise, JPEG) before the LR size.")
-    ] = 0.5,
+    ] = DEGRADE_DEFAULTS.first_prob,
     degrade_blur_prob: Annotated[float, typer.Option(
         "--degrade-blur-prob", rich_help_panel=DEGRADE,
-        help="Probability of blur (first round).")] = 0.25,
+        help="Probability of blur (first round).")] = DEGRADE_DEFAULTS.blur_prob,
     degrade_blur_sigma: Annotated[str, typer.Option(
         "--degrade-blur-sigma", rich_help_panel=DEGRADE,
-        help="Blur sigma range, LR pixels.")] = "0.2,1.2",
+        help="Blur sigma range, LR pixels.")] = _pair(DEGRADE_DEFAULTS.blur_sigma),
     degrade_noise_prob: Annotated[float, typer.Option(
         "--degrade-noise-prob", rich_help_panel=DEGRADE,
-        help="Probability of noise (first round).")] = 0.3,
+        help="Probability of noise (first round).")] = DEGRADE_DEFAULTS.noise_prob,
     degrade_noise_sigma: Annotated[str, typer.Option(
         "--degrade-noise-sigma", rich_help_panel=DEGRADE,
-        help="Gaussian noise sigma range, 8-bit levels.")] = "1,15",
+        help="Gaussian noise sigma range, 8-bit levels.")] = _pair(DEGRADE_DEFAULTS.noise_sigma),
     degrade_jpeg_prob: Annotated[float, typer.Option(
         "--degrade-jpeg-prob", rich_help_panel=DEGRADE,
-        help="Probability of JPEG (first round).")] = 0.3,
+        help="Probability of JPEG (first round).")] = DEGRADE_DEFAULTS.jpeg_prob,
     degrade_final_jpeg_prob: Annotated[float, typer.Option(
         "--degrade-final-jpeg-prob", rich_help_panel=DEGRADE,
-        help="Probability of a final JPEG.")] = 0.8,
+        help="Probability of a final JPEG.")] = DEGRADE_DEFAULTS.final_jpeg_prob,
     degrade_jpeg_quality: Annotated[str, typer.Option(
         "--degrade-jpeg-quality", rich_help_panel=DEGRADE,
-        help="JPEG quality range.")] = "35,95",
+        help="JPEG quality range.")] = _pair(DEGRADE_DEFAULTS.jpeg_quality),
     degrade_resize_range: Annotated[str, typer.Option(
         "--degrade-resize-range", rich_help_panel=DEGRADE,
-        help="First-round size, x the LR size.")] = "0.8,1.25",
+        help="First-round size, x the LR size.")] = _pair(DEGRADE_DEFAULTS.resize_range),
     degrade_second_prob: Annotated[float, typer.Option(
         "--degrade-second-prob", rich_help_panel=DEGRADE,
-        help="Probability of a second round of blur and noise.")] = 0.4,
+        help="Probability of a second round of blur and noise.")] = DEGRADE_DEFAULTS.second_prob,
     tensorboard: Annotated[bool, typer.Option(
         "--tensorboard",
         help="Also log losses and validation scores for TensorBoard, in OUT/tensorboard "

@@ -16,6 +16,7 @@ from sirenup.cli.console import (
     warn_text,
 )
 from sirenup.cli.options import (
+    FORMAT_NAMES,
     BackgroundOption,
     DeviceOption,
     HeightOption,
@@ -30,6 +31,7 @@ from sirenup.cli.options import (
     ScaleOption,
     TileOption,
     WidthOption,
+    chosen,
 )
 from sirenup.defaults import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -52,7 +54,7 @@ def upscale(
     overlap: OverlapOption = DEFAULT_OVERLAP,
     format: Annotated[str | None, typer.Option(
         "--format", "-f", show_default=False,
-        help="png, jpg, webp, tif or bmp (default: from the output extension).")] = None,
+        help=f"{FORMAT_NAMES} (default: from the output extension).")] = None,
     quality: QualityOption = None,
     png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
@@ -73,6 +75,7 @@ def upscale(
     if json and is_stdio(output):
         raise UsageError("--json and -o - both write to standard output; choose one")
     # Options, output path, input header and format limits: checked before torch loads.
+    tile, overlap = chosen(tile=tile, overlap=overlap)  # None: not given
     check_tiling(tile, overlap)
     check_device_spelling(device, precision)
     with stdio_paths(input, output, format) as (src, dst):  # "-": through a private folder

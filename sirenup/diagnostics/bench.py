@@ -297,12 +297,13 @@ def case_runs(upscaler, case: Case, seed: int) -> dict[str, tuple[Callable, torc
 
 def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",
                   sizes: Sequence[int] = (256, 512), scales: Sequence[float] = (4.0,),
-                  repeats: int = 3, warmup: int = 1, tile: int = DEFAULT_TILE,
-                  overlap: int = DEFAULT_OVERLAP, threads: int | None = None, seed: int = 0,
+                  repeats: int = 3, warmup: int = 1, tile: int | None = None,
+                  overlap: int | None = None, threads: int | None = None, seed: int = 0,
                   progress: Progress | None = None) -> dict:
     """Time the model and the bicubic baselines for each device x scale x LR size -> a
     JSON-ready dict: the machine, one entry per device (``devices``) and one per case
-    (``cases``, each naming its device)."""
+    (``cases``, each naming its device). ``tile``/``overlap`` None: not chosen (the defaults;
+    the tile grows on a GPU, ``devices.auto_tile``)."""
     if threads is not None:
         torch.set_num_threads(threads)
     devices = bench_devices(device)
@@ -317,8 +318,8 @@ def run_benchmark(*, model: str = DEFAULT_MODEL, device: str = "auto", precision
         "torch_threads": torch.get_num_threads(),
         "scales": [float(s) for s in scales],
         "sizes": list(sizes),
-        "tile": tile,
-        "overlap": overlap,
+        "tile": DEFAULT_TILE if tile is None else tile,
+        "overlap": DEFAULT_OVERLAP if overlap is None else overlap,
         "repeats": repeats,
         "warmup": warmup,
         "seed": seed,

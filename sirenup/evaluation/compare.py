@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.evaluation.metrics import (
     energy_ratios,
     grid_lock,
@@ -87,7 +87,7 @@ def parse_methods(text: str | None) -> list[str]:
         if name not in methods:
             methods.append(name.lower() if name.lower() in CLASSICAL else name)
     if not methods:
-        raise UsageError(f"--methods {text!r}: give at least one method")
+        raise UsageError(f"{text!r}: give at least one method", option="methods")
     return methods
 
 
@@ -96,10 +96,11 @@ def resolve_methods(methods: str | None, models: str | None) -> list[str]:
     with --model: bicubic alone), then every --model not already among them."""
     chosen = [] if models is None else _split(models)
     if models is not None and not chosen:
-        raise UsageError(f"--model {models!r}: give at least one model")
+        raise UsageError(f"{models!r}: give at least one model", option="model")
     for name in chosen:
         if name.lower() in CLASSICAL:
-            raise UsageError(f"--model {name}: a classical method; list it in --methods")
+            raise UsageError(f"{name}: a classical method; list it in {mention('methods')}",
+                             option="model")
     base = parse_methods(methods) if methods is not None or not chosen else ["bicubic"]
     return base + [name for name in chosen if name not in base]
 
@@ -123,10 +124,11 @@ def parse_crop(text: str | None, size: tuple[int, int]) -> tuple[int, int, int, 
     try:
         x, y, w, h = (int(part) for part in text.replace(" ", "").split(","))
     except ValueError:
-        raise UsageError(f"--crop {text}: expected x,y,w,h in output pixels, e.g. "
-                         "100,80,64,64") from None
+        raise UsageError(f"{text}: expected x,y,w,h in output pixels, e.g. 100,80,64,64",
+                         option="crop") from None
     if w < 1 or h < 1 or x < 0 or y < 0 or x + w > size[0] or y + h > size[1]:
-        raise UsageError(f"--crop {text}: must lie inside the {size[0]}x{size[1]} output")
+        raise UsageError(f"{text}: must lie inside the {size[0]}x{size[1]} output",
+                         option="crop")
     return x, y, w, h
 
 
@@ -149,14 +151,17 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     from_model_option = set(_split(options.models or ""))
     sizing = any(v is not None for v in (options.scale, options.width, options.height))
     if options.reference is not None and options.self_reference:
-        raise UsageError("give either --reference HR or --self, not both")
+        raise UsageError(f"give either {mention('reference')} HR or {mention('self')}, not both")
     if options.reference is not None and sizing:
-        raise UsageError("--reference fixes the output size (the reference's); "
-                         "drop --scale/--width/--height")
+        raise UsageError("fixes the output size (the reference's); drop "
+                         f"{mention('scale')}/{mention('width')}/{mention('height')}",
+                         option="reference")
     if options.self_reference and (options.width is not None or options.height is not None):
-        raise UsageError("--self works with --scale S (the input is downscaled by S)")
+        raise UsageError(f"works with {mention('scale')} S (the input is downscaled by S)",
+                         option="self")
     if options.self_reference and options.scale is not None and not options.scale > 1:
-        raise UsageError(f"--scale {options.scale:g}: --self needs a scale above 1")
+        raise UsageError(f"{options.scale:g}: {mention('self')} needs a scale above 1",
+                         option="scale")
 
     source = read_image(input, integers=True)  # uint8 stays uint8: a quarter of float32
     warnings = list(source.warnings)
@@ -165,8 +170,8 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
     if options.self_reference:
         scale = options.scale if options.scale is not None else DEFAULT_SCALE
         if min(source.size) < max(4 * math.ceil(scale), MIN_SCORED + 2 * math.ceil(scale)):
-            raise UsageError(f"{input}: {source.width}x{source.height} is too small for --self "
-                             f"--scale {scale:g}")
+            raise UsageError(f"{input}: {source.width}x{source.height} is too small for "
+                             f"{mention('self')} {mention('scale')} {scale:g}")
         hr, lr = protocol_pair(_rgb8(source), scale)
         size = hr.size
         mode = "self"
@@ -174,17 +179,19 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
         lr = _rgb8(source)
         hr = _rgb8(read_image(options.reference, integers=True))
         if hr.size[0] < lr.size[0] or hr.size[1] < lr.size[1]:
-            raise UsageError(f"--reference {options.reference}: {hr.size[0]}x{hr.size[1]} is "
-                             f"smaller than the input {lr.size[0]}x{lr.size[1]}")
+            raise UsageError(f"{options.reference}: {hr.size[0]}x{hr.size[1]} is "
+                             f"smaller than the input {lr.size[0]}x{lr.size[1]}",
+                             option="reference")
         sx, sy = hr.size[0] / lr.size[0], hr.size[1] / lr.size[1]
         if abs(sx - sy) > 0.02 * max(sx, sy):
             warnings.append(f"the reference's aspect ratio differs from the input's "
                             f"(x{sx:.3g} wide, x{sy:.3g} high)")
         scale, size = (sx + sy) / 2, hr.size
         if min(size) < MIN_SCORED + 2 * math.ceil(scale):
-            raise UsageError(f"--reference {options.reference}: {size[0]}x{size[1]} is too small "
+            raise UsageError(f"{options.reference}: {size[0]}x{size[1]} is too small "
                              f"to score at x{scale:.3g} (at least {MIN_SCORED} pixels must remain "
-                             f"after shaving {math.ceil(scale)} from each border)")
+                             f"after shaving {math.ceil(scale)} from each border)",
+                             option="reference")
         mode = "reference"
     else:
         lr, hr = _rgb8(source), None
@@ -210,9 +217,10 @@ def run_compare(input: str | os.PathLike, options: CompareOptions,
             models[name] = (load_model(name), time.perf_counter() - began)
         except UsageError as error:
             if name in from_model_option:
-                raise UsageError(f"--model {name}: not a usable model ({error})") from None
-            raise UsageError(f"--methods {name}: not one of {', '.join(CLASSICAL)} nor a "
-                             f"usable model ({error})") from None
+                raise UsageError(f"{name}: not a usable model", option="model",
+                                 detail=error) from None
+            raise UsageError(f"{name}: not one of {', '.join(CLASSICAL)} nor a usable model",
+                             option="methods", detail=error) from None
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -415,7 +423,8 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise SirenupError(f"{existing[0]}{more}: already exist(s) in the output folder; not "
-                           "replaced (use --overwrite to replace them, or another -d)")
+                           f"replaced (use {mention('overwrite')} to replace them, or another "
+                           "-d)")
 
 
 def _safe(name: str) -> str:

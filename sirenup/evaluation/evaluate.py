@@ -78,8 +78,8 @@ def check_benchmark_folder(val_dir: Path, scales) -> None:
                 try:
                     protocol_case(path, float(scale), None)  # evaluate_table's key
                 except Exception as error:
-                    raise SirenupError(f"--val {path}: cannot be scored at x{scale:g} "
-                                       f"({first_line(error)})") from None
+                    raise SirenupError(f"{path}: cannot be scored at x{scale:g} "
+                                       f"({first_line(error)})", option="val") from None
 
 
 @dataclass(frozen=True)

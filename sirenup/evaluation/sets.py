@@ -27,13 +27,14 @@ def check_sets_hold_images(val_dir: Path) -> None:
     set (an empty folder, one with only a text file) would fail the first validation."""
     val_dir = Path(val_dir)
     if not val_dir.is_dir():
-        raise UsageError(f"--val {val_dir}: not a folder")
+        raise UsageError(f"{val_dir}: not a folder", option="val")
     try:
         sets = benchmark_sets(val_dir)
     except OSError as error:
-        raise SirenupError(f"--val {val_dir}: cannot read the folder "
-                           f"({error.strerror or error})") from None
+        raise SirenupError(f"{val_dir}: cannot read the folder ({error.strerror or error})",
+                           option="val") from None
     empty = [name for name, paths in sets.items() if not paths]
     if empty:
-        raise UsageError(f"--val {val_dir}: the set '{empty[0]}' holds no image "
-                         f"({', '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))})")
+        raise UsageError(f"{val_dir}: the set '{empty[0]}' holds no image "
+                         f"({', '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))})",
+                         option="val")

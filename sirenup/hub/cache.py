@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 import filelock
 import platformdirs
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.files import (  # noqa: F401 (sha256_file: API)
     atomic_write_bytes,
     os_reason,
@@ -428,7 +428,7 @@ def _offline_message(spec: str, entry: CacheEntry | None, sha256: str | None,
             f"{state}, and {ENV_OFFLINE}=1 forbids downloading it. Unset {ENV_OFFLINE} "
             f"and run 'sirenup models download {redact_url(spec)}' once with network access, "
             "or pass a "
-            f"local weights file to --model (cache: {cache_dir()})")
+            f"local weights file to {mention('model')} (cache: {cache_dir()})")
 
 
 # -- locking -----------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from urllib.request import (
 from tqdm import tqdm
 
 from sirenup import __version__
-from sirenup.errors import SirenupError
+from sirenup.errors import SirenupError, mention, typed_line
 from sirenup.files import atomic_write_bytes, check_regular_file, first_line, read_bounded
 from sirenup.untrusted import one_line, redact_url
 
@@ -414,7 +414,7 @@ def _request(url: str, state: _State, size: int | None, bar,
         raise DownloadError(f"{redact_url(url)}: "
                             f"not a valid URL ({first_line(error, '')})") from None
     except (OSError, http.client.HTTPException) as error:
-        raise _Transient(f"{type(error).__name__}: {first_line(error, '')}") from None
+        raise _Transient(typed_line(error)) from None
     with response:
         total = None
         if state.offset and response.status == 206:
@@ -514,7 +514,7 @@ def _copy_file(url: str, state: _State, size: int | None, bar,
 def _check_cap(url: str, total: int | None, max_size: int | None) -> None:
     if max_size is not None and total is not None and total > max_size:
         raise DownloadError(f"{redact_url(url)}: {total} bytes, more than the limit of {max_size} "
-                            "(--max-size); not downloaded")
+                            f"({mention('max_size')}); not downloaded")
 
 
 def _copy(source, state: _State, size: int | None, bar, total: int | None,
@@ -530,7 +530,7 @@ def _copy(source, state: _State, size: int | None, bar, total: int | None,
             state.write(error.partial)
             raise _Transient(f"connection dropped at byte {state.offset}") from None
         except (OSError, http.client.HTTPException) as error:
-            raise _Transient(f"{type(error).__name__}: {error}") from None
+            raise _Transient(typed_line(error)) from None
         if not chunk:
             return
         state.write(chunk)
@@ -540,7 +540,8 @@ def _copy(source, state: _State, size: int | None, bar, total: int | None,
             raise DownloadError(f"{redact_url(url)}: more than the expected {size} bytes; stopped")
         if max_size is not None and state.offset > max_size:
             raise DownloadError(f"{redact_url(url)}: "
-                                f"more than the limit of {max_size} bytes (--max-size); "
+                                f"more than the limit of {max_size} bytes "
+                                f"({mention('max_size')}); "
                                 "stopped, nothing kept")
 
 

@@ -130,17 +130,17 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
     if path.is_file():
         return ResolvedModel(path.stem, path, "local")
     if path.is_dir():
-        raise UsageError(f"--model {spec_str}: is a folder, not a weights file")
+        raise UsageError(f"{spec_str}: is a folder, not a weights file", option="model")
     if path.exists():
-        raise UsageError(f"--model {spec_str}: not a regular file (a FIFO or a device)")
+        raise UsageError(f"{spec_str}: not a regular file (a FIFO or a device)", option="model")
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", spec_str):  # ftp://, s3://, hf://: not a path
-        raise UsageError(f"--model {spec_str}: only http://, https:// and file:// URLs are "
-                         "supported")
+        raise UsageError(f"{spec_str}: only http://, https:// and file:// URLs are supported",
+                         option="model")
     if path.suffix or "/" in spec_str or "\\" in spec_str:
-        raise UsageError(f"--model {spec_str}: no such file")
+        raise UsageError(f"{spec_str}: no such file", option="model")
     names = ", ".join(sorted(REGISTRY))
-    raise UsageError(f"--model {spec_str}: unknown model (known: {names}; or give a path to a "
-                     ".safetensors file, or an http(s):// or file:// URL)")
+    raise UsageError(f"{spec_str}: unknown model (known: {names}; or give a path to a "
+                     ".safetensors file, or an http(s):// or file:// URL)", option="model")
 
 
 def resolve_model(spec: str | os.PathLike) -> tuple[str, Path]:

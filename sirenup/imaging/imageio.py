@@ -8,7 +8,8 @@ first frame of an animation (with a warning); only regular files (a FIFO would b
 Float images (32-bit float TIFF) are read as 0-1 intensities: NaN -> 0, infinities and values
 outside clipped, with one warning. ``write_image`` encodes one in memory and writes it atomically
 (``sirenup.files.atomic_write``: complete and fsynced, or absent), in the format the extension
-(or ``format``) names; an encoder's error is one line.
+(or ``format``) names; an encoder's error is one line. What each output format holds
+(alpha, 16 bits, quality, largest side, metadata) is ``formats.TABLE``'s.
 
 Bit depth: 16-bit greyscale PNG/TIFF and 16-bit RGB/RGBA PNG/TIFF are decoded without rounding
 to 8 bits and written back with 16 bits when the output is PNG or TIFF. Pillow itself holds
@@ -51,7 +52,7 @@ from sirenup.defaults import (
     DEFAULT_MAX_OUTPUT_PIXELS,
     DEFAULT_PNG_COMPRESSION,
 )
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.files import (  # noqa: F401 (is_temp_of: part of this module's API)
     atomic_write,
     atomic_write_bytes,
@@ -60,23 +61,21 @@ from sirenup.files import (  # noqa: F401 (is_temp_of: part of this module's API
     is_temp_of,
     os_reason,
 )
+from sirenup.imaging.formats import (  # noqa: F401 (EXTENSIONS, FORMATS: this module's API)
+    ALPHA_FORMATS,
+    BY_NAME,
+    EXTENSIONS,
+    FORMATS,
+    MAX_SIDES,
+    NAMES,
+    SIXTEEN_BIT_FORMATS,
+    alpha_extensions,
+    encoder_options,
+    larger_extensions,
+    listed,
+)
 from sirenup.text import plural
 
-# Pillow format name for each extension we write.
-FORMATS = {
-    "png": "PNG",
-    "jpg": "JPEG",
-    "jpeg": "JPEG",
-    "webp": "WEBP",
-    "tif": "TIFF",
-    "tiff": "TIFF",
-    "bmp": "BMP",
-}
-EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
-ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
-SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-LOSSY_FORMATS = {"JPEG", "WEBP"}
-DEFAULT_QUALITY = 95
 ORIENTATION = 0x0112  # EXIF tag
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
 
@@ -126,7 +125,8 @@ def input_limit(max_pixels: int | None) -> int | None:
     if max_pixels is None:
         return DEFAULT_MAX_INPUT_PIXELS
     if max_pixels < 0:
-        raise UsageError(f"--max-input-pixels {max_pixels}: must be 0 (no limit) or more")
+        raise UsageError(f"{max_pixels}: must be 0 (no limit) or more",
+                         option="max_input_pixels")
     return max_pixels or None
 
 
@@ -135,12 +135,13 @@ def check_output_size(size: tuple[int, int], max_pixels: int | None = None,
     """Refuse an output of ``size`` = (W, H) over ``max_pixels`` (None: 400 MP, 0: no limit)."""
     limit = DEFAULT_MAX_OUTPUT_PIXELS if max_pixels is None else max_pixels
     if limit < 0:
-        raise UsageError(f"--max-output-pixels {limit}: must be 0 (no limit) or more")
+        raise UsageError(f"{limit}: must be 0 (no limit) or more", option="max_output_pixels")
     pixels = size[0] * size[1]
     if limit and pixels > limit:
         where = f"{path}: " if path is not None else ""
         raise SirenupError(f"{where}output {size[0]}x{size[1]} = {_mp(pixels)} is over "
-                           f"--max-output-pixels {limit} ({_mp(limit)}); raise the option "
+                           f"{mention('max_output_pixels')} {limit} ({_mp(limit)}); raise "
+                           "the option "
                            "or choose a smaller size")
 
 
@@ -151,19 +152,20 @@ def parse_color(text: str) -> tuple[int, int, int]:
     try:
         color = ImageColor.getrgb(text.strip())
     except (ValueError, AttributeError):
-        raise UsageError(f"--background {text}: not a colour (try white, black, #rrggbb)") \
+        raise UsageError(f"{text}: not a colour (try white, black, #rrggbb)",
+                         option="background") \
             from None
     return int(color[0]), int(color[1]), int(color[2])
 
 
 def check_quality(quality: int | None) -> None:
     if quality is not None and not 1 <= quality <= 100:
-        raise UsageError(f"--quality {quality}: must be between 1 and 100")
+        raise UsageError(f"{quality}: must be between 1 and 100", option="quality")
 
 
 def check_png_compression(level: int | None) -> None:
     if level is not None and not 0 <= level <= 9:
-        raise UsageError(f"--png-compression {level}: must be between 0 and 9")
+        raise UsageError(f"{level}: must be between 0 and 9", option="png_compression")
 
 
 def _mp(pixels: int) -> str:
@@ -257,7 +259,8 @@ def _read_image(path: Path, max_pixels: int | None,
             if limit is not None and pixels > limit:
                 raise SirenupError(
                     f"{path}: {im.size[0]}x{im.size[1]} = {_mp(pixels)} is over "
-                    f"--max-input-pixels {limit} (decompression-bomb protection; raise the "
+                    f"{mention('max_input_pixels')} {limit} (decompression-bomb protection; "
+                    "raise the "
                     "option if you trust the file)")
             if check_size is not None:
                 swap = _header_orientation(im) in {5, 6, 7, 8}
@@ -759,23 +762,20 @@ def output_format(path: str | os.PathLike | None, format: str | None = None) -> 
     if format:
         name = format.lower().lstrip(".")
         if name not in FORMATS:
-            raise UsageError(f"--format {format}: expected one of {_known()}")
+            raise UsageError(f"{format}: expected one of {_known()}", option="format")
         if suffix in FORMATS and FORMATS[suffix] != FORMATS[name]:
             raise UsageError(f"{path}: the extension '.{suffix}' says {FORMATS[suffix]}, "
-                             f"--format {format} says {FORMATS[name]}: give a matching "
-                             "extension, or leave out --format")
+                             f"{mention('format')} {format} says {FORMATS[name]}: give a "
+                             f"matching extension, or leave out {mention('format')}")
         return _available(FORMATS[name])
     if suffix not in FORMATS:
         what = f"extension '.{suffix}'" if suffix else "no extension"
         raise UsageError(f"{path}: {what}: cannot tell the output format "
-                         f"(use one of {_known()}, or --format)")
+                         f"(use one of {_known()}, or {mention('format')})")
     return _available(FORMATS[suffix])
 
 
-# Largest side each format can store (Pillow's encoders refuse more, after the work).
-MAX_SIDES = {"WEBP": 16383, "JPEG": 65500, "BMP": (1 << 31) - 1, "PNG": (1 << 31) - 1,
-             "TIFF": (1 << 32) - 1}
-JPEG_MAX_EXIF = 65533  # bytes in a JPEG APP1 marker, "Exif\0\0" included
+JPEG_MAX_EXIF = BY_NAME["JPEG"].max_exif
 
 
 def check_writable(path: str | os.PathLike, image: DecodedImage, format: str | None = None,
@@ -787,13 +787,13 @@ def check_writable(path: str | os.PathLike, image: DecodedImage, format: str | N
     fmt = output_format(path, format)
     if image.alpha is not None and fmt not in ALPHA_FORMATS and background is None:
         raise SirenupError(f"{path}: {fmt} cannot store transparency and the image has an "
-                           "alpha channel; write .png, .webp or .tif, or flatten it with "
-                           "--background COLOR")
+                           f"alpha channel; write {listed(alpha_extensions())}, or flatten it "
+                           f"with {mention('background')} COLOR")
     width, height = size if size is not None else image.size
     if max(width, height) > MAX_SIDES[fmt]:
         raise SirenupError(f"{path}: {fmt} stores at most {MAX_SIDES[fmt]} pixels on a side; "
-                           f"the output is {width}x{height} (write .png or .tif, or choose a "
-                           "smaller size)")
+                           f"the output is {width}x{height} (write "
+                           f"{listed(larger_extensions(fmt))}, or choose a smaller size)")
     return fmt
 
 
@@ -1002,25 +1002,14 @@ def _exif_bytes(exif: bytes | None) -> bytes | None:
 
 def _save_options(fmt: str, image: DecodedImage, mode: str, quality: int | None,
                   png_compression: int = DEFAULT_PNG_COMPRESSION) -> dict:
-    options: dict = {}
-    if fmt == "PNG":
-        options["compress_level"] = png_compression
-    if fmt in LOSSY_FORMATS:
-        options["quality"] = DEFAULT_QUALITY if quality is None else quality
-        if fmt == "JPEG" and options["quality"] >= 90:
-            options["subsampling"] = 0  # 4:4:4: keep the detail the upscale made
-    if fmt == "TIFF":
-        from PIL import features
-
-        if features.check("libtiff"):
-            options["compression"] = "tiff_deflate"
-    if fmt == "BMP":
+    spec = BY_NAME[fmt]
+    options = encoder_options(fmt, quality, png_compression)
+    if not spec.metadata:
         return options
-    # WebP stores RGB only: a grey profile would not describe it.
-    if image.icc_profile and not (fmt == "WEBP" and mode in {"L", "LA", "I;16"}):
+    if image.icc_profile and (spec.grey_icc or mode not in {"L", "LA", "I;16"}):
         options["icc_profile"] = image.icc_profile
     exif = _reset_orientation(image.exif)
-    if exif is not None and not (fmt == "JPEG" and len(exif.tobytes()) > JPEG_MAX_EXIF):
+    if exif is not None and not (spec.max_exif and len(exif.tobytes()) > spec.max_exif):
         options["exif"] = exif  # (too long for JPEG: dropped; drop_unfit_metadata warns)
     return options
 
@@ -1040,13 +1029,14 @@ def _reset_orientation(exif: bytes | None) -> Image.Exif | None:
 
 
 def _available(fmt: str) -> str:
-    if fmt == "WEBP":
+    feature = BY_NAME[fmt].needs_feature
+    if feature is not None:
         from PIL import features
 
-        if not features.check("webp"):
-            raise SirenupError("this Pillow build cannot write WebP")
+        if not features.check(feature):
+            raise SirenupError(f"this Pillow build cannot write {BY_NAME[fmt].label}")
     return fmt
 
 
 def _known() -> str:
-    return "png, jpg, webp, tif, bmp"
+    return listed(NAMES, last=None)

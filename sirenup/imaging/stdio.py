@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.imaging.imageio import EXTENSIONS, output_format
 
 STDIO = "-"
@@ -35,7 +35,7 @@ def stdio_paths(src: str | os.PathLike, dst: str | os.PathLike | None,
         return
     if is_stdio(src) and dst is None:
         raise UsageError("-: reading standard input, there is no folder to write beside it; "
-                         "give --output FILE, or -o - for standard output")
+                         f"give {mention('output')} FILE, or -o - for standard output")
     if is_stdio(src) and sys.stdin.isatty():
         raise UsageError("-: standard input is a terminal; pipe an image in (cat photo.png | "
                          "sirenup upscale - ...)")
@@ -56,11 +56,10 @@ def stdio_paths(src: str | os.PathLike, dst: str | os.PathLike | None,
         try:
             yield Path(src), None if dst is None else Path(dst)
         except SirenupError as error:  # messages name "-", not the temporary files
-            text = str(error)
             for path in (src, dst):
                 if path is not None and Path(path).parent == Path(folder):
-                    text = text.replace(str(path), STDIO)
-            error.args = (text,)
+                    error.message = error.message.replace(str(path), STDIO)
+            error.args = (error.message,)
             raise
         if to_stdout:
             sys.stdout.buffer.write(dst.read_bytes())

@@ -33,27 +33,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, describe, mention, typed_line
 from sirenup.files import TEMP_SUFFIX, os_reason, temp_prefix
 from sirenup.imaging.imageio import (
     EXTENSIONS,
     FORMATS,
-    check_output_size,
-    check_png_compression,
-    check_quality,
-    check_writable,
     completeness,
-    drop_unfit_metadata,
     image_extensions,
-    input_limit,
     is_temp_of,
     output_format,
-    parse_color,
     probe_image,
     read_image,
-    write_image,
 )
-from sirenup.inference.sizing import aspect_warning, target_size
+from sirenup.inference.planning import ImageJob, OutputSpec, prepare_job
 from sirenup.text import plural
 
 Event = Callable[[str, dict], None]
@@ -94,9 +86,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         k, n = (int(part) for part in text.strip().split("/"))
     except ValueError:
-        raise UsageError(f"--shard {text}: expected K/N, e.g. 1/4") from None
+        raise UsageError(f"{text}: expected K/N, e.g. 1/4", option="shard") from None
     if n < 1 or not 1 <= k <= n:
-        raise UsageError(f"--shard {text}: K must be between 1 and N (N >= 1)")
+        raise UsageError(f"{text}: K must be between 1 and N (N >= 1)", option="shard")
     return k, n
 
 
@@ -193,15 +185,16 @@ def plan_outputs(jobs: list[Job], output_dir: Path, *, suffix: str = "",
         if owner is not None and owner is not job:  # e.g. OUTPUT_DIR inside an INPUT folder
             job.error, job.skip = None, f"it is the output of {owner.src}"
         elif job.error is None and source == _resolved(job.dst):
-            job.error = "the output would replace the input (use another folder or --suffix)"
+            job.error = ("the output would replace the input (use another folder or "
+                         f"{mention('suffix')})")
 
 
 def check_suffix(suffix: str) -> None:
     """--suffix is part of a file name: no folder separators, no '..', no NUL."""
     separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
     if any(sep in suffix for sep in separators) or ".." in suffix or "\0" in suffix:
-        raise UsageError(f"--suffix {suffix}: must not contain '/', '\\', '..' or NUL "
-                         "(it is appended to file names inside OUTPUT_DIR)")
+        raise UsageError(f"{suffix}: must not contain '/', '\\', '..' or NUL (it is appended "
+                         "to file names inside OUTPUT_DIR)", option="suffix")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -211,7 +204,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
               options: BatchOptions, load_upscaler: Callable[[], object], *,
-              on_event: Event | None = None) -> dict:
+              on_event: Event | None = None, spell: Callable[[str], str] = str) -> dict:
     """Upscale every image the INPUTs name into ``output_dir``; one bad file never stops it.
 
     ``load_upscaler()`` is called once, after the options and inputs are checked.
@@ -220,6 +213,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     process), 'warning' ({input, message}), 'progress' ({input, done, total}: the current
     image's output pixels, after each band), 'done' (the image's record), 'note' ({message}:
     subfolders not searched without ``recursive``).
+    ``spell(option)``: how a failure's reason names an option (the CLI: its flag).
     -> the report (see ``sirenup batch --json``).
     """
     start = time.perf_counter()
@@ -228,28 +222,29 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
     if not inputs:
         raise UsageError("give at least one INPUT and an OUTPUT_DIR")
     shard = parse_shard(options.shard)
-    check_quality(options.quality)
-    check_png_compression(options.png_compression)
-    input_limit(options.max_input_pixels)
-    check_output_size((1, 1), options.max_output_pixels)
-    color = parse_color(options.background) if options.background is not None else None
+    output_spec = OutputSpec.checked(
+        scale=options.scale, width=options.width, height=options.height, format=options.format,
+        quality=options.quality, png_compression=options.png_compression,
+        background=options.background, max_input_pixels=options.max_input_pixels,
+        max_output_pixels=options.max_output_pixels)
     if options.format:
         output_format(None, options.format)
     check_suffix(options.suffix)
-    target_size(1, 1, scale=options.scale, out_width=options.width, out_height=options.height)
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"{output_dir}: exists and is not a folder")
     if not options.suffix and not options.format:
         for spec in inputs:
             if Path(spec).is_dir() and _resolved(Path(spec)) == _resolved(output_dir):
                 raise UsageError(f"{output_dir}: is the input folder, so the outputs would "
-                                 "replace the inputs; choose another folder or --suffix")
+                                 "replace the inputs; choose another folder or "
+                                 f"{mention('suffix')}")
 
     unsearched: list[Path] = []
     jobs = find_inputs(inputs, output_dir, recursive=options.recursive, unsearched=unsearched)
     if unsearched:
-        emit("note", {"message": f"{plural(len(unsearched), 'subfolder')} not searched "
-                                 "(--recursive goes through them)"})
+        emit("note", {"message": _spelled(f"{plural(len(unsearched), 'subfolder')} not "
+                                          f"searched ({mention('recursive')} goes through "
+                                          "them)", spell)})
     plan_outputs(jobs, output_dir, suffix=options.suffix, format=options.format)
     # An unreadable folder is reported by every shard: each may have missed files in it.
     jobs = [job for job in jobs if job.dst is None or in_shard(job.rel, shard)]
@@ -272,12 +267,13 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
 
     def fail(job: Job, error: Exception | str) -> None:
         record = {"input": str(job.src), "output": None if job.dst is None else str(job.dst),
-                  "error": _reason(error, job)}
+                  "error": _reason(error, job, spell)}
         failures.append(record)
         emit("failed", record)
 
     def skip(job: Job, reason: str) -> None:
-        record = {"input": str(job.src), "output": str(job.dst), "reason": reason}
+        record = {"input": str(job.src), "output": str(job.dst),
+                  "reason": _spelled(reason, spell)}
         skipped.append(record)
         emit("skipped", record)
 
@@ -299,11 +295,11 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         elif _exists(job.dst) and not options.overwrite and \
                 (done := completeness(job.dst, options.max_output_pixels)) is not False:
             if done is True:
-                skip(job, "output exists (use --overwrite to redo it)")
+                skip(job, f"output exists (use {mention('overwrite')} to redo it)")
             else:  # "could not check it" is not "it is truncated": the file stays
                 fail(job, SirenupError(f"{job.dst}: exists, and whether it is complete could "
                                        f"not be checked ({done}); not replaced (use "
-                                       "--overwrite to redo it)"))
+                                       f"{mention('overwrite')} to redo it)"))
         elif (recognised := probe_image(job.src) is not None) \
                 or job.src.suffix.lower() in claims_image:
             try:  # the reason read_image gives: empty, not an image, permission denied
@@ -316,7 +312,7 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                 return "todo"
             if probe_image(job.dst) is None:  # not an output cut short: a file of the user's
                 fail(job, SirenupError(f"{job.dst}: exists and is not an image; not replaced "
-                                       "(use --overwrite to replace it)"))
+                                       f"(use {mention('overwrite')} to replace it)"))
                 return "reported"
             emit("warning", {"input": str(job.src),
                              "message": f"{job.dst}: exists but does not decode to the end "
@@ -338,37 +334,21 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
         not_images += outcome == "not image"
 
     upscaler = load_upscaler()
+    from sirenup.inference.upscaler import process  # torch: only once the inputs are checked
     model, device = getattr(upscaler, "model_name", None), str(getattr(upscaler, "device", ""))
     emit("start", {"total": len(todo), "model": model, "device": device})
     out_pixels = 0
 
-    def output_size(job: Job, in_size: tuple[int, int]) -> tuple[int, int]:
-        size = target_size(in_size[0], in_size[1], scale=options.scale,
-                           out_width=options.width, out_height=options.height)
-        check_output_size(size, options.max_output_pixels, job.dst)
-        return size
+    def prepare(job: Job) -> ImageJob:
+        return prepare_job(job.src, job.dst, output_spec)
 
-    def prepare(job: Job):
-        # The output size is checked from the header, before the pixels take memory.
-        image = read_image(job.src, max_pixels=options.max_input_pixels,
-                           check_size=lambda in_size: output_size(job, in_size),
-                           integers=True)  # uint8/uint16: the upscaler converts per tile
-        size = output_size(job, image.size)
-        fmt = check_writable(job.dst, image, options.format, color, size=size)
-        image.warnings += drop_unfit_metadata(job.dst, image, fmt)
-        aspect = aspect_warning(image.size, size, options.width, options.height)
-        if aspect:
-            image.warnings.append(f"{job.src}: {aspect}")
-        return image, size
-
-    def write(job: Job, result) -> None:
+    def write(job: Job, encode: Callable[[], None]) -> None:
         try:
             job.dst.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise SirenupError(f"cannot create the folder {job.dst.parent} "
                                f"({(error.strerror or str(error)).lower()})") from None
-        write_image(job.dst, result, format=options.format, quality=options.quality,
-                    background=color, png_compression=options.png_compression)
+        encode()
 
     def finish(pending: tuple[Job, Future, dict] | None) -> None:
         nonlocal out_pixels
@@ -399,34 +379,27 @@ def run_batch(inputs: list[str | os.PathLike], output_dir: str | os.PathLike,
                 nxt = queue.popleft()
                 decoding.append((nxt, pool.submit(prepare, nxt)))
             try:
-                image, size = future.result()
+                prepared = future.result()
             except Exception as error:
                 fail(job, error)
                 continue
             finally:
                 future = None  # the decoded image lives only as long as it is needed
-            for message in image.warnings:
+            for message in prepared.warnings:
                 emit("warning", {"input": str(job.src), "message": message})
             began = time.perf_counter()
-            try:
-                result = upscaler.upscale_image(image, size, functools.partial(
+            try:  # the output's array is freed before it is encoded, as in upscale
+                facts, encode = process(upscaler, prepared, functools.partial(
                     progress, str(job.src)))
             except Exception as error:
                 fail(job, error)
                 continue
-            record = {
-                "input": str(job.src),
-                "output": str(job.dst),
-                "in_size": list(image.size),
-                "out_size": list(size),
-                "bit_depth": image.bit_depth,
-                "seconds": round(time.perf_counter() - began, 3),
-                "warnings": list(image.warnings),
-            }
-            del image
+            record = {**facts, "seconds": round(time.perf_counter() - began, 3),
+                      "warnings": prepared.warnings}
+            del prepared
             finish(writing)  # the previous write overlapped this image's compute
-            writing = (job, pool.submit(write, job, result), record)
-            del result
+            writing = (job, pool.submit(write, job, encode), record)
+            del encode
         finish(writing)
         writing = None
     finally:
@@ -546,12 +519,17 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _reason(error: Exception | str, job: Job) -> str:
+def _spelled(text: str, spell: Callable[[str], str]) -> str:
+    """A reason or note of this module's, the options it mentions spelled by ``spell``."""
+    return describe(SirenupError(text), spell)
+
+
+def _reason(error: Exception | str, job: Job, spell: Callable[[str], str] = str) -> str:
     """The error's message without a leading '<path>: ' (the record names the file)."""
     if isinstance(error, str):
-        return error
-    text = str(error).strip() if isinstance(error, SirenupError) else \
-        f"{type(error).__name__}: {error}"
+        return _spelled(error, spell)
+    text = describe(error, spell).strip() if isinstance(error, SirenupError) else \
+        typed_line(error)
     for path in (job.src, job.dst):  # before the first line is taken: a name may hold '\n'
         prefix = f"{path}: "
         if path is not None and text.startswith(prefix):

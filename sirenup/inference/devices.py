@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sirenup.errors import UsageError
+from sirenup.defaults import DEFAULT_TILE
+from sirenup.errors import UsageError, mention
 from sirenup.models.architectures import LIIF_SIREN, TileCost, architecture_of
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -63,20 +64,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not mps_available():
-            raise UsageError("--device mps: MPS is not available on this machine "
-                             "(run 'sirenup doctor' for details)")
+            raise UsageError("mps: MPS is not available on this machine (run 'sirenup doctor' "
+                             "for details)", option="device")
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not cuda_available():
-            raise UsageError(f"--device {spec}: CUDA is not available "
-                             "(run 'sirenup doctor' for details)")
+            raise UsageError(f"{spec}: CUDA is not available (run 'sirenup doctor' for details)",
+                             option="device")
         index = spec.partition(":")[2]
         if index:
             if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise UsageError(f"--device {spec}: no such GPU "
-                                 f"({torch.cuda.device_count()} visible)")
+                raise UsageError(f"{spec}: no such GPU ({torch.cuda.device_count()} visible)",
+                                 option="device")
         return torch.device(spec)
-    raise UsageError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+    raise UsageError(f"{spec}: expected auto, cpu, cuda, cuda:N or mps", option="device")
 
 
 # -- precision ---------------------------------------------------------------------------------
@@ -90,15 +91,15 @@ def resolve_precision(spec: str, device: torch.device) -> str:
     name = (spec or "auto").strip().lower()
     name = _ALIASES.get(name, name)
     if name not in PRECISIONS:
-        raise UsageError(f"--precision {spec}: expected auto, fp32, fp16 or bf16")
+        raise UsageError(f"{spec}: expected auto, fp32, fp16 or bf16", option="precision")
     if name == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if name == "fp16" and device.type == "cpu":
-        raise UsageError("--precision fp16: not supported on the CPU (use fp32 or bf16, or "
-                         "--device cuda/mps)")
+        raise UsageError(f"fp16: not supported on the CPU (use fp32 or bf16, or "
+                         f"{mention('device')} cuda/mps)", option="precision")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UsageError(f"--precision bf16: {device} does not support bfloat16 "
-                         "(use fp16 or fp32)")
+        raise UsageError(f"bf16: {device} does not support bfloat16 (use fp16 or fp32)",
+                         option="precision")
     if name != "fp32":
         _check_autocast(device, DTYPES[name], name)
     return name
@@ -111,8 +112,8 @@ def _check_autocast(device: torch.device, dtype: torch.dtype, name: str) -> None
         try:
             torch.autocast(device_type=device.type, dtype=dtype)
         except (RuntimeError, UserWarning) as error:
-            raise UsageError(f"--precision {name}: not supported on {device} ({error})") \
-                from None
+            raise UsageError(f"{name}: not supported on {device} ({error})",
+                             option="precision") from None
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -199,20 +200,20 @@ def _tile_bytes_per_pixel(cost: TileCost, scale: float) -> float:
 MAX_AUTO_TILE = 4096
 
 
-def auto_tile(device: torch.device, scale: float, requested: int, default: int,
+def auto_tile(device: torch.device, scale: float, requested: int | None,
               model: nn.Module | None = None) -> int:
-    """The LR tile side to use. The CPU keeps ``requested``; on CUDA/MPS the default tile grows
-    to what half the free memory holds for ``model`` (bigger tiles: fewer launches, less
-    re-read context; a wider model, a smaller tile), up to MAX_AUTO_TILE; a tile the user chose
-    is kept. Out-of-memory still halves it."""
-    if device.type == "cpu" or requested != default:
+    """The LR tile side to use: ``requested``, the user's, is kept whatever it is (None: not
+    chosen). Not chosen: DEFAULT_TILE on the CPU; on CUDA/MPS it grows to what half the free
+    memory holds for ``model`` (bigger tiles: fewer launches, less re-read context; a wider
+    model, a smaller tile), up to MAX_AUTO_TILE. Out-of-memory still halves it."""
+    if requested is not None:
         return requested
-    free = free_memory(device)
+    free = None if device.type == "cpu" else free_memory(device)
     if free is None:
-        return requested
+        return DEFAULT_TILE
     per_pixel = _tile_bytes_per_pixel(tile_cost(model), max(scale, 1.0))
     side = int(math.sqrt(free / 2 / per_pixel))
-    return max(requested, min(MAX_AUTO_TILE, side // 64 * 64))
+    return max(DEFAULT_TILE, min(MAX_AUTO_TILE, side // 64 * 64))
 
 
 # -- hardware report ---------------------------------------------------------------------------

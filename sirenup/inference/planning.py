@@ -7,6 +7,10 @@ the header first, against --max-input-pixels and --max-output-pixels), and check
 output format can hold the result (alpha, WebP's and JPEG's largest side; EXIF that JPEG
 cannot hold is dropped with a warning). Only then does the CLI import torch and load a model:
 a mistake costs a fraction of a second, not a model load, and never the computation.
+
+The per-image pipeline that ``upscale`` and ``batch`` share starts here: ``OutputSpec`` (the
+options, checked once), ``prepare_job`` (read with the size check, aspect warning, writable
+check) -> an ``ImageJob``, which ``upscaler.process`` upscales and writes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sirenup.defaults import MIN_TILE
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.files import check_folder_writable, check_output_path
 from sirenup.imaging.imageio import (
     EXTENSIONS,
@@ -37,24 +41,89 @@ from sirenup.imaging.imageio import (
 from sirenup.inference.sizing import aspect_warning, scale_label, target_size
 
 
+@dataclass(frozen=True)
+class OutputSpec:
+    """How every output of a run is sized and written: the options ``upscale`` and ``batch``
+    share, checked once by ``OutputSpec.checked`` before any file is read."""
+
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    quality: int | None = None
+    png_compression: int | None = None  # None: DEFAULT_PNG_COMPRESSION
+    background: tuple[int, int, int] | None = None  # parsed --background
+    max_input_pixels: int | None = None  # None: Pillow's limit; 0: none
+    max_output_pixels: int | None = None  # None: 400 MP; 0: none
+
+    @classmethod
+    def checked(cls, *, scale: float | None = None, width: int | None = None,
+                height: int | None = None, format: str | None = None,
+                quality: int | None = None, png_compression: int | None = None,
+                background: str | None = None, max_input_pixels: int | None = None,
+                max_output_pixels: int | None = None) -> OutputSpec:
+        """The options as given (``background``: the colour's text) -> a spec, or UsageError.
+        The format is the caller's to check: whether it fits depends on the output's name."""
+        check_quality(quality)
+        check_png_compression(png_compression)
+        input_limit(max_input_pixels)
+        check_output_size((1, 1), max_output_pixels)
+        color = parse_color(background) if background is not None else None
+        check_sizing(scale, width, height)
+        return cls(scale=scale, width=width, height=height, format=format, quality=quality,
+                   png_compression=png_compression, background=color,
+                   max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels)
+
+    def output_size(self, in_size: tuple[int, int], dst: Path | None) -> tuple[int, int]:
+        """(W, H) of the output of an input of ``in_size``, within --max-output-pixels."""
+        size = target_size(in_size[0], in_size[1], scale=self.scale, out_width=self.width,
+                           out_height=self.height)
+        check_output_size(size, self.max_output_pixels, dst)
+        return size
+
+
 @dataclass
-class UpscalePlan:
+class ImageJob:
+    """One image's way through the pipeline: read and checked (``prepare_job``), then
+    upscaled and written (``upscaler.process``). ``image`` is the input as the file's
+    integers; it is dropped once the output holds the result."""
+
     src: Path
     dst: Path
-    image: DecodedImage  # the input, as the file's integers
+    spec: OutputSpec
+    image: DecodedImage | None
     size: tuple[int, int]  # (W, H) of the output
-    format: str | None
-    quality: int | None
-    png_compression: int | None
-    background: tuple[int, int, int] | None
     warnings: list[str] = field(default_factory=list)
 
 
-def check_tiling(tile: int, overlap: int) -> None:
-    if tile != 0 and tile < MIN_TILE:
-        raise UsageError(f"--tile {tile}: must be 0 (whole image) or at least {MIN_TILE}")
-    if overlap < 0:
-        raise UsageError(f"--overlap {overlap}: must be 0 or more")
+def prepare_job(src: Path, dst: Path | None, spec: OutputSpec, *,
+                choose_output: Callable[[DecodedImage, tuple[int, int]], Path] | None = None
+                ) -> ImageJob:
+    """Read ``src`` (its size checked from the header, before the pixels take memory), warn of
+    a stretched aspect ratio, check that the output format holds the result (dropping
+    metadata it cannot hold, with a warning) -> the job. ``choose_output(image, size)``: the
+    output's path once the input is read (``dst`` None: the default name), and its checks."""
+    image = read_image(src, max_pixels=spec.max_input_pixels,
+                       check_size=lambda in_size: spec.output_size(in_size, dst),
+                       integers=True)  # uint8/uint16 samples: converted to float per tile
+    size = spec.output_size(image.size, dst)
+    aspect = aspect_warning(image.size, size, spec.width, spec.height)
+    if aspect:
+        image.warnings.append(f"{src}: {aspect}")
+    if choose_output is not None:
+        dst = choose_output(image, size)
+    fmt = check_writable(dst, image, spec.format, spec.background, size=size)
+    image.warnings += drop_unfit_metadata(dst, image, fmt)
+    return ImageJob(src=src, dst=dst, spec=spec, image=image, size=size,
+                    warnings=list(image.warnings))
+
+
+def check_tiling(tile: int | None, overlap: int | None) -> None:
+    """--tile and --overlap as given (None: not given, the defaults)."""
+    if tile is not None and tile != 0 and tile < MIN_TILE:
+        raise UsageError(f"{tile}: must be 0 (whole image) or at least {MIN_TILE}", option="tile")
+    if overlap is not None and overlap < 0:
+        raise UsageError(f"{overlap}: must be 0 or more", option="overlap")
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -67,9 +136,10 @@ def check_device_spelling(device: str | None, precision: str | None = None) -> N
     imported; whether the device exists is ``devices.resolve_device``'s to say."""
     spec = (device or "auto").strip().lower()
     if not _DEVICE.fullmatch(spec):
-        raise UsageError(f"--device {device}: expected auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"{device}: expected auto, cpu, cuda, cuda:N or mps", option="device")
     if precision is not None and (precision or "auto").strip().lower() not in PRECISION_NAMES:
-        raise UsageError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
+        raise UsageError(f"{precision}: expected auto, fp32, fp16 or bf16",
+                         option="precision")
 
 
 def check_sizing(scale: float | None, width: int | None, height: int | None) -> None:
@@ -115,8 +185,8 @@ def check_replaceable(dst: Path, overwrite: bool) -> None:
     if overwrite or not os.path.lexists(dst) or not os.path.exists(dst):
         return
     if probe_image(dst) is None:
-        raise SirenupError(f"{dst}: exists and is not an image; not replaced (use --overwrite "
-                           "to replace it, or choose another output)")
+        raise SirenupError(f"{dst}: exists and is not an image; not replaced (use "
+                           f"{mention('overwrite')} to replace it, or choose another output)")
 
 
 def plan_upscale(src: str | os.PathLike, dst: str | os.PathLike | None = None, *,
@@ -126,19 +196,17 @@ def plan_upscale(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
                  background: str | None = None, max_input_pixels: int | None = None,
                  max_output_pixels: int | None = None, overwrite_input: bool = False,
                  overwrite: bool = False,
-                 on_warning: Callable[[str], None] | None = None) -> UpscalePlan:
-    """Check everything about one upscale that does not need the model -> the plan (the
+                 on_warning: Callable[[str], None] | None = None) -> ImageJob:
+    """Check everything about one upscale that does not need the model -> the job (the
     input decoded); UsageError (exit 2) or SirenupError (exit 1) otherwise."""
     src = Path(src)
     if src.is_dir():
         raise SirenupError(f"{src}: is a folder, not an image; sirenup batch {src} OUTPUT_DIR "
                            "upscales every image in it")
-    check_quality(quality)
-    check_png_compression(png_compression)
-    input_limit(max_input_pixels)
-    check_output_size((1, 1), max_output_pixels)
-    color = parse_color(background) if background is not None else None
-    check_sizing(scale, width, height)
+    spec = OutputSpec.checked(scale=scale, width=width, height=height, format=format,
+                              quality=quality, png_compression=png_compression,
+                              background=background, max_input_pixels=max_input_pixels,
+                              max_output_pixels=max_output_pixels)
     if dst is not None:
         dst = Path(dst)
         check_output_path(dst)  # a device, FIFO or folder: said first
@@ -147,30 +215,18 @@ def plan_upscale(src: str | os.PathLike, dst: str | os.PathLike | None = None, *
     elif format:
         output_format(None, format)
 
-    def output_size(in_size: tuple[int, int]) -> tuple[int, int]:
-        size = target_size(in_size[0], in_size[1], scale=scale, out_width=width,
-                           out_height=height)
-        check_output_size(size, max_output_pixels, dst)
-        return size
+    def choose_output(image: DecodedImage, size: tuple[int, int]) -> Path:
+        chosen = dst
+        if chosen is None:
+            chosen = default_output(src, image.size, size, format)
+            check_replaceable(chosen, overwrite)
+            check_output_folder(chosen)
+        if not overwrite_input and same_file(src, chosen):
+            raise SirenupError(f"{chosen}: is the input file; choose another output")
+        return chosen
 
-    # The output size is checked from the header, before the pixels take memory.
-    image = read_image(src, max_pixels=max_input_pixels, check_size=output_size,
-                       integers=True)  # uint8/uint16 samples: converted to float per tile
-    size = output_size(image.size)
-    aspect = aspect_warning(image.size, size, width, height)
-    if aspect:
-        image.warnings.append(f"{src}: {aspect}")
-    if dst is None:
-        dst = default_output(src, image.size, size, format)
-        check_replaceable(dst, overwrite)
-        check_output_folder(dst)
-    if not overwrite_input and same_file(src, dst):
-        raise SirenupError(f"{dst}: is the input file; choose another output")
-    fmt = check_writable(dst, image, format, color, size=size)
-    image.warnings += drop_unfit_metadata(dst, image, fmt)
-    for message in image.warnings:
+    job = prepare_job(src, dst, spec, choose_output=choose_output)
+    for message in job.warnings:
         if on_warning is not None:
             on_warning(message)
-    return UpscalePlan(src=src, dst=dst, image=image, size=size, format=format,
-                       quality=quality, png_compression=png_compression, background=color,
-                       warnings=list(image.warnings))
+    return job

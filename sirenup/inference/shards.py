@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from sirenup.errors import UsageError
+from sirenup.errors import UsageError, mention
 
 COUNT_VARIABLE = "SIRENUP_SHARD_COUNT"
-NONE_FOUND = ("--shard auto: no array job in the environment: expected Slurm's "
+NONE_FOUND = ("auto: no array job in the environment: expected Slurm's "
               "SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (sbatch --array), or a Kubernetes "
-              f"indexed Job's JOB_COMPLETION_INDEX with --shard-count N or {COUNT_VARIABLE}; "
-              "elsewhere give --shard K/N")
+              f"indexed Job's JOB_COMPLETION_INDEX with {mention('shard_count')} N or "
+              f"{COUNT_VARIABLE}; elsewhere give {mention('shard')} K/N")
 
 
 def resolve_shard(shard: str | None, count: int | None = None,
@@ -35,8 +35,8 @@ def resolve_shard(shard: str | None, count: int | None = None,
     ``count``: --shard-count, only meaningful with auto."""
     if shard is None or shard.strip().lower() != "auto":
         if count is not None:
-            raise UsageError("--shard-count: only with --shard auto (--shard K/N names the "
-                             "count itself)")
+            raise UsageError(f": only with {mention('shard')} auto ({mention('shard')} K/N "
+                             "names the count itself)", option="shard_count")
         return shard
     k, n = shard_from_environment(os.environ if environ is None else environ, count)
     return f"{k}/{n}"
@@ -45,12 +45,12 @@ def resolve_shard(shard: str | None, count: int | None = None,
 def shard_from_environment(environ: Mapping[str, str], count: int | None = None) -> tuple[int, int]:
     """(K, N) of this array task, K from 1, or UsageError saying what is missing."""
     if count is not None and count < 1:
-        raise UsageError(f"--shard-count {count}: must be 1 or more")
+        raise UsageError(f"{count}: must be 1 or more", option="shard_count")
     if environ.get("SLURM_ARRAY_TASK_ID", "").strip():
         return _slurm(environ, count)
     if environ.get("JOB_COMPLETION_INDEX", "").strip():
         return _indexed_job(environ, count)
-    raise UsageError(NONE_FOUND)
+    raise UsageError(NONE_FOUND, option="shard")
 
 
 def _integer(environ: Mapping[str, str], name: str, default: int | None = None) -> int:
@@ -60,7 +60,7 @@ def _integer(environ: Mapping[str, str], name: str, default: int | None = None) 
     try:
         return int(text)
     except ValueError:
-        raise UsageError(f"--shard auto: {name}={text!r} is not an integer") from None
+        raise UsageError(f"auto: {name}={text!r} is not an integer", option="shard") from None
 
 
 def _slurm(environ: Mapping[str, str], count: int | None) -> tuple[int, int]:
@@ -70,18 +70,18 @@ def _slurm(environ: Mapping[str, str], count: int | None) -> tuple[int, int]:
     if "SLURM_ARRAY_TASK_COUNT" in environ:
         slurm_count = _integer(environ, "SLURM_ARRAY_TASK_COUNT")
         if count is not None and count != slurm_count:
-            raise UsageError(f"--shard-count {count}: Slurm says this array has "
-                             f"{slurm_count} tasks (SLURM_ARRAY_TASK_COUNT)")
+            raise UsageError(f"{count}: Slurm says this array has {slurm_count} tasks "
+                             "(SLURM_ARRAY_TASK_COUNT)", option="shard_count")
         count = slurm_count
     if count is None:
-        raise UsageError("--shard auto: SLURM_ARRAY_TASK_ID is set but not "
-                         "SLURM_ARRAY_TASK_COUNT; give --shard-count N")
+        raise UsageError("auto: SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT; "
+                         f"give {mention('shard_count')} N", option="shard")
     offset, rest = divmod(task - first, step)
     k = offset + 1
     if rest or not 1 <= k <= count:
-        raise UsageError(f"--shard auto: Slurm task {task} is not one of {count} evenly "
-                         f"spaced ids from {first} (step {step}); use --array=A-B[:S], or "
-                         "--shard K/N")
+        raise UsageError(f"auto: Slurm task {task} is not one of {count} evenly spaced ids "
+                         f"from {first} (step {step}); use --array=A-B[:S], or "
+                         f"{mention('shard')} K/N", option="shard")
     return k, count
 
 
@@ -89,11 +89,11 @@ def _indexed_job(environ: Mapping[str, str], count: int | None) -> tuple[int, in
     index = _integer(environ, "JOB_COMPLETION_INDEX")
     if count is None:
         if not environ.get(COUNT_VARIABLE, "").strip():
-            raise UsageError("--shard auto: JOB_COMPLETION_INDEX is set (Kubernetes indexed "
-                             f"Job) but not the count: give --shard-count N or set "
-                             f"{COUNT_VARIABLE} to the Job's completions")
+            raise UsageError("auto: JOB_COMPLETION_INDEX is set (Kubernetes indexed Job) but "
+                             f"not the count: give {mention('shard_count')} N or set "
+                             f"{COUNT_VARIABLE} to the Job's completions", option="shard")
         count = _integer(environ, COUNT_VARIABLE)
     if count < 1 or not 0 <= index < count:
-        raise UsageError(f"--shard auto: JOB_COMPLETION_INDEX={index} is not below the count "
-                         f"{count}")
+        raise UsageError(f"auto: JOB_COMPLETION_INDEX={index} is not below the count {count}",
+                         option="shard")
     return index + 1, count

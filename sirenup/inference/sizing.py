@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from sirenup.defaults import DEFAULT_SCALE
-from sirenup.errors import UsageError
+from sirenup.errors import UsageError, mention
 
 ASPECT_TOLERANCE = 0.01  # a change of the aspect ratio beyond this is worth a warning
 MAX_SIDE = 1 << 31  # pixels per output side: beyond any real image, and keeps the maths finite
@@ -22,19 +22,20 @@ def target_size(width: int, height: int, *, scale: float | None = None,
     An output smaller than the input on either side is an error: this is an upscaler.
     """
     if scale is not None and (out_width is not None or out_height is not None):
-        raise UsageError("give either --scale or --width/--height, not both")
-    for name, side in (("--width", out_width), ("--height", out_height)):
+        raise UsageError(f"give either {mention('scale')} or {mention('width')}/"
+                         f"{mention('height')}, not both")
+    for name, side in (("width", out_width), ("height", out_height)):
         if side is not None and not 1 <= side < MAX_SIDE:
-            raise UsageError(f"{name} {side}: must be from 1 to less than {MAX_SIDE} "
-                             "(pixels on a side)")
+            raise UsageError(f"{side}: must be from 1 to less than {MAX_SIDE} (pixels on a side)",
+                             option=name)
     if scale is not None:
         if not math.isfinite(scale):
-            raise UsageError(f"--scale {scale}: must be a finite number (at least 1)")
+            raise UsageError(f"{scale}: must be a finite number (at least 1)", option="scale")
         if not scale >= 1.0:
-            raise UsageError(f"--scale {scale:g}: must be at least 1")
+            raise UsageError(f"{scale:g}: must be at least 1", option="scale")
         if max(width, height) * scale >= MAX_SIDE:
-            raise UsageError(f"--scale {scale:g}: the output would be more than {MAX_SIDE} "
-                             "pixels wide or high")
+            raise UsageError(f"{scale:g}: the output would be more than {MAX_SIDE} pixels wide or "
+                             "high", option="scale")
         size = (round(width * scale), round(height * scale))
     elif out_width is not None and out_height is not None:
         size = (out_width, out_height)

@@ -1,6 +1,7 @@
 """The Upscaler: one object per run that holds a loaded model on a device and upscales
-RGB arrays with the tiler; plus ``upscale_file``, the one-image operation the CLI calls
-(folders: ``sirenup.inference.batch``)."""
+RGB arrays with the tiler; ``process``, the per-image step that ``upscale`` and ``batch``
+share (upscale a prepared job, free the arrays, hand back the write); ``upscale_file``, the
+one-image operation of the Python API (folders: ``sirenup.inference.batch``)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from sirenup.defaults import DEFAULT_OVERLAP
 from sirenup.errors import SirenupError, UsageError
 from sirenup.hub.registry import DEFAULT_MODEL, cache_hint, resolve_model
 from sirenup.imaging.imageio import LUMA, DecodedImage, as_float, prepare_write
 from sirenup.imaging.stdio import STDIO, is_stdio, stdio_paths
 from sirenup.inference.devices import auto_tile, autocast, resolve_device
 from sirenup.inference.planning import (  # noqa: F401 (default_output, same_file: API)
-    UpscalePlan,
+    ImageJob,
     check_tiling,
     default_output,
     plan_upscale,
@@ -36,7 +37,8 @@ class Upscaler:
     """Load ``model`` (registry name or weights path) once; upscale many images."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto",
-                 precision: str = "auto", tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
+                 precision: str = "auto", tile: int | None = None,
+                 overlap: int | None = None):
         from sirenup.inference.devices import resolve_precision
 
         self.device = resolve_device(device)
@@ -45,7 +47,8 @@ class Upscaler:
         self.model, self.metadata = load_weights(self.model_path, device=self.device)
         # the file's own name for itself: untrusted text, shown escaped and cut
         self.model_name = shown(self.metadata.get("name", self.model_name))
-        self.tile, self.overlap = tile, overlap
+        self.tile = tile  # None: not chosen (devices.auto_tile picks it per image)
+        self.overlap = DEFAULT_OVERLAP if overlap is None else overlap
 
     def __call__(self, image, *, scale: float | None = None,
                  size: tuple[int, int] | None = None):
@@ -71,10 +74,10 @@ class Upscaler:
         return self.upscale_rgb(array.astype(np.float32, copy=False), out_size)
 
     def tile_for(self, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
-        """The tile to start with: ``self.tile``, grown on CUDA/MPS to what free memory holds
-        when it is the default (``devices.auto_tile``)."""
+        """The tile to start with: ``self.tile`` when one was chosen, else the default, grown
+        on CUDA/MPS to what free memory holds (``devices.auto_tile``)."""
         scale = max(out_hw[0] / lr_hw[0], out_hw[1] / lr_hw[1])
-        return auto_tile(self.device, scale, self.tile, DEFAULT_TILE)
+        return auto_tile(self.device, scale, self.tile, self.model)
 
     @torch.inference_mode()
     def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink,
@@ -159,9 +162,10 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: type) -> np.nd
 
 
 def load_upscaler(model: str | os.PathLike | None = None, *, device: str = "auto",
-                  precision: str = "auto", tile: int = DEFAULT_TILE,
-                  overlap: int = DEFAULT_OVERLAP) -> Upscaler:
-    """Check the tiling options and load the model once; weights errors -> SirenupError."""
+                  precision: str = "auto", tile: int | None = None,
+                  overlap: int | None = None) -> Upscaler:
+    """Check the tiling options and load the model once (``tile``/``overlap`` None: not
+    chosen, the defaults); weights errors -> SirenupError."""
     check_tiling(tile, overlap)
     try:
         return Upscaler(str(model) if model else DEFAULT_MODEL, device=device,
@@ -203,41 +207,35 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, dst: str | os.PathL
     return report
 
 
-def _upscale_file(upscaler: Upscaler, src: os.PathLike, dst: os.PathLike | None, *, scale,
-                  width, height,
-                  format, quality, png_compression, background, max_input_pixels,
-                  max_output_pixels, overwrite_input, overwrite, on_warning,
-                  on_progress) -> dict:
+def _upscale_file(upscaler: Upscaler, src: os.PathLike, dst: os.PathLike | None, *,
+                  on_progress: Progress | None, **options) -> dict:
     start = time.perf_counter()
-    plan = plan_upscale(src, dst, scale=scale, width=width, height=height, format=format,
-                        quality=quality, png_compression=png_compression,
-                        background=background, max_input_pixels=max_input_pixels,
-                        max_output_pixels=max_output_pixels, overwrite_input=overwrite_input,
-                        overwrite=overwrite, on_warning=on_warning)
-    return run_plan(upscaler, plan, start, on_progress)
+    return run_plan(upscaler, plan_upscale(src, dst, **options), start, on_progress)
 
 
-def run_plan(upscaler: Upscaler, plan: UpscalePlan, start: float | None = None,
+def run_plan(upscaler: Upscaler, job: ImageJob, start: float | None = None,
              on_progress: Progress | None = None) -> dict:
     """Upscale and write what ``planning.plan_upscale`` checked -> the report (see
     ``upscale_file``)."""
     start = time.perf_counter() if start is None else start
-    image, dst = plan.image, plan.dst
-    plan.image = None  # the input's pixels go as soon as the output holds the result
-    result = upscaler.upscale_image(image, plan.size, on_progress)
-    report = {
-        "input": str(plan.src),
-        "output": str(dst),
-        "in_size": list(image.size),
-        "out_size": list(plan.size),
-        "bit_depth": image.bit_depth,
-        "model": upscaler.model_name,
-        "device": str(upscaler.device),
-        "warnings": list(plan.warnings),
-    }
-    del image  # the input's pixels are not needed while the output is encoded
-    write = prepare_write(dst, result, format=plan.format, quality=plan.quality,
-                          background=plan.background, png_compression=plan.png_compression)
-    del result  # the encoder has its own copy (Pillow's): the output array goes before encoding
+    facts, write = process(upscaler, job, on_progress)
     write()
-    return {**report, "seconds": round(time.perf_counter() - start, 3)}
+    return {**facts, "model": upscaler.model_name, "device": str(upscaler.device),
+            "warnings": list(job.warnings), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def process(upscaler: Upscaler, job: ImageJob, on_progress: Progress | None = None
+            ) -> tuple[dict, Callable[[], None]]:
+    """Upscale a prepared job (``planning.prepare_job``) -> (its facts: input, output,
+    in_size, out_size, bit_depth; ``write``, which encodes and writes the output). The input's
+    and the output's arrays are both freed before ``write`` is returned: the encoder holds
+    its own copy, so the peak while encoding is that copy alone (upscale and batch alike)."""
+    image, spec = job.image, job.spec
+    job.image = None  # the input's pixels go as soon as the output holds the result
+    result = upscaler.upscale_image(image, job.size, on_progress)
+    facts = {"input": str(job.src), "output": str(job.dst), "in_size": list(image.size),
+             "out_size": list(job.size), "bit_depth": image.bit_depth}
+    del image
+    write = prepare_write(job.dst, result, format=spec.format, quality=spec.quality,
+                          background=spec.background, png_compression=spec.png_compression)
+    return facts, write

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from sirenup.errors import OptionValueError
+
 LOSSES = ("ragan", "hinge")
 
 
@@ -41,10 +43,12 @@ class GanConfig:
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"--gan-loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+            raise OptionValueError(f"{self.loss!r}: expected one of {', '.join(LOSSES)}",
+                                   option="gan_loss")
         if self.window < self.min_side:
-            raise ValueError(f"--gan-window {self.window}: at least {self.min_side} HR pixels "
-                             f"(the discriminator downsamples by {2 ** self.d_layers})")
+            raise OptionValueError(f"{self.window}: at least {self.min_side} HR pixels (the "
+                                   f"discriminator downsamples by {2 ** self.d_layers})",
+                                   option="gan_window")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema {self.ema}: expected 0 <= ema < 1")
         for name in ("lambda_pix", "lambda_pix_low", "lambda_adv", "lambda_fm", "lambda_freq",

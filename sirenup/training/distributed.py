@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sirenup.errors import OptionValueError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -35,8 +37,8 @@ class Distributed:
     def share(self, global_batch: int) -> int:
         """This rank's part of the global batch (which must split evenly)."""
         if global_batch % self.world:
-            raise ValueError(f"--batch {global_batch} does not split evenly over "
-                             f"{self.world} processes")
+            raise OptionValueError(f"{global_batch} does not split evenly over {self.world} "
+                                   "processes", option="batch")
         return global_batch // self.world
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import filelock
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.errors import SirenupError, UsageError, mention
 from sirenup.files import check_folder_writable, os_reason
 
 CHECKPOINT = "checkpoint.pt"
@@ -36,28 +36,29 @@ def check_run_folder(out: Path, resume: bool) -> None:
     creates the folder when it does not exist."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"{out}: exists and is not a folder", option="out")
     present = [name for name in RUN_FILES if os.path.lexists(out / name)]
     if present and not resume:
-        raise UsageError(f"--out {out}: holds a run ({', '.join(present)}); pass --resume to "
-                         "continue it, or choose another folder (nothing was changed)")
+        raise UsageError(f"{out}: holds a run ({', '.join(present)}); pass {mention('resume')} "
+                         "to continue it, or choose another folder (nothing was changed)",
+                         option="out")
     if resume and present and CHECKPOINT not in present:
-        raise UsageError(f"--out {out}: holds {', '.join(present)} but no {CHECKPOINT} to "
-                         "resume from; choose another folder (nothing was changed)")
+        raise UsageError(f"{out}: holds {', '.join(present)} but no {CHECKPOINT} to resume "
+                         "from; choose another folder (nothing was changed)", option="out")
     for name in RUN_FILES:
         try:
             mode = os.stat(out / name).st_mode
         except OSError:
             continue
         if not stat.S_ISREG(mode):
-            raise SirenupError(f"--out {out / name}: is not a regular file (a FIFO, device or "
-                               "folder); sirenup writes only regular files")
+            raise SirenupError(f"{out / name}: is not a regular file (a FIFO, device or "
+                               "folder); sirenup writes only regular files", option="out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SirenupError(f"--out {out}: cannot create the folder ({os_reason(error)})") \
-            from None
-    check_folder_writable(out, "the --out folder")
+        raise SirenupError(f"{out}: cannot create the folder ({os_reason(error)})",
+                           option="out") from None
+    check_folder_writable(out, f"the {mention('out')} folder")
 
 
 class RunLock:
@@ -72,13 +73,13 @@ class RunLock:
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
-            raise SirenupError(f"--out {self.path.parent}: another training is writing to this "
-                               "folder (it holds the lock "
-                               f"{self.path.name}); wait for it to end, or choose another "
-                               "--out") from None
+            raise SirenupError(f"{self.path.parent}: another training is writing to this "
+                               f"folder (it holds the lock {self.path.name}); wait for it to "
+                               f"end, or choose another {mention('out')}", option="out") \
+                from None
         except OSError as error:
-            raise SirenupError(f"--out {self.path.parent}: cannot lock the folder "
-                               f"({os_reason(error)})") from None
+            raise SirenupError(f"{self.path.parent}: cannot lock the folder "
+                               f"({os_reason(error)})", option="out") from None
         self._lock = lock
         return self
 

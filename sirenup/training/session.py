@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sirenup.errors import SirenupError, UsageError
+from sirenup.defaults import DEFAULT_GAN_LR, DEFAULT_LR
+from sirenup.errors import OptionValueError, SirenupError, UsageError, mention, typed_line
 from sirenup.evaluation.sets import check_sets_hold_images
 from sirenup.hub.registry import resolve
 from sirenup.inference.planning import check_device_spelling
@@ -41,7 +42,7 @@ class TrainSetup:
     queries: int
     scale_min: float
     scale_max: float
-    lr: float | None  # None: 5e-4, or 1e-4 for adversarial fine-tuning
+    lr: float | None  # None: DEFAULT_LR, or DEFAULT_GAN_LR for adversarial fine-tuning
     device: str
     seed: int
     val_every: int
@@ -69,11 +70,13 @@ def check_sub_configs(setup: TrainSetup) -> None:
             gan = GanConfig.from_dict(setup.gan)
             gan.validate()
             if round(setup.patch * setup.scale_min) < gan.min_side:
-                raise ValueError(f"--gan needs HR crops of at least {gan.min_side} pixels: "
-                                 f"raise --patch ({setup.patch}) or --scale-min "
-                                 f"({setup.scale_min:g})")
+                raise UsageError(f"needs HR crops of at least {gan.min_side} pixels: raise "
+                                 f"{mention('patch')} ({setup.patch}) or "
+                                 f"{mention('scale_min')} ({setup.scale_min:g})", option="gan")
         if setup.degrade is not None:
             DegradeConfig.from_dict(setup.degrade).validate()
+    except UsageError:
+        raise  # about an option already (GanConfig's)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -84,15 +87,15 @@ def resolve_init(init: str | None) -> str | None:
         return None
     try:
         return str(resolve(init).path)
-    except UsageError as error:
-        raise UsageError(str(error).replace("--model", "--init", 1)) from None
+    except UsageError as error:  # said of the model option, which --init is here
+        raise error.renamed("model", "init") from None
 
 
 def check_tensorboard() -> None:
     """--tensorboard needs the tensorboard package: UsageError (how to install it) if absent."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise UsageError("--tensorboard: the tensorboard package is not installed "
-                         "(pip install 'sirenup[tensorboard]')")
+        raise UsageError(": the tensorboard package is not installed (pip install "
+                         "'sirenup[tensorboard]')", option="tensorboard")
 
 
 class RunRecords:
@@ -170,7 +173,8 @@ def check_start(setup: TrainSetup) -> None:
         check_tensorboard()
     world = os.environ.get("WORLD_SIZE", "1")
     if world.isdigit() and int(world) > 1 and setup.batch % int(world):
-        raise UsageError(f"--batch {setup.batch} does not split evenly over {world} processes")
+        raise UsageError(f"{setup.batch} does not split evenly over {world} processes",
+                         option="batch")
     check_run_folder(setup.out, setup.resume)
     if setup.val is not None:
         check_sets_hold_images(setup.val)
@@ -187,10 +191,10 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
     info = distributed.init(device, setup.dist_timeout)
     try:
         info.share(setup.batch)  # the global batch must split evenly over the processes
-    except ValueError as error:
+    except OptionValueError:
         distributed.shutdown()
-        raise UsageError(str(error)) from None
-    lr = setup.lr if setup.lr is not None else (1e-4 if setup.gan else 5e-4)
+        raise
+    lr = setup.lr if setup.lr is not None else (DEFAULT_GAN_LR if setup.gan else DEFAULT_LR)
     cfg = TrainConfig(
         data=[str(d) for d in setup.data], out=str(setup.out),
         val=str(setup.val) if setup.val else None, steps=setup.steps, batch=setup.batch,
@@ -210,7 +214,7 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
         try:
             trainer = Trainer(cfg, log=log, on_metrics=records)
         except WeightsError as error:
-            raise SirenupError(f"--init: {error}") from None
+            raise SirenupError(f": {error}", option="init") from None
         except ValueError as error:  # no usable training image
             raise SirenupError(str(error)) from None
         if setup.resume:
@@ -221,11 +225,9 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
             except ValueError as error:  # the run's own words (not a --gan run, ...)
                 raise SirenupError(f"cannot resume from {setup.out}: {error}") from None
             except Exception as error:  # a damaged checkpoint: whatever torch.load raised
-                lines = str(error).strip().splitlines()
                 raise SirenupError(
                     f"cannot resume from {setup.out}: its checkpoint is damaged or not a "
-                    f"sirenup checkpoint ({type(error).__name__}"
-                    f"{': ' + lines[0] if lines else ''})") from None
+                    f"sirenup checkpoint ({typed_line(error)})") from None
             if not resumed:
                 log(f"warning: no checkpoint in {setup.out}: starting from scratch")
         try:
