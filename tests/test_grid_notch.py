@@ -21,7 +21,8 @@ SMALL_V2 = LiifSirenConfig(channels=8, n_blocks=2, hidden=16, version=2, refine_
 
 
 def wave(size: int, fy: float, fx: float, phase: float = 0.3) -> torch.Tensor:
-    """(1, 1, size, size) cosine of fy, fx cycles per pixel."""
+    """(1, 1, size, size) cosine of fy, fx cycles per pixel, amplitude 1 around 0 (the notch
+    filters displayable values: add it to a grey, scaled, to stay inside [0, 1])."""
     y, x = torch.meshgrid(torch.arange(size, dtype=torch.float64),
                           torch.arange(size, dtype=torch.float64), indexing="ij")
     return torch.cos(2 * math.pi * (fy * y + fx * x) + phase).float()[None, None]
@@ -46,8 +47,9 @@ def test_integer_scales_lose_every_harmonic_exactly(scale):
         for kx in range(scale):
             if ky == kx == 0:
                 continue
-            out, _ = notched(notch, wave(8 * scale + 2 * notch.halo, ky / scale, kx / scale))
-            assert out.abs().max() < 1e-4, (ky, kx)
+            pattern = wave(8 * scale + 2 * notch.halo, ky / scale, kx / scale)
+            out, _ = notched(notch, 0.5 + 0.25 * pattern)
+            assert (out - 0.5).abs().max() < 1e-4, (ky, kx)
 
 
 @pytest.mark.parametrize("scale", [2.0, 3.7, 4.0])
@@ -59,14 +61,14 @@ def test_what_the_lr_image_holds_is_kept(scale):
     flat = torch.full((1, 1, size, size), 0.7)
     out, _ = notched(notch, flat)
     assert (out - 0.7).abs().max() < 1e-6
-    out, kept = notched(notch, wave(size, 0.1 / scale, 0.25 / scale))
-    assert (out - kept).abs().max() < 0.01
+    out, kept = notched(notch, 0.5 + 0.4 * wave(size, 0.1 / scale, 0.25 / scale))
+    assert (out - kept).abs().max() < 0.004
 
 
 def test_fractional_scales_lose_most_of_the_first_harmonic():
     notch = GridNotch(scale_y=3.7, scale_x=3.7, periods=4)
-    out, kept = notched(notch, wave(120, 0.0, 1 / 3.7))
-    assert out.square().mean() < 0.1 * kept.square().mean()
+    out, kept = notched(notch, 0.5 + 0.25 * wave(120, 0.0, 1 / 3.7))
+    assert (out - 0.5).square().mean() < 0.1 * (kept - 0.5).square().mean()
 
 
 def test_off_without_periods_and_below_x2():
@@ -92,11 +94,12 @@ def test_grid_lock_of_a_patterned_image_falls_to_a_photos():
     scale, size = 4, 256
     notch = GridNotch(scale_y=scale, scale_x=scale, periods=4)
     image = photo_like(size + 2 * notch.halo)
-    cell = np.random.default_rng(1).uniform(-2, 2, size=(scale, scale))
+    cell = np.random.default_rng(1).uniform(-4, 4, size=(scale, scale))
     image = image + np.tile(cell, (image.shape[0] // scale, image.shape[1] // scale))
+    image = np.clip(image, 0, 255) / 255  # the notch filters displayable values
     tensor = torch.from_numpy(image).float()[None, None]
     out, kept = notched(notch, tensor)
-    rgb = lambda t: np.repeat(t[0, 0].double().numpy()[..., None], 3, axis=2)  # noqa: E731
+    rgb = lambda t: np.repeat(255 * t[0, 0].double().numpy()[..., None], 3, axis=2)  # noqa: E731
     assert grid_lock(rgb(kept), scale) > 10
     assert grid_lock(rgb(out), scale) < 2
 
@@ -211,3 +214,17 @@ def test_bundled_models_tiled_equals_untiled(name):
         whole = upscale_tensor(model, lr, size, tile=0)
         tiled = upscale_tensor(model, lr, size, tile=16, overlap=4)
         assert (whole - tiled).abs().max() < 1 / 255, scale
+
+
+def test_a_pattern_beyond_white_does_not_leak_into_visible_pixels():
+    """A decoder's strong pattern above white, which the output's clipping hides, changes
+    nothing: the notch filters what can be shown (the same as plain white beside grey)."""
+    scale = 3
+    notch = GridNotch(scale_y=scale, scale_x=scale, periods=4)
+    size = 60 + 2 * notch.halo
+    white = torch.full((1, 1, size, size), 0.5)
+    white[..., : size // 2] = 1.0
+    patterned = white.clone()
+    beyond = 1.4 + 0.3 * wave(size, 0.0, 1 / scale)  # (1, 1, size, size), all above 1
+    patterned[..., : size // 2] = beyond[..., : size // 2]
+    assert torch.equal(notch.apply(patterned), notch.apply(white))

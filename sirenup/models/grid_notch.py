@@ -19,7 +19,8 @@ of the spectrum above the LR Nyquist frequency, where a photo has little energy 
 Non-integer scales (x3.7) get combs whose samples are linearly interpolated; an axis of scale
 below 2 has its first harmonic inside the LR image's own band (aliased), so the notch is off
 below x2. Unpadded: an output of H x W needs its input decoded ``halo`` pixels further on
-every side, so tiles and bands give exactly the untiled result (``inference.tiler``).
+every side, so tiles and bands give exactly the untiled result (``inference.tiler``). It
+filters the displayable values (clamped to [0, 1]), what the output's 8 or 16 bits keep.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class GridNotch:
     passes that a stream of bands can split, each row filtered once: ``rows`` (horizontal,
     on a band's new rows alone) then ``__call__`` (vertical, on rows with ``halo`` more above
     and below; the last horizontal comb runs on the finished rows only). ``apply``: both.
+
+    A sharp edge has real energy at the harmonics too: beside one, in a flat area, the notch
+    leaves a faint lattice of its own (black-on-white text at x4: up to 5 levels, under one
+    on average; docs/models.md). Weighting the estimate against edges (tried) removed it, but
+    also most of what the notch removes from textures, where decoders paint their patterns.
     """
 
     def __init__(self, *, scale_y: float, scale_x: float, periods: int):
@@ -75,12 +81,17 @@ class GridNotch:
         self.comb = (comb_kernel(scale_y, periods), comb_kernel(scale_x, periods))
         self.box_radius = tuple((len(taps) - 1) // 2 for taps in self.box)
         self.comb_radius = tuple((len(taps) - 1) // 2 for taps in self.comb)
-        self.halo = max(self.box_radius[0] + self.comb_radius[0],
-                        self.box_radius[1] + self.comb_radius[1])
+        self.halo = max(rb + rc for rb, rc in zip(self.box_radius, self.comb_radius,
+                                                  strict=True))
 
     def rows(self, decoded: torch.Tensor) -> torch.Tensor:
         """The horizontal pass: (B, C, r, W + 2h) -> (B, 2C, r, W + 2 rc) = [y, box_x(y)],
-        centred (rc: the horizontal comb's radius, applied last)."""
+        centred (rc: the horizontal comb's radius, applied last).
+
+        On the values an image can show: clamped to [0, 1] first. A decoder may paint a
+        strong pattern beyond white or black that the output's clipping hides; estimated
+        from unclipped values, it would be subtracted from the visible pixels beside it."""
+        decoded = decoded.clamp(0, 1)
         width = decoded.shape[-1] - 2 * self.halo + 2 * self.comb_radius[1]
         boxed = _filter_axis(decoded, self.box[1], -1)
         return torch.cat([_crop_axis(decoded, width, -1), _crop_axis(boxed, width, -1)], dim=1)
