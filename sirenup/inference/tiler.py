@@ -126,6 +126,7 @@ class Stage(NamedTuple):
     halo: int
     run: Callable[[torch.Tensor, int, int], torch.Tensor]
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+    min_rows: int = 1  # output rows per run, at least (more: fewer passes over kept rows)
 
 
 def output_stages(model: LiifSiren, out_hw: tuple[int, int],
@@ -140,7 +141,10 @@ def output_stages(model: LiifSiren, out_hw: tuple[int, int],
             torch.arange(left, left + values.shape[3]))))
     notch = model.grid_notch(out_hw, image_hw)
     if notch is not None:
-        stages.append(Stage(notch.halo, lambda rows, top, left: notch(rows), notch.rows))
+        # its vertical pass re-reads the 2 * halo rows kept from the band above: in runs of
+        # at least as many new rows, that costs at most as much again
+        stages.append(Stage(notch.halo, lambda rows, top, left: notch(rows), notch.rows,
+                            min_rows=2 * notch.halo))
     return stages
 
 
@@ -154,19 +158,21 @@ def run_stage(bands: Iterator[tuple[int, torch.Tensor]], stage: Stage,
     """Apply a stage to consecutive bands of rows (top, (B, C, rows, cols)) starting at column
     ``left``: each band with the last 2 * halo rows of the ones before it above it (kept, so
     no row is computed twice), -> (top, band) of the stage's output, 2 * halo fewer rows in
-    all and halo fewer on each side."""
+    all and halo fewer on each side. Bands are gathered until ``stage.min_rows`` output rows
+    are ready (the last one takes what is left)."""
     halo = stage.halo
-    carried, carried_top = None, 0
+    held, held_top = None, 0  # rows received and not yet consumed beyond the 2 * halo kept
     for top, band in bands:
         if stage.prepare is not None:
             band = stage.prepare(band)
-        if carried is not None:
-            band, top = torch.cat([carried, band], dim=2), carried_top
-        if band.shape[2] <= 2 * halo:  # not enough rows yet for one output row
-            carried, carried_top = band, top
-            continue
-        carried, carried_top = band[:, :, band.shape[2] - 2 * halo:], top + band.shape[2] - 2 * halo
-        yield top + halo, stage.run(band, top, left)
+        if held is not None:
+            band, top = torch.cat([held, band], dim=2), held_top
+        held, held_top = band, top
+        if band.shape[2] - 2 * halo >= stage.min_rows:
+            yield top + halo, stage.run(band, top, left)
+            held, held_top = band[:, :, band.shape[2] - 2 * halo:], top + band.shape[2] - 2 * halo
+    if held is not None and held.shape[2] > 2 * halo:
+        yield held_top + halo, stage.run(held, held_top, left)
 
 
 @torch.no_grad()
