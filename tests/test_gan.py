@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from sirenup.cli.app import app
+from sirenup.cli.console import error_text
 from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from sirenup.models.weights import load_weights
 from sirenup.training.data import as_image
@@ -161,8 +162,9 @@ def test_resume_refuses_a_mismatched_run(data_dir, tmp_path):
     plain = Trainer(config(data_dir, tmp_path / "C", gan=None), log=quiet)
     plain.train_step()
     plain.save_checkpoint()
-    with pytest.raises(ValueError, match="not a --gan run"):
+    with pytest.raises(ValueError, match="not a gan run") as refused:
         Trainer(config(data_dir, tmp_path / "C"), log=quiet).resume()
+    assert "not a --gan run (start a new run with --init" in error_text(refused.value)
 
 
 def test_cli_gan_training_from_weights(data_dir, tmp_path):

@@ -176,8 +176,10 @@ def test_deepened_encoder_starts_as_the_same_function():
     coords, cell = output_coords(18, 22, 9, 11), cell_size(18, 22, 9, 11)
     with torch.no_grad():
         assert torch.allclose(deeper(lr, coords, cell), model(lr, coords, cell), atol=1e-6)
-    with pytest.raises(UsageError, match="--blocks 1: the initial model has 2; it can be raised"):
+    with pytest.raises(UsageError, match="blocks 1: the initial model has 2; it can be raised") \
+            as refused:
         deepen_encoder(model, 1)
+    assert refused.value.option == "blocks"  # the CLI spells it --blocks (test_..._cli below)
 
 
 def test_widened_encoder_starts_as_the_same_function_and_then_learns():
@@ -199,7 +201,7 @@ def test_widened_encoder_starts_as_the_same_function_and_then_learns():
     wider(lr, coords, cell).square().mean().backward()
     into_old = wider.encoder.blocks[0].conv1.weight.grad[:8, 8:]
     assert into_old.abs().max() > 0  # the new channels' paths open at the first step
-    with pytest.raises(UsageError, match="--channels 4: the initial model has 8"):
+    with pytest.raises(UsageError, match="channels 4: the initial model has 8"):
         widen_encoder(model, 4)
 
 
@@ -225,7 +227,8 @@ def test_cli_train_blocks_deepens_an_init_model(data_dir, tmp_path):
     shrink = runner.invoke(app, [
         "train", str(data_dir), "--out", str(tmp_path / "small"), "--steps", "1",
         "--init", str(run_dir / WEIGHTS), "--channels", "20"])
-    assert shrink.exit_code == 2 and "it can be raised, not lowered" in shrink.output
+    assert shrink.exit_code == 2
+    assert "--channels 20: the initial model has 40; it can be raised, not lowered" in shrink.output
     assert "Traceback" not in shrink.output
     result = runner.invoke(app, ["upscale", str(next(data_dir.glob("*.png"))), "-o",
                                  str(tmp_path / "out.png"), "--scale", "2",

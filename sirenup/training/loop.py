@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from sirenup.errors import UsageError
+from sirenup.errors import OptionValueError, UsageError, mention
 from sirenup.evaluation.evaluate import evaluate_table
 from sirenup.files import append_line
 from sirenup.models.grid_notch import DEFAULT_PERIODS as NOTCH_PERIODS
@@ -99,13 +99,14 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
 
 def grown_model(model: LiifSiren, field: str, value: int, option: str) -> LiifSiren | None:
     """A fresh model like ``model`` with config ``field`` grown to ``value`` (None: no change);
-    UsageError when ``value`` would shrink it (training can add capacity, not remove it)."""
+    UsageError about ``option`` when ``value`` would shrink it (training can add capacity, not
+    remove it)."""
     have = getattr(model.config, field)
     if value == have:
         return None
     if value < have:
-        raise UsageError(f"{option} {value}: the initial model has {have}; it can be raised, "
-                         "not lowered")
+        raise UsageError(f"{value}: the initial model has {have}; it can be raised, not lowered",
+                         option=option)
     return LiifSiren(config=LiifSirenConfig.from_dict({**model.config.to_dict(), field: value}))
 
 
@@ -113,7 +114,7 @@ def deepen_encoder(model: LiifSiren, n_blocks: int) -> LiifSiren:
     """``model`` with ``n_blocks`` residual blocks in its encoder, computing the same function:
     the added blocks (after the existing ones) start with a zero second convolution, so each
     is the identity until training moves it (more capacity and context, the same start)."""
-    deeper = grown_model(model, "n_blocks", n_blocks, "--blocks")
+    deeper = grown_model(model, "n_blocks", n_blocks, "blocks")
     if deeper is None:
         return model
     missing, unexpected = deeper.load_state_dict(model.state_dict(), strict=False)
@@ -130,7 +131,7 @@ def widen_encoder(model: LiifSiren, channels: int) -> LiifSiren:
     (Net2Net-style): the old weights are kept, the weights from a new channel into an old one
     (or into the decoder) start at zero, and the new channels' own weights at their usual
     initialisation, so the first steps' gradients open the new paths."""
-    wider = grown_model(model, "channels", channels, "--channels")
+    wider = grown_model(model, "channels", channels, "channels")
     if wider is None:
         return model
     state = wider.state_dict()  # tensors that share the new model's storage
@@ -278,11 +279,13 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if self.adversary is not None:
             if "adversary" not in state:
-                raise ValueError(f"{path} holds no discriminator: it is not a --gan run "
-                                 "(start a new run with --init instead)")
+                raise OptionValueError(
+                    f"{path} holds no discriminator: it is not a {mention('gan')} run (start a "
+                    f"new run with {mention('init')} instead)")
             self.adversary.load_state_dict(state["adversary"])
         elif "adversary" in state:
-            raise ValueError(f"{path} is a --gan run: resume it with --gan")
+            raise OptionValueError(f"{path} is a {mention('gan')} run: resume it with "
+                                   f"{mention('gan')}")
         self.log(f"resumed from {path} at step {self.step}")
         return True
 

@@ -223,7 +223,8 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
                     warnings.simplefilter("ignore")
                     resumed = trainer.resume()
             except ValueError as error:  # the run's own words (not a --gan run, ...)
-                raise SirenupError(f"cannot resume from {setup.out}: {error}") from None
+                words = error.message if isinstance(error, SirenupError) else str(error)
+                raise SirenupError(f"cannot resume from {setup.out}: {words}") from None
             except Exception as error:  # a damaged checkpoint: whatever torch.load raised
                 raise SirenupError(
                     f"cannot resume from {setup.out}: its checkpoint is damaged or not a "
