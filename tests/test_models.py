@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from sirenup.models import patch_siren
+from sirenup.models.coords import cell_size, output_coords
 from sirenup.models.patch_siren import (
     CELL_FEATURES,
     OFFSET_FEATURES,
     LiifSiren,
     LiifSirenConfig,
-    cell_size,
     offset_encoding,
-    output_coords,
 )
 from sirenup.models.siren import SineLayer, siren_bound
 

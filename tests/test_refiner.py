@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from sirenup.inference.tiler import upscale_tensor
-from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
+from sirenup.models.coords import cell_size, output_coords
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.training.data import CropSampler
 from sirenup.training.loop import add_refiner

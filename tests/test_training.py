@@ -163,7 +163,7 @@ def test_fine_tuning_records_its_lineage(data_dir, tmp_path):
 
 def test_deepened_encoder_starts_as_the_same_function():
     """Blocks added for --blocks start as the identity: same output, more parameters."""
-    from sirenup.models.patch_siren import cell_size, output_coords
+    from sirenup.models.coords import cell_size, output_coords
     from sirenup.training.loop import deepen_encoder
 
     torch.manual_seed(0)
@@ -185,7 +185,7 @@ def test_deepened_encoder_starts_as_the_same_function():
 def test_widened_encoder_starts_as_the_same_function_and_then_learns():
     """Channels added for --channels leave the output unchanged, and the new paths get
     gradients (zero weights from new channels into old ones, not zero new channels)."""
-    from sirenup.models.patch_siren import cell_size, output_coords
+    from sirenup.models.coords import cell_size, output_coords
     from sirenup.training.loop import widen_encoder
 
     torch.manual_seed(0)

@@ -13,7 +13,8 @@ import torch
 from helpers import BASE, SMALL, PickledCode, one_error_line, temps_in, write_png
 
 from sirenup.models.architectures import LIIF_SIREN
-from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig, cell_size, output_coords
+from sirenup.models.coords import cell_size, output_coords
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import (
     FORMAT,
     WeightsError,

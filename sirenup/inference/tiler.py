@@ -21,7 +21,15 @@ import torch
 
 from sirenup.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE
 from sirenup.inference.devices import DecodeSizes, decode_sizes
-from sirenup.models.patch_siren import LiifSiren, cell_size, output_coords
+from sirenup.models.coords import (
+    cell_of,
+    cell_size,
+    edge_coords,
+    first_output_at,
+    pixel_centres,
+    scale_of,
+)
+from sirenup.models.patch_siren import LiifSiren
 
 
 @dataclass(frozen=True)
@@ -49,15 +57,14 @@ def split_axis(length: int, tile: int, overlap: int, context: int) -> list[Span]
 
 def output_range(lr_lo: float, lr_hi: float, lr_len: int, out_len: int) -> tuple[int, int]:
     """Output pixels whose centres fall in LR edge coordinates [lr_lo, lr_hi)."""
-    ratio = out_len / lr_len
-    return math.ceil(lr_lo * ratio - 0.5), math.ceil(lr_hi * ratio - 0.5)
+    return first_output_at(lr_lo, lr_len, out_len), first_output_at(lr_hi, lr_len, out_len)
 
 
 def blend_weights(span: Span, length: int, overlap: int, lr_len: int, out_len: int,
                   out0: int, out1: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """1-D weights over output pixels [out0, out1): 1 in the core, raised-cosine ramps across
     each overlap shared with a neighbour, so that neighbouring weights sum to one."""
-    centres = (torch.arange(out0, out1, dtype=torch.float64) + 0.5) * (lr_len / out_len)
+    centres = edge_coords(torch.arange(out0, out1, dtype=torch.float64), lr_len, out_len)
     w = torch.ones_like(centres)
     if overlap > 0:
         if span.start > 0:  # ramp up across [start - overlap, start + overlap)
@@ -220,16 +227,14 @@ def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: 
 def output_axis(out_len: int, in_len: int, start: int, stop: int, origin: int,
                 device=None) -> torch.Tensor:
     """LR coordinates of output pixels [start, stop) along one axis, relative to ``origin``:
-    x = (X + 0.5) * in / out - 0.5 - origin (the convention of ``output_coords``)."""
-    grid = output_coords(out_len, 1, in_len, 1, y0=start, y1=stop, origin=(0.0, float(origin)),
-                         device=device)
-    return grid[0, :, 1]
+    ``coords.pixel_centres`` as float32."""
+    return pixel_centres(start, stop, in_len, out_len, float(origin), device=device).float()
 
 
 def model_context(model: LiifSiren, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
     """LR pixels of context a tile needs on each side: the model's receptive radius, plus the
     output stages' halo of output pixels in LR pixels (none without stages)."""
-    lr_per_output = max(image_hw[0] / out_hw[0], image_hw[1] / out_hw[1])
+    lr_per_output = max(cell_of(image_hw, out_hw))  # the axis of the largest cell
     halo = output_halo(model, out_hw, image_hw)
     return model.receptive_radius + math.ceil(halo * lr_per_output)
 
@@ -322,7 +327,7 @@ def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
     in_h, in_w = lr.shape[-2:]
     out_h, out_w = out_hw
     context = model_context(model, (in_h, in_w), out_hw)
-    sizes = decode_sizes(lr.device, out_h / in_h)
+    sizes = decode_sizes(lr.device, scale_of((in_h, in_w), out_hw)[0])  # bands are rows
     tile_rows = plan_axis(in_h, out_h, tile, overlap, context)
     tile_cols = plan_axis(in_w, out_w, tile, overlap, context)
     total = sum(t.out1 - t.out0 for t in tile_rows) * sum(t.out1 - t.out0 for t in tile_cols)

@@ -29,6 +29,7 @@ from sirenup.inference.planning import (  # noqa: F401 (default_output, same_fil
 )
 from sirenup.inference.sizing import target_size
 from sirenup.inference.tiler import Progress, Sink, TensorSink, upscale_into
+from sirenup.models.coords import scale_of
 from sirenup.models.weights import WeightsError, load_weights
 from sirenup.untrusted import shown
 
@@ -76,7 +77,7 @@ class Upscaler:
     def tile_for(self, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
         """The tile to start with: ``self.tile`` when one was chosen, else the default, grown
         on CUDA/MPS to what free memory holds (``devices.auto_tile``)."""
-        scale = max(out_hw[0] / lr_hw[0], out_hw[1] / lr_hw[1])
+        scale = max(scale_of(lr_hw, out_hw))  # the larger axis: the safe estimate
         return auto_tile(self.device, scale, self.tile, self.model)
 
     @torch.inference_mode()

@@ -30,6 +30,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sirenup.models.coords import scale_of
+
 DEFAULT_PERIODS = 8  # LR pixels each side: narrow (keeps detail), long (averages content out)
 MIN_SCALE = 2.0  # below, the first harmonic falls inside the LR image's band
 
@@ -174,7 +176,7 @@ def grid_notch(out_hw: tuple[int, int], in_hw: tuple[int, int],
                periods: int) -> GridNotch | None:
     """The notch for upscaling (in_h, in_w) to (out_h, out_w), or None: ``periods`` 0 (off),
     or an axis scaled by less than ``MIN_SCALE``."""
-    scale_y, scale_x = out_hw[0] / in_hw[0], out_hw[1] / in_hw[1]
+    scale_y, scale_x = scale_of(in_hw, out_hw)
     if periods <= 0 or min(scale_y, scale_x) < MIN_SCALE:
         return None
     return GridNotch(scale_y=scale_y, scale_x=scale_x, periods=periods)

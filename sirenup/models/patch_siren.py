@@ -10,8 +10,7 @@ feature map; the decoder maps any continuous output coordinate to RGB, condition
 and predicts a residual over bicubic interpolation of the LR image.
 
 Coordinates: a query point is ``(x, y)`` in LR *pixel index* units, pixel centres at integers
-(the align_corners=False convention): output pixel X of an output W pixels wide maps to
-``x = (X + 0.5) * w / W - 0.5``.
+(the align_corners=False convention); the rule, cells and offsets are in ``models/coords.py``.
 
 Speed: everything that depends only on the LR features is computed once at LR resolution. The
 feature part of the decoder's first layer is a 3x3 convolution of the feature map (that is
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sirenup.models.coords import offset_from_centre, to_grid
 from sirenup.models.grid_notch import GridNotch, grid_notch
 from sirenup.models.siren import SineLayer, siren_init_
 
@@ -119,14 +119,8 @@ def offset_encoding(coords: torch.Tensor) -> torch.Tensor:
     sin/cos of 2*pi*offset are continuous where the nearest pixel changes (offset +-0.5), so
     the decoded image has no seams at LR pixel borders.
     """
-    phase = (2.0 * math.pi) * (coords - torch.round(coords))  # (B, N, 2), offset in [-0.5, 0.5]
+    phase = (2.0 * math.pi) * offset_from_centre(coords)  # (B, N, 2), offset in [-0.5, 0.5]
     return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)  # (B, N, 4)
-
-
-def to_grid(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """LR pixel coordinates (B, N, 2) -> grid_sample's normalised grid (B, 1, N, 2)."""
-    size = coords.new_tensor([width, height])
-    return ((coords + 0.5) / size * 2.0 - 1.0).unsqueeze(1)
 
 
 def sample(image: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor:
@@ -213,7 +207,7 @@ class SeparableSampler:
 
 def offset_encoding_1d(coords: torch.Tensor) -> torch.Tensor:
     """``offset_encoding`` of one axis: (N,) -> (2, N) = (sin, cos) of 2*pi*offset."""
-    phase = (2.0 * math.pi) * (coords - torch.round(coords))
+    phase = (2.0 * math.pi) * offset_from_centre(coords)
     return torch.stack([torch.sin(phase), torch.cos(phase)])
 
 
@@ -499,24 +493,3 @@ class LiifSiren(nn.Module):
             return self.forward_window(lr, coords, cell, window)
         return self.decode(self.encode(lr), lr, coords, cell)
 
-
-def output_coords(out_h: int, out_w: int, in_h: int, in_w: int, *, y0: int = 0,
-                  y1: int | None = None, x0: int = 0, x1: int | None = None,
-                  origin: tuple[float, float] = (0.0, 0.0), device=None) -> torch.Tensor:
-    """LR coordinates of the centres of output pixels rows [y0, y1) x cols [x0, x1).
-
-    The output is (out_h, out_w) pixels covering an (in_h, in_w) LR image; ``origin`` (x, y)
-    is subtracted so coordinates can be relative to a tile. Returns (1, N, 2) as (x, y), rows
-    major.
-    """
-    y1 = out_h if y1 is None else y1
-    x1 = out_w if x1 is None else x1
-    ys = (torch.arange(y0, y1, device=device, dtype=torch.float64) + 0.5) * (in_h / out_h) - 0.5
-    xs = (torch.arange(x0, x1, device=device, dtype=torch.float64) + 0.5) * (in_w / out_w) - 0.5
-    gy, gx = torch.meshgrid(ys - origin[1], xs - origin[0], indexing="ij")
-    return torch.stack([gx, gy], dim=-1).reshape(1, -1, 2).float()
-
-
-def cell_size(out_h: int, out_w: int, in_h: int, in_w: int, *, device=None) -> torch.Tensor:
-    """Size of one output pixel in LR pixels, as (1, 2) = (height, width)."""
-    return torch.tensor([[in_h / out_h, in_w / out_w]], device=device, dtype=torch.float32)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from sirenup.imaging.imageio import open_image
+from sirenup.models.coords import cell_of, centre_coords
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,14 @@ class CropSampler:
         hr = torch.stack([self._crop(self.images[i], hr_size, gen) for i in picks.tolist()])
         hr = hr.float().div_(255.0)  # (B, 3, S, S)
         lr = self._low_res(hr, gen)
-        ratio = self.patch / hr_size
+        ratio = cell_of((self.patch, self.patch), (hr_size, hr_size))[0]  # LR per HR pixel
         window = min(self.window, hr_size - 2 * self.halo) if self.window else 0
         if window:
             xs, ys, idx = self._dense_queries(hr_size, window, gen)
         else:
             xs, ys, idx = self._random_queries(hr_size, gen)
-        coords = torch.stack([(xs + 0.5) * ratio - 0.5, (ys + 0.5) * ratio - 0.5], dim=-1).float()
+        coords = torch.stack([centre_coords(xs, self.patch, hr_size),
+                              centre_coords(ys, self.patch, hr_size)], dim=-1).float()
         flat = hr.flatten(2)  # (B, 3, S*S)
         target = torch.gather(flat, 2, idx.unsqueeze(1).expand(-1, 3, -1)).transpose(1, 2)
         cell = torch.full((self.batch, 2), ratio)

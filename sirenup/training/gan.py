@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sirenup.models.coords import phase_in_pixel
 from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from sirenup.training.configs import LOSSES, GanConfig  # noqa: F401 (re-exported)
 
@@ -85,7 +86,7 @@ def grid_phase_bins(coords: torch.Tensor, bins: int = GRID_PHASE_BINS) -> torch.
     """Each query's phase on the LR pixel grid, as one of bins x bins classes: (B, N, 2) LR
     coordinates -> (B, N) class indices (offset from the nearest LR pixel centre, quantised
     along x and along y)."""
-    phase = coords - torch.round(coords) + 0.5  # (B, N, 2) in [0, 1)
+    phase = phase_in_pixel(coords)  # (B, N, 2) in [0, 1)
     index = (phase * bins).long().clamp_(0, bins - 1)
     return index[..., 0] * bins + index[..., 1]
 
