@@ -10,12 +10,13 @@ import typer
 from sirenup.cli.console import bars_shown, console, handle_errors, info_text, warn_text
 from sirenup.cli.options import DeviceOption
 from sirenup.defaults import DEFAULT_GAN_LR, DEFAULT_LR
-from sirenup.training.configs import DegradeConfig, GanConfig
+from sirenup.training.configs import DegradeConfig, GanConfig, TrainConfig
 
 GAN = "Adversarial training (--gan)"
 DEGRADE = "Realistic degradations (--degrade real)"
 # The defaults the help shows are the settings' own (torch-free dataclasses): written once.
 GAN_DEFAULTS, DEGRADE_DEFAULTS = GanConfig(), DegradeConfig()
+TRAIN_DEFAULTS = TrainConfig(data=[], out="")
 
 
 def _pair(values: tuple[float, float]) -> str:
@@ -52,26 +53,31 @@ def train(
                                       "weights.")],
     val: Annotated[Path | None, typer.Option(
         "--val", help="Benchmark folder (a subfolder per set).")] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 20000,
+    steps: Annotated[int, typer.Option(
+        "--steps", min=1, help="Total optimisation steps.")] = TRAIN_DEFAULTS.steps,
     batch: Annotated[int, typer.Option(
-        "--batch", min=1, help="Crops per step, over all processes.")] = 16,
-    patch: Annotated[int, typer.Option("--patch", min=8, help="LR crop side in pixels.")] = 48,
+        "--batch", min=1, help="Crops per step, over all processes.")] = TRAIN_DEFAULTS.batch,
+    patch: Annotated[int, typer.Option(
+        "--patch", min=8, help="LR crop side in pixels.")] = TRAIN_DEFAULTS.patch,
     queries: Annotated[int, typer.Option(
-        "--queries", min=1, help="HR pixels supervised per crop (without --gan).")] = 2304,
+        "--queries", min=1, help="HR pixels supervised per crop (without --gan).")
+    ] = TRAIN_DEFAULTS.queries,
     scale_min: Annotated[float, typer.Option(
-        "--scale-min", min=1.0, help="Smallest training scale.")] = 1.0,
+        "--scale-min", min=1.0, help="Smallest training scale.")] = TRAIN_DEFAULTS.scale_min,
     scale_max: Annotated[float, typer.Option(
-        "--scale-max", min=1.0, help="Largest training scale.")] = 4.0,
+        "--scale-max", min=1.0, help="Largest training scale.")] = TRAIN_DEFAULTS.scale_max,
     lr: Annotated[float | None, typer.Option(
         "--lr", min=0.0, show_default=False,
         help=f"Peak Adam learning rate (default: {_short(DEFAULT_LR)}; "
              f"{_short(DEFAULT_GAN_LR)} with --gan).")] = None,
     device: DeviceOption = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (crops, init).")] = 0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Random seed (crops, init).")] = TRAIN_DEFAULTS.seed,
     val_every: Annotated[int, typer.Option(
-        "--val-every", min=1, help="Validate every N steps.")] = 1000,
+        "--val-every", min=1, help="Validate every N steps.")] = TRAIN_DEFAULTS.val_every,
     checkpoint_every: Annotated[int, typer.Option(
-        "--checkpoint-every", min=1, help="Checkpoint and export weights every N steps.")] = 500,
+        "--checkpoint-every", min=1, help="Checkpoint and export weights every N steps.")
+    ] = TRAIN_DEFAULTS.checkpoint_every,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from OUT/checkpoint.pt (without it, a folder that holds "
                          "a run is refused).")] = False,
@@ -82,7 +88,7 @@ def train(
     init: Annotated[str | None, typer.Option(
         "--init", help="Start from these weights: a file or a registry name.")] = None,
     name: Annotated[str, typer.Option(
-        "--name", help="Model name in the weights file.")] = "sirenup-custom",
+        "--name", help="Model name in the weights file.")] = TRAIN_DEFAULTS.name,
     blocks: Annotated[int | None, typer.Option(
         "--blocks", min=1, max=64,
         help="Residual blocks in the encoder (default 4). With --init, blocks added beyond the "
@@ -113,7 +119,7 @@ def train(
     window: Annotated[int, typer.Option(
         "--window", min=8,
         help="HR pixels per side decoded densely per crop for a model with a refiner "
-             "(without --gan).")] = 44,
+             "(without --gan).")] = TRAIN_DEFAULTS.window,
     lambda_phase: Annotated[float, typer.Option(
         "--lambda-phase", min=0.0,
         help="Weight of the LR-grid phase bias loss: the batch's mean error at each position "

@@ -1,15 +1,50 @@
-"""The settings of adversarial training (``--gan``) and of realistic degradations
-(``--degrade real``), and their checks. Torch-free: ``sirenup train`` checks its options
-before torch is imported (``training.gan`` and ``training.degrade`` use them)."""
+"""The settings of a training run (``TrainConfig``), of adversarial training (``--gan``) and of
+realistic degradations (``--degrade real``), and their checks: each default written once, here.
+Torch-free: ``sirenup train`` reads its defaults and checks its options before torch is
+imported (``training.loop``, ``training.gan`` and ``training.degrade`` use them)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
+from sirenup.defaults import DEFAULT_LR
 from sirenup.errors import OptionValueError
 
 LOSSES = ("ragan", "hinge")
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    val: str | None = None
+    steps: int = 20000
+    batch: int = 16
+    patch: int = 48  # LR crop side, pixels
+    queries: int = 2304  # HR pixels supervised per crop
+    scale_min: float = 1.0
+    scale_max: float = 4.0
+    lr: float = DEFAULT_LR  # the session passes DEFAULT_GAN_LR under --gan
+    lr_final: float = 5e-6  # cosine decay ends here
+    warmup: int = 300
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    val_every: int = 1000
+    val_scales: tuple[float, ...] = (2.0, 3.0, 4.0)
+    checkpoint_every: int = 500
+    init: str | None = None  # start from these weights (fine-tuning), instead of random
+    name: str = "sirenup-custom"  # model name written into the exported weights
+    model: dict = field(default_factory=dict)  # LiifSirenConfig overrides
+    gan: dict | None = None  # GanConfig values: adversarial training on dense windows
+    degrade: dict | None = None  # DegradeConfig values: realistic LR degradations
+    log_every: int = 50  # training losses into metrics.jsonl every N steps
+    window: int = 44  # HR window side decoded per crop when the model has a refiner
+    lambda_grid: float = 0.0  # LR-grid phase loss on those windows (without --gan)
+    lambda_phase: float = 0.0  # mean error per LR-grid phase (any batch): no fixed pattern
+    lambda_harmonic: float = 0.0  # error near the LR-grid harmonics (dense windows)
+    phase_per_window: bool = False  # the phase bias of each crop, not of the batch
 
 
 @dataclass

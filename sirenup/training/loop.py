@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 from sirenup.text import plural
 from sirenup.training import distributed
+from sirenup.training.configs import TrainConfig
 from sirenup.training.data import CropSampler, as_image, load_images
 from sirenup.training.degrade import DegradeConfig, degrade
 from sirenup.training.gan import Adversary, GanConfig, grid_phase_loss
@@ -38,39 +39,6 @@ from sirenup.training.run_folder import CHECKPOINT, METRICS, WEIGHTS
 
 # Scored at each validation: PSNR-Y and texture ratio (means), grid-lock (median; x2, x3, x4)
 VALIDATION_METRICS = ("psnr_y", "texture", "grid_lock")
-
-
-@dataclass
-class TrainConfig:
-    data: list[str]
-    out: str
-    val: str | None = None
-    steps: int = 20000
-    batch: int = 16
-    patch: int = 48  # LR crop side, pixels
-    queries: int = 2304  # HR pixels supervised per crop
-    scale_min: float = 1.0
-    scale_max: float = 4.0
-    lr: float = 5e-4
-    lr_final: float = 5e-6  # cosine decay ends here
-    warmup: int = 300
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
-    val_every: int = 1000
-    val_scales: tuple[float, ...] = (2.0, 3.0, 4.0)
-    checkpoint_every: int = 500
-    init: str | None = None  # start from these weights (fine-tuning), instead of random
-    name: str = "sirenup-custom"  # model name written into the exported weights
-    model: dict = field(default_factory=dict)  # LiifSirenConfig overrides
-    gan: dict | None = None  # GanConfig values: adversarial training on dense windows
-    degrade: dict | None = None  # DegradeConfig values: realistic LR degradations
-    log_every: int = 50  # training losses into metrics.jsonl every N steps
-    window: int = 44  # HR window side decoded per crop when the model has a refiner
-    lambda_grid: float = 0.0  # LR-grid phase loss on those windows (without --gan)
-    lambda_phase: float = 0.0  # mean error per LR-grid phase (any batch): no fixed pattern
-    lambda_harmonic: float = 0.0  # error near the LR-grid harmonics (dense windows)
-    phase_per_window: bool = False  # the phase bias of each crop, not of the batch
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:

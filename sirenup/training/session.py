@@ -23,8 +23,10 @@ from sirenup.evaluation.sets import check_sets_hold_images
 from sirenup.hub.registry import resolve
 from sirenup.inference.planning import check_device_spelling
 from sirenup.training import curves
-from sirenup.training.configs import DegradeConfig, GanConfig
+from sirenup.training.configs import DegradeConfig, GanConfig, TrainConfig
 from sirenup.training.run_folder import METRICS, RunLock, check_run_folder
+
+TRAIN_DEFAULTS = TrainConfig(data=[], out="")
 
 # torch, and every module that imports it (devices, loop, evaluate, weights, distributed,
 # TensorBoard), is imported inside the functions that train: ``check_start`` runs before
@@ -53,7 +55,7 @@ class TrainSetup:
     gan: dict | None
     degrade: dict | None
     model: dict = field(default_factory=dict)  # LiifSirenConfig overrides (--blocks)
-    window: int = 44  # HR window per crop for a model with a refiner (without --gan)
+    window: int = TRAIN_DEFAULTS.window  # HR window per crop, a model with a refiner
     lambda_grid: float = 0.0  # LR-grid phase loss on those windows
     lambda_phase: float = 0.0  # mean error per LR-grid phase
     lambda_harmonic: float = 0.0  # error near the LR-grid harmonics
@@ -186,7 +188,7 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
     from sirenup.evaluation.evaluate import check_benchmark_folder
     from sirenup.models.weights import WeightsError
     from sirenup.training import distributed
-    from sirenup.training.loop import TrainConfig, Trainer
+    from sirenup.training.loop import Trainer
 
     info = distributed.init(device, setup.dist_timeout)
     try:
