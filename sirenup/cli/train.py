@@ -124,17 +124,17 @@ def train(
         "--lambda-phase", min=0.0,
         help="Weight of the LR-grid phase bias loss: the batch's mean error at each position "
              "inside an LR pixel must be zero, so no faint pattern repeats with the LR grid "
-             "(0: off).")] = 0.0,
+             "(0: off).")] = TRAIN_DEFAULTS.lambda_phase,
     phase_per_window: Annotated[bool, typer.Option(
         "--phase-per-window",
         help="The phase bias loss takes each crop's mean error per LR-grid phase (less the "
              "crop's mean), not the batch's: a pattern whose sign follows the content "
-             "counts too.")] = False,
+             "counts too.")] = TRAIN_DEFAULTS.phase_per_window,
     lambda_harmonic: Annotated[float, typer.Option(
         "--lambda-harmonic", min=0.0,
         help="Weight of the error near the LR grid's harmonics, on dense windows (a model "
              "with a refiner, or --gan): patterns locked to the LR pixels cost more "
-             "(0: off).")] = 0.0,
+             "(0: off).")] = TRAIN_DEFAULTS.lambda_harmonic,
     gan: Annotated[bool, typer.Option(
         "--gan", rich_help_panel=GAN,
         help="Adversarial fine-tuning against a patch discriminator (use with --init).")] = False,

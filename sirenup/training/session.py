@@ -56,10 +56,10 @@ class TrainSetup:
     degrade: dict | None
     model: dict = field(default_factory=dict)  # LiifSirenConfig overrides (--blocks)
     window: int = TRAIN_DEFAULTS.window  # HR window per crop, a model with a refiner
-    lambda_grid: float = 0.0  # LR-grid phase loss on those windows
-    lambda_phase: float = 0.0  # mean error per LR-grid phase
-    lambda_harmonic: float = 0.0  # error near the LR-grid harmonics
-    phase_per_window: bool = False  # the phase bias of each crop, not of the batch
+    lambda_grid: float = TRAIN_DEFAULTS.lambda_grid  # LR-grid phase loss on those windows
+    lambda_phase: float = TRAIN_DEFAULTS.lambda_phase  # mean error per LR-grid phase
+    lambda_harmonic: float = TRAIN_DEFAULTS.lambda_harmonic  # error near the LR harmonics
+    phase_per_window: bool = TRAIN_DEFAULTS.phase_per_window  # each crop's phase bias
     dist_timeout: float = 600.0  # seconds a collective waits for a stopped rank (torchrun)
     tensorboard: bool = False  # also log to OUT/tensorboard (the tensorboard package)
     bar: bool = True  # a progress bar on stderr (tqdm: only when it is a terminal)
