@@ -9,10 +9,17 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sirenup.evaluation.metrics import grid_lock
 from sirenup.inference.tiler import output_halo, upscale_tensor
-from sirenup.models.grid_notch import GridNotch, box_kernel, comb_kernel, grid_notch
+from sirenup.models.grid_notch import (
+    GridNotch,
+    _window_sums,
+    box_kernel,
+    comb_kernel,
+    grid_notch,
+)
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
 from sirenup.models.weights import load_weights, save_weights
 
@@ -38,6 +45,43 @@ def test_kernels_average_to_one():
     for spacing in (2.0, 3.0, 3.7, 4.0, 8.0):
         assert float(box_kernel(spacing).sum()) == pytest.approx(1.0)
         assert float(comb_kernel(spacing, 4).sum()) == pytest.approx(1.0)
+
+
+def filtered(image: torch.Tensor, taps_y: torch.Tensor, taps_x: torch.Tensor) -> torch.Tensor:
+    """Unpadded separable filtering by plain convolution: the reference for the passes."""
+    out = F.conv2d(image.double(), taps_y.flip(0).double().view(1, 1, -1, 1))
+    return F.conv2d(out, taps_x.flip(0).double().view(1, 1, 1, -1))
+
+
+@pytest.mark.parametrize("scale_y, scale_x", [(2, 2), (3, 3), (4, 4), (5, 6), (8, 8), (3.7, 3.7),
+                                              (2, 3.5)])
+def test_the_fast_passes_compute_the_filter(scale_y, scale_x):
+    """Running sums, pair sums and folded divisors give y - comb(y - box(y)) as the taps do."""
+    periods = 3
+    notch = GridNotch(scale_y=scale_y, scale_x=scale_x, periods=periods)
+    image = torch.rand(1, 1, 2 * notch.halo + 29, 2 * notch.halo + 31)
+    box_y, box_x = box_kernel(scale_y), box_kernel(scale_x)
+    comb_y, comb_x = comb_kernel(scale_y, periods), comb_kernel(scale_x, periods)
+    detail = image.double()[..., :, :] - F.pad(filtered(image, box_y, box_x),
+                                                [(len(box_x) - 1) // 2] * 2
+                                                + [(len(box_y) - 1) // 2] * 2)
+    pattern = filtered(detail, comb_y, comb_x)
+    h = notch.halo
+    reference = image.double()[..., h:-h, h:-h] - pattern[..., pattern.shape[-2] // 2 - 14:
+                                                           pattern.shape[-2] // 2 + 15,
+                                                           pattern.shape[-1] // 2 - 15:
+                                                           pattern.shape[-1] // 2 + 16]
+    assert (notch.apply(image).double() - reference).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_window_sums(n):
+    image = torch.rand(2, 3, 5, 40)
+    expected = sum(image[..., k:41 - n + k] for k in range(n))
+    assert (_window_sums(image, n, -1) - expected).abs().max() < 1e-5
+    out = torch.empty_like(expected)
+    assert _window_sums(image, n, -1, out=out) is out
+    assert (out - expected).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])

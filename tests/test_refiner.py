@@ -224,3 +224,18 @@ def test_noise_input_added_to_a_trained_refiner_starts_silent():
     lr = lr_image()
     assert (upscale_tensor(model, lr, (60, 76), tile=0)
             - upscale_tensor(noisy, lr, (60, 76), tile=0)).abs().max() < 1e-6
+
+
+def test_noise_channel_joins_the_band_channels_last():
+    """At inference the noise channel is appended in the band's channels-last format (the
+    refiner's convolutions run faster on it), with torch.cat's values."""
+    from sirenup.models.patch_siren import _with_channel
+
+    decoded = torch.rand(1, 13, 6, 9).contiguous(memory_format=torch.channels_last)
+    noise = torch.rand(1, 1, 6, 9)
+    expected = torch.cat([decoded, noise], dim=1)
+    with torch.no_grad():
+        joined = _with_channel(decoded, noise)
+    assert joined.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(joined, expected)
+    assert torch.equal(_with_channel(decoded, noise), expected)  # with gradients: cat

@@ -129,6 +129,23 @@ def test_gpu_tile_grows_with_free_memory_and_keeps_a_chosen_one(monkeypatch):
     assert auto_tile(cuda, 4.0, None) == 512  # never below the default: OOM halves it
 
 
+def test_cpu_decodes_a_small_image_as_one_tile():
+    cpu = torch.device("cpu")
+    assert auto_tile(cpu, 4.0, None, image_hw=(768, 768)) == 768  # CPU_ONE_TILE_PIXELS
+    assert auto_tile(cpu, 4.0, None, image_hw=(1100, 400)) == 1100  # by area, not by side
+    assert auto_tile(cpu, 4.0, None, image_hw=(200, 100)) == 512
+    assert auto_tile(cpu, 4.0, None, image_hw=(769, 768)) == 512  # larger: the default tile
+    assert auto_tile(cpu, 4.0, 256, image_hw=(768, 768)) == 256  # the user's tile
+
+
+def test_upscaler_starts_a_small_image_as_one_tile():
+    from sirenup.inference.upscaler import load_upscaler
+
+    upscaler = load_upscaler(device="cpu")
+    assert upscaler.tile_for((700, 800), (2800, 3200)) == 800
+    assert upscaler.tile_for((1000, 800), (2000, 1600)) == 512
+
+
 def test_whole_tile_bands_give_the_same_image(monkeypatch):
     """The GPU's sizes (one band and one block per tile), run on the CPU: same pixels, one
     decode_grid call per tile."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sirenup.defaults import DEFAULT_TILE
+from sirenup.defaults import CPU_ONE_TILE_PIXELS, DEFAULT_TILE
 from sirenup.errors import UsageError, mention
 from sirenup.models.architectures import LIIF_SIREN, TileCost, architecture_of
 
@@ -201,13 +201,17 @@ MAX_AUTO_TILE = 4096
 
 
 def auto_tile(device: torch.device, scale: float, requested: int | None,
-              model: nn.Module | None = None) -> int:
+              model: nn.Module | None = None, image_hw: tuple[int, int] | None = None) -> int:
     """The LR tile side to use: ``requested``, the user's, is kept whatever it is (None: not
-    chosen). Not chosen: DEFAULT_TILE on the CPU; on CUDA/MPS it grows to what half the free
-    memory holds for ``model`` (bigger tiles: fewer launches, less re-read context; a wider
-    model, a smaller tile), up to MAX_AUTO_TILE. Out-of-memory still halves it."""
+    chosen). Not chosen: on the CPU DEFAULT_TILE, or the whole image (``image_hw``) when it
+    has at most CPU_ONE_TILE_PIXELS; on CUDA/MPS it grows to what half the free memory holds
+    for ``model`` (bigger tiles: fewer launches, less re-read context; a wider model, a
+    smaller tile), up to MAX_AUTO_TILE. Out-of-memory still halves it."""
     if requested is not None:
         return requested
+    if device.type == "cpu" and image_hw is not None \
+            and image_hw[0] * image_hw[1] <= CPU_ONE_TILE_PIXELS:
+        return max(DEFAULT_TILE, *image_hw)
     free = None if device.type == "cpu" else free_memory(device)
     if free is None:
         return DEFAULT_TILE

@@ -75,10 +75,11 @@ class Upscaler:
         return self.upscale_rgb(array.astype(np.float32, copy=False), out_size)
 
     def tile_for(self, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
-        """The tile to start with: ``self.tile`` when one was chosen, else the default, grown
-        on CUDA/MPS to what free memory holds (``devices.auto_tile``)."""
+        """The tile to start with: ``self.tile`` when one was chosen, else the default (on the
+        CPU the whole image when it is small enough), grown on CUDA/MPS to what free memory
+        holds (``devices.auto_tile``)."""
         scale = max(scale_of(lr_hw, out_hw))  # the larger axis: the safe estimate
-        return auto_tile(self.device, scale, self.tile, self.model)
+        return auto_tile(self.device, scale, self.tile, self.model, image_hw=tuple(lr_hw))
 
     @torch.inference_mode()
     def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink,

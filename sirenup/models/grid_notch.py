@@ -81,6 +81,10 @@ class GridNotch:
         self.periods = periods
         self.box = (box_kernel(scale_y), box_kernel(scale_x))
         self.comb = (comb_kernel(scale_y, periods), comb_kernel(scale_x, periods))
+        # what _box_sums leaves the box multiplied by: 1 at fractional scales (interpolated
+        # taps), the step at odd ones, twice the step at even ones (pair sums)
+        self.box_divisor = tuple(1 if v != int(v) else int(v) * (2 - int(v) % 2)
+                                 for v in self.scale)
         self.box_radius = tuple((len(taps) - 1) // 2 for taps in self.box)
         self.comb_radius = tuple((len(taps) - 1) // 2 for taps in self.comb)
         self.halo = max(rb + rc for rb, rc in zip(self.box_radius, self.comb_radius,
@@ -93,10 +97,17 @@ class GridNotch:
         On the values an image can show: clamped to [0, 1] first. A decoder may paint a
         strong pattern beyond white or black that the output's clipping hides; estimated
         from unclipped values, it would be subtracted from the visible pixels beside it."""
-        decoded = decoded.clamp(0, 1)
+        # clamped into a plain (channels-first) copy: decoded bands come channels-last, and
+        # the passes below run along rows (2x faster on a 32-row x4 band than in place)
+        decoded = torch.clamp(decoded, 0, 1, out=torch.empty(
+            decoded.shape, dtype=decoded.dtype, device=decoded.device))
+        b, c, r, _ = decoded.shape
         width = decoded.shape[-1] - 2 * self.halo + 2 * self.comb_radius[1]
-        boxed = _filter_axis(decoded, self.box[1], -1)
-        return torch.cat([_crop_axis(decoded, width, -1), _crop_axis(boxed, width, -1)], dim=1)
+        out = decoded.new_empty(b, 2 * c, r, width)  # written in place: no concatenation
+        out[:, :c] = _crop_axis(decoded, width, -1)
+        reach = width + self.box[1].numel() - 1
+        self._box_sums(_crop_axis(decoded, reach, -1), axis=1, out=out[:, c:])
+        return out
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         """The vertical pass and the last horizontal one: (B, 2C, H + 2h, W + 2 rc) from
@@ -104,45 +115,72 @@ class GridNotch:
         height = rows.shape[-2] - 2 * self.halo
         width = rows.shape[-1] - 2 * self.comb_radius[1]
         y, boxed_x = rows.chunk(2, dim=1)
-        boxed = _filter_axis(boxed_x, self.box[0], -2)  # (B, C, H + 2h - 2 rb_y, ...)
-        detail = _crop_axis(y, boxed.shape[-2], -2) - boxed
-        pattern = self._comb(_crop_axis(self._comb(detail, axis=0), height, -2), axis=1)
-        return _crop_axis(_crop_axis(y, height, -2), width, -1) - pattern
+        boxed = self._box_sums(boxed_x, axis=0)  # (B, C, H + 2h - 2 rb_y, ...)
+        detail = torch.sub(_crop_axis(y, boxed.shape[-2], -2), boxed, out=boxed,
+                           alpha=1 / (self.box_divisor[0] * self.box_divisor[1]))
+        combed, divisor_y = self._comb(detail, axis=0)
+        pattern, divisor_x = self._comb(_crop_axis(combed, height, -2), axis=1)
+        # the combs' means divided once, in the subtraction
+        return torch.sub(_crop_axis(_crop_axis(y, height, -2), width, -1), pattern,
+                         alpha=1 / (divisor_y * divisor_x))
 
     def apply(self, decoded: torch.Tensor) -> torch.Tensor:
         """Both passes: (B, C, H + 2h, W + 2h) -> (B, C, H, W)."""
         return self(self.rows(decoded))
 
-    def _comb(self, image: torch.Tensor, axis: int) -> torch.Tensor:
-        """The comb along ``axis`` (0: rows, 1: columns), unpadded: at an integer scale a
-        moving average over whole LR pixels (a few passes, whatever the scale and periods),
-        else a sum of the interpolated taps."""
+    def _box_sums(self, image: torch.Tensor, axis: int,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+        """The box along ``axis`` (0: rows, 1: columns), unpadded, times ``box_divisor``: at
+        an integer scale sums of whole pixels (``_window_sums``: 3 passes at x4 where its 5
+        taps take 5), else the interpolated taps."""
+        spacing, dim = self.scale[axis], axis - 2
+        if spacing != int(spacing):
+            return _filter_axis(image, self.box[axis], dim, out=out)
+        step = int(spacing)
+        if step % 2:  # odd: the step pixels around the centre
+            return _window_sums(image, step, dim, out=out)
+        # even: step - 1 whole pixels and a half at each end, doubled: step pair sums
+        pairs = image.narrow(dim, 0, image.shape[dim] - 1) + image.narrow(dim, 1,
+                                                                          image.shape[dim] - 1)
+        return _window_sums(pairs, step, dim, out=out)
+
+    def _comb(self, image: torch.Tensor, axis: int) -> tuple[torch.Tensor, int]:
+        """The comb along ``axis`` (0: rows, 1: columns), unpadded, as (sums, divisor): at an
+        integer scale the sums of 2 * periods + 1 samples by running sums over whole LR pixels
+        (a few passes, whatever the scale and periods), else the mean of the interpolated
+        taps (divisor 1)."""
         spacing = self.scale[axis]
         if spacing != int(spacing):
-            return _filter_axis(image, self.comb[axis], axis - 2)
-        if axis == 0:
-            return _comb_rows(image, int(spacing), self.periods)
-        return _comb_columns(image, int(spacing), self.periods)
+            return _filter_axis(image, self.comb[axis], axis - 2), 1
+        comb_sums = _comb_rows if axis == 0 else _comb_columns
+        return comb_sums(image, int(spacing), self.periods), 2 * self.periods + 1
 
 
 def _comb_rows(image: torch.Tensor, step: int, periods: int) -> torch.Tensor:
-    """Mean of the 2 * periods + 1 rows ``step`` apart: (B, C, H, W) -> (B, C, H - 2 p step,
-    W). The rows, padded to whole steps, are viewed as blocks of ``step`` rows: the comb is a
-    moving sum over blocks, kept up to date block by block (add one, drop one): 2 passes over
-    the image, where a sum of the 2p + 1 shifted blocks takes 2p + 1."""
+    """Sums of the 2 * periods + 1 rows ``step`` apart: (B, C, H, W) -> (B, C, H - 2 p step,
+    W). Whole blocks of ``step`` rows are a moving sum over blocks, kept up to date block by
+    block (the block before plus one, minus one: 2 passes over the image, where a sum of the
+    2p + 1 shifted blocks takes 2p + 1); the rows of a last partial block, directly."""
     b, c, height, width = image.shape
-    blocks, window = -(-height // step), 2 * periods + 1
-    padded = F.pad(image, (0, 0, 0, blocks * step - height)).view(b, c, blocks, step * width)
-    out = padded.new_empty(b, c, blocks - window + 1, step * width)
-    running = padded[:, :, :window].sum(dim=2)
-    out[:, :, 0] = running
-    for i in range(1, blocks - window + 1):
-        out[:, :, i] = running.add_(padded[:, :, i + window - 1]).sub_(padded[:, :, i - 1])
-    return out.div_(window).view(b, c, -1, width)[:, :, :height - 2 * periods * step]
+    window, out_h = 2 * periods + 1, height - 2 * periods * step
+    blocks = height // step
+    image = image.contiguous() if image.stride(-1) != 1 or image.stride(-2) != width else image
+    out = image.new_empty(b, c, out_h, width)
+    whole = max(blocks - window + 1, 0)  # output blocks the moving sum gives
+    if whole:
+        src = image[:, :, :blocks * step].view(b, c, blocks, step * width)
+        dst = out[:, :, :whole * step].view(b, c, whole, step * width)
+        dst[:, :, 0] = src[:, :, :window].sum(dim=2)
+        for i in range(1, whole):
+            torch.add(dst[:, :, i - 1], src[:, :, i + window - 1], out=dst[:, :, i])
+            dst[:, :, i].sub_(src[:, :, i - 1])
+    for row in range(whole * step, out_h):
+        out[:, :, row] = image[:, :, row:row + 2 * periods * step + 1:step].sum(dim=2)
+    return out
 
 
 def _comb_columns(image: torch.Tensor, step: int, periods: int) -> torch.Tensor:
-    """Mean of the 2 * periods + 1 columns ``step`` apart: (B, C, H, W) -> (B, C, H,
+    """Sums of the 2 * periods + 1 columns ``step`` apart: (B, C, H, W) -> (B, C, H,
     W - 2 p step), as differences of running sums along each phase's columns (gathered
     contiguous first, so the scan runs along memory)."""
     b, c, height, width = image.shape
@@ -152,18 +190,49 @@ def _comb_columns(image: torch.Tensor, step: int, periods: int) -> torch.Tensor:
     running = phases.cumsum(-1)  # (B, C, H, step, blocks + 1)
     sums = running[..., window:] - running[..., :blocks + 1 - window]
     out = sums.transpose(-1, -2).reshape(b, c, height, -1)
-    return out[..., :width - 2 * periods * step].div_(window)
+    return out[..., :width - 2 * periods * step]
 
 
-def _filter_axis(image: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
+def _filter_axis(image: torch.Tensor, taps: torch.Tensor, dim: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Unpadded filtering along ``dim`` as a sum of shifted slices, one per non-zero tap
-    (a box has at most scale + 2 taps, a fractional comb 2 per sample)."""
+    (a box has at most scale + 2 taps, a fractional comb 2 per sample), into ``out`` if
+    given."""
     out_len = image.shape[dim] - taps.numel() + 1
-    out = None
-    for i in torch.nonzero(taps).flatten().tolist():
+    for n, i in enumerate(torch.nonzero(taps).flatten().tolist()):
         part = image.narrow(dim, i, out_len)
-        out = part * float(taps[i]) if out is None else out.add_(part, alpha=float(taps[i]))
+        if n == 0:
+            out = torch.mul(part, float(taps[i]), out=out) if out is not None \
+                else part * float(taps[i])
+        else:
+            out.add_(part, alpha=float(taps[i]))
     return out
+
+
+def _window_sums(image: torch.Tensor, n: int, dim: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sums of ``n`` consecutive samples along ``dim`` (length L - n + 1), by doubling: the
+    sums of 2, 4, ... up to ``top`` samples (the largest power of two in n), plus those of
+    n's other binary digits (n = 4: 2 passes, n = 3: 2, n = 6: 3), into ``out`` if given."""
+    length, top = image.shape[dim] - n + 1, 1 << (n.bit_length() - 1)
+    if n == 1:
+        return image.clone() if out is None else out.copy_(image)
+    terms, sums, width, offset = [], image, 1, 0
+    while width < top:
+        if n & width:
+            terms.append(sums.narrow(dim, offset, length))
+            offset += width
+        size = sums.shape[dim] - width
+        last = n == top and 2 * width == top  # the result itself: written to out
+        sums = torch.add(sums.narrow(dim, 0, size), sums.narrow(dim, width, size),
+                         out=out if last else None)
+        width *= 2
+    if n == top:
+        return sums
+    total = torch.add(terms[0], sums.narrow(dim, offset, length), out=out)
+    for term in terms[1:]:
+        total.add_(term)
+    return total
 
 
 def _crop_axis(image: torch.Tensor, size: int, dim: int) -> torch.Tensor:

@@ -337,6 +337,20 @@ def pixel_noise(rows: torch.Tensor, cols: torch.Tensor, seed: int = NOISE_SEED) 
     return ((h & 0xFFFFFF).double() / (1 << 24) - 0.5).float() * 12 ** 0.5
 
 
+def _with_channel(decoded: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) and (B, 1, H, W) -> (B, C + 1, H, W). Without gradients, channels-last (as
+    ``decode_grid``'s bands are): the refiner's small convolutions run 2.5x faster on it
+    than on the channels-first tensor ``torch.cat`` makes."""
+    if torch.is_grad_enabled():
+        return torch.cat([decoded, channel], dim=1)
+    b, c, height, width = decoded.shape
+    out = torch.empty((b, c + 1, height, width), dtype=decoded.dtype, device=decoded.device,
+                      memory_format=torch.channels_last)
+    out[:, :c] = decoded
+    out[:, c:] = channel
+    return out
+
+
 class HrRefiner(nn.Module):
     """Version 2's HR-space refiner: (B, 3 + k, H + 4, W + 4) decoded output with a halo of
     ``HALO`` pixels on each side -> (B, 3, H, W) refined RGB.
@@ -446,7 +460,7 @@ class LiifSiren(nn.Module):
                 noise = (torch.rand(b, 1, height, width, device=decoded.device) - 0.5) * 12 ** 0.5
             else:
                 noise = pixel_noise(rows, cols).to(decoded)[None, None].expand(b, 1, -1, -1)
-            decoded = torch.cat([decoded, noise.to(decoded.dtype)], dim=1)
+            decoded = _with_channel(decoded, noise.to(decoded.dtype))
         return self.refiner(decoded)
 
     def forward_window(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor,
