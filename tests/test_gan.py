@@ -19,7 +19,9 @@ from sirenup.training.gan import (
     feature_matching_loss,
     generator_adversarial_loss,
     grid_phase_loss,
+    high_frequency_energy,
     spectral_loss,
+    texture_energy_loss,
 )
 from sirenup.training.loop import CHECKPOINT, WEIGHTS, TrainConfig, Trainer
 
@@ -221,6 +223,7 @@ def test_cli_defaults_are_the_configs_defaults():
                           ("lambda_pix", "lambda_pix"), ("lambda_adv", "lambda_adv"),
                           ("lambda_fm", "lambda_fm"), ("lambda_freq", "lambda_freq"),
                           ("freq_floor", "freq_floor"), ("lambda_grid", "lambda_grid"),
+                          ("lambda_tex", "lambda_tex"),
                           ("lr_d", "lr_d"), ("d_channels", "d_channels"), ("ema", "ema")]:
         assert defaults[option] == getattr(gan, field), option
     degrade = DegradeConfig()
@@ -238,3 +241,38 @@ def test_cli_defaults_are_the_configs_defaults():
                           ("degrade_resize_range", "resize_range")]:
         low, high = (float(v) for v in defaults[option].split(","))
         assert (low, high) == tuple(float(v) for v in getattr(degrade, field)), option
+
+
+def test_texture_energy_is_what_the_texture_ratio_counts():
+    """The loss's energy above the LR Nyquist frequency is the metric's: same ratios."""
+    import numpy as np
+
+    from sirenup.evaluation.metrics import texture_ratio
+
+    generator = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=generator),
+                                             size=(48, 48), mode="bicubic").clamp(0, 1)
+    sharp = (smooth + 0.1 * torch.rand(1, 3, 48, 48, generator=generator)).clamp(0, 1)
+    scale = 4.0
+    shaved = [image[..., 4:-4, 4:-4] for image in (smooth, sharp)]  # the metric shaves ceil(s)
+    ours = (high_frequency_energy(shaved[0], scale) / high_frequency_energy(shaved[1], scale))
+    as_array = [image[0].permute(1, 2, 0).double().numpy() * 255 for image in (smooth, sharp)]
+    metric = texture_ratio(as_array[0].astype(np.float64), as_array[1], scale)
+    assert float(ours) == pytest.approx(metric, rel=1e-3)
+
+
+def test_texture_energy_loss_asks_for_the_photos_detail():
+    generator = torch.Generator().manual_seed(1)
+    real = (0.5 + 0.2 * torch.rand(2, 3, 32, 32, generator=generator)).requires_grad_(False)
+    flat = torch.full_like(real, 0.6)
+    assert float(texture_energy_loss(real, real, 3.0)) == 0.0
+    fake = flat.clone().requires_grad_(True)
+    loss = texture_energy_loss(fake + 0.001 * torch.rand(2, 3, 32, 32, generator=generator),
+                               real, 3.0)
+    loss.backward()
+    assert loss.item() > 1.0  # a flat window against a textured one
+    noisier = texture_energy_loss(flat + 0.1 * torch.rand(2, 3, 32, 32, generator=generator),
+                                  real, 3.0)
+    assert noisier.item() < loss.item()  # detail brings it down
+    # and a flat photo asks for none: its rounding noise stays under the floor
+    assert float(texture_energy_loss(flat + 0.0005, flat, 3.0)) < 0.01

@@ -176,6 +176,11 @@ def train(
         help="Weight of the LR-grid phase loss (fine detail locked to the LR pixels, such as "
              "dotted patterns, costs the generator; 0: off). Also without --gan, for a model "
              "with a refiner.")] = GAN_DEFAULTS.lambda_grid,
+    lambda_tex: Annotated[float, typer.Option(
+        "--lambda-tex", min=0.0, rich_help_panel=GAN,
+        help="Weight of the texture-energy loss: each window's energy above the LR Nyquist "
+             "frequency against the photo's, in log (detail where the photo has it; 0: off)."
+    )] = GAN_DEFAULTS.lambda_tex,
     lr_d: Annotated[float, typer.Option(
         "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")
     ] = GAN_DEFAULTS.lr_d,
@@ -259,7 +264,7 @@ def train(
         tensorboard=tensorboard, bar=bars_shown(),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
-             "freq_floor": freq_floor, "lambda_grid": lambda_grid,
+             "freq_floor": freq_floor, "lambda_grid": lambda_grid, "lambda_tex": lambda_tex,
              "lambda_pix_low": lambda_pix_low,
              "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
         degrade={"clean_prob": degrade_clean_prob, "first_prob": degrade_first_prob,

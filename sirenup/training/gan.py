@@ -5,13 +5,18 @@ crop, at a scale drawn per batch, so the patch discriminator judges real spatial
 against the matching HR crop. Generator loss:
 
     lambda_pix * L1  +  lambda_adv * adversarial  +  lambda_fm * feature matching
-                     +  lambda_freq * spectral amplitude
+                     +  lambda_freq * spectral amplitude  +  lambda_tex * texture energy
 
 - adversarial: relativistic-average (ESRGAN) or hinge;
 - feature matching: L1 between the discriminator's own intermediate activations on the fake
   and on the real window (no pretrained network: users and CI cannot download VGG or LPIPS);
 - spectral amplitude: L1 between the log-amplitude spectra of fake and real windows, which
-  asks for as much fine detail as the photo has without asking for it at the same place.
+  asks for as much fine detail as the photo has without asking for it at the same place;
+- texture energy: per window, |log| of the ratio of the fake's energy above the LR Nyquist
+  frequency to the photo's (what ``texture_ratio`` measures): detail where the photo has it,
+  none where it has none, whatever its phase. Unlike the spectrum's log amplitudes, whose
+  per-bin L1 is least at the median of a random texture's amplitudes (below their mean),
+  one sum per window is not biased toward less energy.
 
 Generator and discriminator have their own Adam optimizers and learning rates; an exponential
 moving average (EMA) of the generator's weights is what validation scores and export writes.
@@ -77,6 +82,39 @@ def log_amplitude(images: torch.Tensor, floor: float = 1.0) -> torch.Tensor:
 def spectral_loss(fake: torch.Tensor, real: torch.Tensor, floor: float = 1.0) -> torch.Tensor:
     """L1 between log-amplitude spectra: fine detail of the right strength, at any phase."""
     return F.l1_loss(log_amplitude(fake, floor), log_amplitude(real, floor))
+
+
+TEXTURE_FLOOR = 0.5 / 255  # rms detail (an 8-bit half level) below which a window is flat
+
+
+def high_frequency_energy(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, 3, h, w) windows -> (B,) energy of their luma above 0.5 / scale cycles per pixel
+    (the LR Nyquist frequency), as ``evaluation.metrics.texture_energies`` counts it: BT.601
+    luma, mean removed, times a 2-D Hann window, |FFT|^2 summed over radial frequency."""
+    weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma = (images * weights).sum(dim=1)  # (B, h, w)
+    luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
+    h, w = luma.shape[-2:]
+    hann = torch.outer(torch.hann_window(h, periodic=False, dtype=luma.dtype,
+                                         device=luma.device),
+                       torch.hann_window(w, periodic=False, dtype=luma.dtype,
+                                         device=luma.device))
+    power = torch.fft.fft2(luma * hann).abs().square()
+    fy = torch.fft.fftfreq(h, device=luma.device)[:, None]
+    fx = torch.fft.fftfreq(w, device=luma.device)[None, :]
+    above = (fy.square() + fx.square()).sqrt() >= 0.5 / scale
+    return (power * above).sum(dim=(-2, -1))
+
+
+def texture_energy_loss(fake: torch.Tensor, real: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean over windows of |log((E_fake + f) / (E_real + f))|, E the energy above the LR
+    Nyquist frequency (``high_frequency_energy``), f that of TEXTURE_FLOOR-rms detail (so a
+    flat window's rounding noise does not count)."""
+    h, w = fake.shape[-2:]
+    floor = TEXTURE_FLOOR ** 2 * h * w * (3 / 8) ** 2  # (3/8)^2: a 2-D Hann window's mean square
+    e_fake = high_frequency_energy(fake, scale)
+    e_real = high_frequency_energy(real, scale)
+    return (torch.log(e_fake + floor) - torch.log(e_real + floor)).abs().mean()
 
 
 GRID_PHASE_BINS = 4  # per axis: where in its LR pixel an output pixel lies, in quarters
@@ -154,9 +192,11 @@ class Adversary:
         self.ema = ExponentialAverage(generator, decay=cfg.ema)
 
     def generator_loss(self, fake: torch.Tensor, real: torch.Tensor,
-                       coords: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                       coords: torch.Tensor | None = None,
+                       scale: float | None = None) -> tuple[torch.Tensor, dict]:
         """Total generator loss on fake/real windows (B, 3, w, w), and its parts; ``coords``
-        (B, w*w, 2), the windows' LR coordinates, are needed for the grid-phase loss."""
+        (B, w*w, 2), the windows' LR coordinates, are needed for the grid-phase loss, the
+        batch's ``scale`` for the texture-energy loss."""
         cfg = self.cfg
         self.disc.requires_grad_(False)  # the G step must not touch D's gradients
         try:
@@ -181,6 +221,10 @@ class Adversary:
             grid = grid_phase_loss(fake, real, coords)
             total = total + cfg.lambda_grid * grid
             parts["g_grid"] = grid.item()
+        if cfg.lambda_tex > 0:
+            tex = texture_energy_loss(fake, real, scale)
+            total = total + cfg.lambda_tex * tex
+            parts["g_tex"] = tex.item()
         parts["g_total"] = total.item()
         return total, parts
 

@@ -320,7 +320,7 @@ class Trainer:
                 loss = loss + self.cfg.lambda_grid * grid
                 parts["grid"] = grid.item()
         else:
-            loss, parts = self.adversary.generator_loss(pred, target, coords)
+            loss, parts = self.adversary.generator_loss(pred, target, coords, batch.scale)
         if self.cfg.lambda_phase > 0:
             values = (pred.flatten(2).transpose(1, 2), target.flatten(2).transpose(1, 2)) \
                 if batch.window else (pred, target)  # (B, N, 3) either way
