@@ -110,6 +110,11 @@ def train(
         "--refine-hidden", min=1, max=256,
         help="Width of the refiner's hidden convolution (default 16; a new refiner only).")
     ] = None,
+    adaptive_freqs: Annotated[int | None, typer.Option(
+        "--adaptive-freqs", min=1, max=64,
+        help="Content-adaptive frequencies: K frequency pairs and amplitudes per LR pixel whose "
+             "waves join the decoder's input (LTE-style). With --init, the amplitudes start at "
+             "zero: the same function at the start.")] = None,
     notch_periods: Annotated[int | None, typer.Option(
         "--notch-periods", min=0, max=64,
         help="LR pixels on each side over which inference removes patterns that repeat with "
@@ -260,7 +265,7 @@ def train(
                               version=2 if refine or refine_noise else None,
                               refine_noise=1 if refine_noise else None,
                               refine_features=refine_features, refine_hidden=refine_hidden,
-                              notch_periods=notch_periods),
+                              adaptive_freqs=adaptive_freqs, notch_periods=notch_periods),
         tensorboard=tensorboard, bar=bars_shown(),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,

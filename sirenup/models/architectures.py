@@ -82,12 +82,16 @@ def architecture_of(model: nn.Module) -> Architecture:
 def liif_siren_tile_cost(config: LiifSirenConfig) -> TileCost:
     """LiifSiren's costs in fp32: about six encoder maps ``channels`` wide live at once, plus the
     pre-activation map ``hidden`` wide, per LR pixel; per query, about four activations
-    ``hidden`` wide plus its RGB. The radius is ``LiifSiren.receptive_radius``: the encoder's
-    convolutions (head, two per block, tail), the decoder's 3x3 patch convolution and the
-    2-pixel reach of bicubic sampling (tests/test_devices.py checks that the two agree)."""
+    ``hidden`` wide plus its RGB. Adaptive frequencies (K pairs) add their 4K-channel map per
+    LR pixel and, per query, about 9K values (a gathered centre, phases, waves, the blend).
+    The radius is ``LiifSiren.receptive_radius``: the encoder's convolutions (head, two per
+    block, tail), the decoder's 3x3 patch convolution (the adaptive frequencies' convolution
+    runs beside it) and the 2-pixel reach of bicubic sampling (tests/test_devices.py checks
+    that the two agree)."""
+    pairs = config.adaptive_freqs
     return TileCost(receptive_radius=1 + 2 * config.n_blocks + 1 + 1 + 2,
-                    bytes_per_lr_pixel=4 * (6 * config.channels + config.hidden),
-                    bytes_per_query=4 * (4 * config.hidden + 3))
+                    bytes_per_lr_pixel=4 * (6 * config.channels + config.hidden + 4 * pairs),
+                    bytes_per_query=4 * (4 * config.hidden + 3 + 9 * pairs))
 
 
 LIIF_SIREN = register(Architecture("liif-siren", LiifSiren, LiifSirenConfig,

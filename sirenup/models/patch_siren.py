@@ -59,6 +59,10 @@ class LiifSirenConfig:
     # LR pixels on each side over which inference estimates, and removes, what repeats with the
     # LR grid (``models.grid_notch``; 0 = off, what every file made before it reads as).
     notch_periods: int = 0
+    # Content-adaptive frequencies (LTE-style): K frequency pairs and amplitudes per LR pixel
+    # whose waves, centred on the 4 nearest LR pixels and area-blended, join the first layer's
+    # input (``AdaptiveFrequencies``; 0 = off, what every file made before it reads as).
+    adaptive_freqs: int = 0
 
     # What a weights file may ask for, inclusive (``models.architectures``). Generous (the
     # bundled models are 32 channels, 4 blocks, 64 hidden), but no header can ask for a model
@@ -68,7 +72,7 @@ class LiifSirenConfig:
         "hidden": (1, 1024), "n_hidden": (0, 32), "w0_first": (1e-3, 1000.0),
         "w0_hidden": (1e-3, 1000.0), "max_cell_scale": (1.0, 1000.0), "version": (1, 2),
         "refine_features": (0, 256), "refine_hidden": (1, 1024), "refine_noise": (0, 1),
-        "notch_periods": (0, 64),
+        "notch_periods": (0, 64), "adaptive_freqs": (0, 64),
     }
 
     @classmethod
@@ -211,6 +215,58 @@ def offset_encoding_1d(coords: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.sin(phase), torch.cos(phase)])
 
 
+class AdaptiveFrequencies(nn.Module):
+    """Content-adaptive frequencies (after LTE, Lee & Jin 2022), an addition to the decoder's
+    first layer.
+
+    A 3x3 convolution of the LR features predicts, per LR pixel, K frequency pairs F_k =
+    (fx, fy) and 2K amplitudes. A query at offset delta (LR pixels) from one of its 4 nearest
+    LR centres sees that pixel's waves [a_cos * cos(pi F.delta), a_sin * sin(pi F.delta)];
+    the four are blended with their area (bilinear) weights, so nothing jumps where the
+    nearest centre changes, and a linear layer maps the 2K results into the first layer's
+    input. Each pixel's waves run across its neighbours' cells at that pixel's own frequency
+    and orientation, so fine detail need not repeat cell by cell. The amplitudes start at
+    zero: added to a trained model, it computes exactly what it did until training moves them.
+    """
+
+    def __init__(self, *, feat_channels: int, pairs: int, hidden: int, fan_in: int, w0: float):
+        super().__init__()
+        self.pairs = pairs
+        # output channels: fx (K), fy (K), cosine amplitudes (K), sine amplitudes (K)
+        self.conv = nn.Conv2d(feat_channels, 4 * pairs, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight[2 * pairs:].zero_()
+            self.conv.bias[2 * pairs:].zero_()
+        self.proj = nn.Linear(2 * pairs, hidden, bias=False)
+        siren_init_(self.proj.weight, fan_in=fan_in, w0=w0, is_first=True)
+
+    def waves(self, maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """(B, 4K, h, w) map of ``conv``, (B, N, 2) coords -> blended waves (B, N, 2K)."""
+        b, c, h, w = maps.shape
+        k = self.pairs
+        flat = maps.flatten(2)  # (B, 4K, h*w)
+        x, y = coords[..., 0], coords[..., 1]  # (B, N)
+        x0, y0 = x.floor(), y.floor()
+        blended = None
+        for cy in (y0, y0 + 1):
+            iy = cy.clamp(0, h - 1)
+            for cx in (x0, x0 + 1):
+                ix = cx.clamp(0, w - 1)
+                area = (1 - (x - cx).abs()) * (1 - (y - cy).abs())  # (B, N), sum 1 over four
+                index = (iy * w + ix).long()[:, None].expand(-1, c, -1)
+                v = flat.gather(2, index)  # (B, 4K, N), the centre's frequencies, amplitudes
+                dx, dy = (x - ix)[:, None], (y - iy)[:, None]  # offset from that centre
+                phase = math.pi * (v[:, :k] * dx + v[:, k:2 * k] * dy)  # (B, K, N)
+                wave = torch.cat([v[:, 2 * k:3 * k] * torch.cos(phase),
+                                  v[:, 3 * k:] * torch.sin(phase)], 1) * area[:, None]
+                blended = wave if blended is None else blended + wave
+        return blended.transpose(1, 2)  # (B, N, 2K)
+
+    def forward(self, maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """First-layer input term, before w0: (B, N, D)."""
+        return self.proj(self.waves(maps, coords))
+
+
 class PatchConditionedSiren(nn.Module):
     """Decoder: (3x3 LR feature patch, offset, cell) -> RGB residual, through sine layers.
 
@@ -218,10 +274,11 @@ class PatchConditionedSiren(nn.Module):
     """
 
     def __init__(self, *, feat_channels: int, hidden: int, n_hidden: int, w0_first: float,
-                 w0_hidden: float, extra_out: int = 0):
+                 w0_hidden: float, extra_out: int = 0, adaptive_freqs: int = 0):
         super().__init__()
         self.w0_first = w0_first
-        fan_in = 9 * feat_channels + OFFSET_FEATURES + CELL_FEATURES
+        self.hidden = hidden
+        fan_in = 9 * feat_channels + OFFSET_FEATURES + CELL_FEATURES + 2 * adaptive_freqs
         # First layer, split by input: the feature part as a conv at LR resolution, the rest
         # per query. Together they are one SIREN first layer over the concatenated input.
         self.patch_proj = nn.Conv2d(feat_channels, hidden, 3, padding=1)
@@ -230,6 +287,9 @@ class PatchConditionedSiren(nn.Module):
         for weight in (self.patch_proj.weight, self.patch_proj.bias, self.offset_proj.weight,
                        self.cell_proj.weight, self.cell_proj.bias):
             siren_init_(weight, fan_in=fan_in, w0=w0_first, is_first=True)
+        self.adaptive = AdaptiveFrequencies(
+            feat_channels=feat_channels, pairs=adaptive_freqs, hidden=hidden, fan_in=fan_in,
+            w0=w0_first) if adaptive_freqs else None
         self.hidden_layers = nn.ModuleList(
             [SineLayer(hidden, hidden, w0=w0_hidden) for _ in range(n_hidden)]
         )
@@ -243,12 +303,20 @@ class PatchConditionedSiren(nn.Module):
     def precompute(self, feats: torch.Tensor) -> torch.Tensor:
         """Feature part of the first layer, times w0, once per LR pixel.
 
-        (B, C, h, w) -> (B, D, h, w). Folding w0 in here saves a pass over every query;
-        without gradients it is applied in place (no second map of a tile's size at the
-        encoder's peak).
+        (B, C, h, w) -> (B, D, h, w); with adaptive frequencies (B, D + 4K, h, w), their
+        ``AdaptiveFrequencies.conv`` map after the D channels. Folding w0 in here saves a pass
+        over every query; without gradients it is applied in place (no second map of a tile's
+        size at the encoder's peak).
         """
         pre = self.patch_proj(feats)
-        return pre.mul_(self.w0_first) if not torch.is_grad_enabled() else self.w0_first * pre
+        pre = pre.mul_(self.w0_first) if not torch.is_grad_enabled() else self.w0_first * pre
+        if self.adaptive is None:
+            return pre
+        return torch.cat([pre, self.adaptive.conv(feats)], dim=1)
+
+    def adaptive_term(self, pre: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """The adaptive frequencies' part of the first layer's input, w0 included: (B, N, D)."""
+        return self.w0_first * self.adaptive(pre[:, self.hidden:], coords)
 
     def first_layer_input(self, pre: torch.Tensor, coords: torch.Tensor,
                           cell: torch.Tensor) -> torch.Tensor:
@@ -256,8 +324,10 @@ class PatchConditionedSiren(nn.Module):
         w0 = self.w0_first
         bias = w0 * self.cell_proj(cell).unsqueeze(-1)  # (B, D, 1), cell: (B, 2)
         offset_weight = w0 * self.offset_proj.weight  # (D, 4)
-        z = sample(pre, coords, "bilinear")  # (B, D, N)
+        z = sample(pre[:, :self.hidden], coords, "bilinear")  # (B, D, N)
         offsets = offset_encoding(coords).transpose(1, 2)  # (B, 4, N)
+        if self.adaptive is not None:
+            bias = bias + self.adaptive_term(pre, coords).transpose(1, 2)  # (B, D, N)
         if torch.is_grad_enabled():
             return torch.baddbmm(z + bias, offset_weight.expand(z.shape[0], -1, -1), offsets)
         return z.add_(bias).baddbmm_(offset_weight.expand(z.shape[0], -1, -1), offsets)
@@ -279,7 +349,8 @@ class PatchConditionedSiren(nn.Module):
         w0, weight = self.w0_first, self.offset_proj.weight  # (D, 4): sin x, sin y, cos x, cos y
         row_weights = torch.cat([offset_encoding_1d(ys).T, ys.new_ones(ys.numel(), 1)], 1)
         width, b = xs.numel(), pre.shape[0]
-        row_values = pre.new_zeros(b, 3, pre.shape[1] + 1)  # (B, 3, D + 1): sin y, cos y, cell
+        pre = pre[:, :self.hidden]  # the adaptive frequencies' maps are not interpolated
+        row_values = pre.new_zeros(b, 3, self.hidden + 1)  # (B, 3, D + 1): sin y, cos y, cell
         row_values[:, 0, :-1] = w0 * weight[:, 1]
         row_values[:, 1, :-1] = w0 * weight[:, 3]
         row_values[:, 2, :-1] = w0 * self.cell_proj(cell)
@@ -390,6 +461,7 @@ class LiifSiren(nn.Module):
         self.decoder = PatchConditionedSiren(
             feat_channels=c.channels, hidden=c.hidden, n_hidden=c.n_hidden,
             w0_first=c.w0_first, w0_hidden=c.w0_hidden, extra_out=self.extra_out,
+            adaptive_freqs=c.adaptive_freqs,
         )
         if c.version >= 2:
             self.refiner = HrRefiner(in_channels=3 + c.refine_features + c.refine_noise,
@@ -493,12 +565,24 @@ class LiifSiren(nn.Module):
         for x0 in range(0, width, step):
             x1 = min(x0 + step, width)
             z = first.columns(x0, x1)  # (B, H, cols, D + 1)
+            if self.decoder.adaptive is not None:
+                self._add_adaptive(z, pre, xs[x0:x1], ys)
             residual = self.decoder.tail_after_ones(_sin(z))  # (B, H, cols, 3 + k)
             if self.extra_out:
                 out[:, :, x0:x1, 3:] = residual[..., 3:]
                 residual = residual[..., :3]
             torch.add(residual, base.columns(x0, x1), out=out[:, :, x0:x1, :3])
         return out.permute(0, 3, 1, 2)
+
+    def _add_adaptive(self, z: torch.Tensor, pre: torch.Tensor, xs: torch.Tensor,
+                      ys: torch.Tensor) -> None:
+        """Add the adaptive frequencies' term of the grid ys x xs to the first-layer
+        pre-activation z (B, H, cols, D + 1), in place: per query, as ``decode`` computes it."""
+        b, height, cols, _ = z.shape
+        coords = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)
+        coords = coords.reshape(1, -1, 2).expand(b, -1, -1)  # (B, H*cols, 2), rows major
+        term = self.decoder.adaptive_term(pre, coords)  # (B, H*cols, D)
+        z[..., :self.decoder.hidden] += term.view(b, height, cols, -1)
 
     def forward(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor,
                 window: int = 0) -> torch.Tensor:

@@ -57,6 +57,7 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
         refiner = {k: cfg.model[k] for k in ("version", "refine_noise", "refine_features",
                                               "refine_hidden") if k in cfg.model}
         model = add_refiner(deepen_encoder(model, blocks), **refiner)
+        model = add_adaptive_frequencies(model, cfg.model.get("adaptive_freqs", 0))
         model.config.notch_periods = cfg.model.get("notch_periods", model.config.notch_periods)
         return model.train(), metadata
     overrides = dict(cfg.model)
@@ -135,6 +136,23 @@ def add_refiner(model: LiifSiren, version: int = 1, refine_noise: int = 0,
         if old.version >= 2:  # inputs added to a trained refiner read nothing yet
             refined.refiner.conv1.weight[:, model.refiner.conv1.in_channels:] = 0
     return refined
+
+
+def add_adaptive_frequencies(model: LiifSiren, pairs: int) -> LiifSiren:
+    """``model`` with ``pairs`` content-adaptive frequency pairs (``AdaptiveFrequencies``),
+    computing the same function: the old weights are kept and the new amplitudes start at
+    zero. A model that already has them keeps its own (UsageError if asked for another K)."""
+    have = model.config.adaptive_freqs
+    if not pairs or pairs == have:
+        return model
+    if have:
+        raise UsageError(f"{pairs}: the initial model has {have}; training does not change "
+                         "their number", option="adaptive_freqs")
+    grown = LiifSiren(config=LiifSirenConfig.from_dict(
+        {**model.config.to_dict(), "adaptive_freqs": pairs}))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith("decoder.adaptive.") for name in missing)
+    return grown
 
 
 def atomic_torch_save(obj, path: Path) -> None:
