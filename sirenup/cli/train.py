@@ -115,6 +115,12 @@ def train(
         help="Content-adaptive frequencies: K frequency pairs and amplitudes per LR pixel whose "
              "waves join the decoder's input (LTE-style). With --init, the amplitudes start at "
              "zero: the same function at the start.")] = None,
+    dither: Annotated[bool | None, typer.Option(
+        "--dither/--no-dither", show_default=False,
+        help="Record in the weights file that inference dithers its output by +-half an 8-bit "
+             "level, so smooth gradients do not band on the LR pixel grid (default: the "
+             "initial model's, off for a new model). Training itself does not change.")
+    ] = None,
     notch_periods: Annotated[int | None, typer.Option(
         "--notch-periods", min=0, max=64,
         help="LR pixels on each side over which inference removes patterns that repeat with "
@@ -265,7 +271,8 @@ def train(
                               version=2 if refine or refine_noise else None,
                               refine_noise=1 if refine_noise else None,
                               refine_features=refine_features, refine_hidden=refine_hidden,
-                              adaptive_freqs=adaptive_freqs, notch_periods=notch_periods),
+                              adaptive_freqs=adaptive_freqs, notch_periods=notch_periods,
+                              dither=None if dither is None else int(dither)),
         tensorboard=tensorboard, bar=bars_shown(),
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,

@@ -139,8 +139,9 @@ class Stage(NamedTuple):
 def output_stages(model: LiifSiren, out_hw: tuple[int, int],
                   image_hw: tuple[int, int]) -> list[Stage]:
     """What runs on decoded output before it is final, in order: the HR-space refiner
-    (decoder version 2), then the anti-imaging notch (``notch_periods`` > 0, x2 and above).
-    Each needs ``halo`` more output pixels of its input on every side."""
+    (decoder version 2), then the anti-imaging notch (``notch_periods`` > 0, x2 and above),
+    then the dither (``dither``). Each needs ``halo`` more output pixels of its input on every
+    side."""
     stages = []
     if model.halo:
         stages.append(Stage(model.halo, lambda values, top, left: model.refine(
@@ -152,6 +153,8 @@ def output_stages(model: LiifSiren, out_hw: tuple[int, int],
         # at least as many new rows, that costs at most as much again
         stages.append(Stage(notch.halo, lambda rows, top, left: notch(rows), notch.rows,
                             min_rows=2 * notch.halo))
+    if model.config.dither:
+        stages.append(Stage(0, model.dither_output))
     return stages
 
 

@@ -63,6 +63,10 @@ class LiifSirenConfig:
     # whose waves, centred on the 4 nearest LR pixels and area-blended, join the first layer's
     # input (``AdaptiveFrequencies``; 0 = off, what every file made before it reads as).
     adaptive_freqs: int = 0
+    # 1: inference adds a dither of +-half an 8-bit level to its final output, a hash of the
+    # pixel (``dither_output``), so that rounding to 8 bits does not put the contour steps of a
+    # smooth gradient on the LR pixel edges (0 = off, what every file made before it reads as).
+    dither: int = 0
 
     # What a weights file may ask for, inclusive (``models.architectures``). Generous (the
     # bundled models are 32 channels, 4 blocks, 64 hidden), but no header can ask for a model
@@ -72,7 +76,7 @@ class LiifSirenConfig:
         "hidden": (1, 1024), "n_hidden": (0, 32), "w0_first": (1e-3, 1000.0),
         "w0_hidden": (1e-3, 1000.0), "max_cell_scale": (1.0, 1000.0), "version": (1, 2),
         "refine_features": (0, 256), "refine_hidden": (1, 1024), "refine_noise": (0, 1),
-        "notch_periods": (0, 64), "adaptive_freqs": (0, 64),
+        "notch_periods": (0, 64), "adaptive_freqs": (0, 64), "dither": (0, 1),
     }
 
     @classmethod
@@ -390,6 +394,7 @@ class PatchConditionedSiren(nn.Module):
 
 
 NOISE_SEED = 0x5EED
+DITHER_SEED = 0xD17E  # the output dither's own hash: not the refiner's noise
 
 
 def pixel_noise(rows: torch.Tensor, cols: torch.Tensor, seed: int = NOISE_SEED) -> torch.Tensor:
@@ -534,6 +539,18 @@ class LiifSiren(nn.Module):
                 noise = pixel_noise(rows, cols).to(decoded)[None, None].expand(b, 1, -1, -1)
             decoded = _with_channel(decoded, noise.to(decoded.dtype))
         return self.refiner(decoded)
+
+    def dither_output(self, values: torch.Tensor, top: int, left: int) -> torch.Tensor:
+        """Final output (B, C, rows, cols) whose first pixel is (``top``, ``left``) of the
+        whole output -> the same plus a dither, uniform in +-0.5 / 255, one value per pixel
+        (all channels), a hash of its absolute position: the same image always gets the same
+        dither, and tiles agree where they overlap. Rounded to 8 bits, a gradient's contour
+        steps then fall where its values say, not all on the LR pixel edges where the LR's own
+        rounding put its steps."""
+        rows = torch.arange(top, top + values.shape[2])
+        cols = torch.arange(left, left + values.shape[3])
+        dither = pixel_noise(rows, cols, DITHER_SEED).to(values) / (255 * 12 ** 0.5)
+        return values + dither
 
     def forward_window(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor,
                        side: int) -> torch.Tensor:

@@ -59,6 +59,7 @@ def build_model(cfg: TrainConfig) -> tuple[LiifSiren, dict | None]:
         model = add_refiner(deepen_encoder(model, blocks), **refiner)
         model = add_adaptive_frequencies(model, cfg.model.get("adaptive_freqs", 0))
         model.config.notch_periods = cfg.model.get("notch_periods", model.config.notch_periods)
+        model.config.dither = cfg.model.get("dither", model.config.dither)
         return model.train(), metadata
     overrides = dict(cfg.model)
     overrides.setdefault("max_cell_scale", cfg.scale_max)

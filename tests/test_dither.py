@@ -1,0 +1,79 @@
+"""The output dither (``config.dither``): +-half an 8-bit level hashed from the absolute pixel,
+so tiles agree and the same image always gives the same file; rounded to 8 bits, a smooth
+gradient no longer bands on the LR pixel grid; old files have none; `sirenup train` records it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sirenup.evaluation.metrics import grid_lock
+from sirenup.inference.tiler import output_stages, upscale_tensor
+from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
+from sirenup.models.weights import load_weights, save_weights
+
+SMALL = LiifSirenConfig(channels=8, n_blocks=1, hidden=16, notch_periods=8)
+
+
+def small_model(dither: int) -> LiifSiren:
+    torch.manual_seed(0)
+    return LiifSiren(config=LiifSirenConfig.from_dict({**SMALL.to_dict(), "dither": dither})).eval()
+
+
+def test_dither_is_half_a_level_and_a_function_of_the_pixel():
+    model = small_model(1)
+    whole = model.dither_output(torch.zeros(1, 3, 64, 80), 0, 0) * 255
+    assert float(whole.abs().max()) <= 0.5
+    assert abs(float(whole.mean())) < 0.02 and abs(float(whole.std()) - 12 ** -0.5) < 0.02
+    assert torch.equal(whole[:, 0], whole[:, 2])  # one value per pixel: no colour noise
+    part = model.dither_output(torch.zeros(1, 3, 20, 30), 10, 25) * 255
+    assert torch.equal(part, whole[..., 10:30, 25:55])
+
+
+def test_old_files_have_no_dither():
+    assert LiifSirenConfig.from_dict({"channels": 8}).dither == 0
+    model = small_model(0)
+    assert all(stage.run != model.dither_output for stage in output_stages(model, (90, 120),
+                                                                           (30, 40)))
+
+
+def test_tiled_equals_untiled_with_the_dither():
+    model = small_model(1)
+    lr = torch.rand(1, 3, 30, 38, generator=torch.Generator().manual_seed(1))
+    for scale in (2.0, 3.7, 4.0):
+        size = (round(30 * scale), round(38 * scale))
+        whole = upscale_tensor(model, lr, size, tile=0)
+        torch.testing.assert_close(upscale_tensor(model, lr, size, tile=12, overlap=4), whole,
+                                   rtol=0, atol=2e-5)
+        assert (whole - upscale_tensor(small_model(0), lr, size, tile=0)).abs().max() > 0.3 / 255
+
+
+def test_a_smooth_gradient_does_not_band_on_the_lr_grid():
+    """An 8-bit LR sky: a gradient over a few levels has its steps on LR pixel edges; rounded
+    to the nearest level, the x3 output keeps them there (grid-locked), dithered it does not."""
+    y, x = np.mgrid[0:48, 0:64]
+    sky = np.round(120 + 4 * x / 63 + 2 * y / 47).astype(np.uint8)  # a few levels
+    lr = torch.from_numpy(np.repeat(sky[None], 3, 0))[None].float() / 255
+    scores = {}
+    for dither in (0, 1):
+        out = upscale_tensor(small_model(dither), lr, (144, 192), tile=0)
+        eight_bit = out[0, 0].clamp(0, 1).mul(255).round().numpy()
+        scores[dither] = grid_lock(eight_bit, 3)
+    assert scores[0] > 4 and scores[1] < 2, scores
+
+
+def test_train_records_the_dither(tmp_path, invoke, gan_photos):
+    init = tmp_path / "init.safetensors"
+    save_weights(init, small_model(0))
+    small = ["--steps", "1", "--batch", "2", "--patch", "16", "--lr", "0", "--device", "cpu"]
+
+    def dither_after(name: str, start, *flags) -> int:
+        result = invoke("train", str(gan_photos), "--out", str(tmp_path / name), "--init",
+                        str(start), *flags, *small)
+        assert result.exit_code == 0, result.output
+        return load_weights(tmp_path / name / "model.safetensors")[0].config.dither
+
+    assert dither_after("on", init, "--dither") == 1
+    dithered = tmp_path / "on" / "model.safetensors"
+    assert dither_after("kept", dithered) == 1  # an --init model keeps its own
+    assert dither_after("off", dithered, "--no-dither") == 0
