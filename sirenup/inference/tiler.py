@@ -180,7 +180,9 @@ def run_stage(bands: Iterator[tuple[int, torch.Tensor]], stage: Stage,
         held, held_top = band, top
         if band.shape[2] - 2 * halo >= stage.min_rows:
             yield top + halo, stage.run(band, top, left)
-            held, held_top = band[:, :, band.shape[2] - 2 * halo:], top + band.shape[2] - 2 * halo
+            kept = band.shape[2] - 2 * halo
+            # nothing to keep without a halo: no empty tensor for the next band to copy onto
+            held, held_top = (band[:, :, kept:], top + kept) if halo else (None, 0)
     if held is not None and held.shape[2] > 2 * halo:
         yield held_top + halo, stage.run(held, held_top, left)
 

@@ -547,9 +547,9 @@ class LiifSiren(nn.Module):
         dither, and tiles agree where they overlap. Rounded to 8 bits, a gradient's contour
         steps then fall where its values say, not all on the LR pixel edges where the LR's own
         rounding put its steps."""
-        rows = torch.arange(top, top + values.shape[2])
-        cols = torch.arange(left, left + values.shape[3])
-        dither = pixel_noise(rows, cols, DITHER_SEED).to(values) / (255 * 12 ** 0.5)
+        rows = torch.arange(top, top + values.shape[2], device=values.device)
+        cols = torch.arange(left, left + values.shape[3], device=values.device)
+        dither = pixel_noise(rows, cols, DITHER_SEED).to(values.dtype) / (255 * 12 ** 0.5)
         return values + dither
 
     def forward_window(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor,

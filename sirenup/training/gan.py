@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sirenup.imaging.imageio import LUMA
 from sirenup.models.coords import phase_in_pixel
 from sirenup.models.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from sirenup.training.configs import LOSSES, GanConfig  # noqa: F401 (re-exported)
@@ -61,9 +62,11 @@ def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) ->
     return sum(F.l1_loss(f, r.detach()) for f, r in zip(fake, real, strict=True)) / len(fake)
 
 
-def _hann2d(size: int, device, dtype) -> torch.Tensor:
-    w = torch.hann_window(size, periodic=False, device=device, dtype=dtype)
-    return w[:, None] * w[None, :]
+def _hann2d(height: int, width: int, device, dtype) -> torch.Tensor:
+    """(height, width) 2-D Hann window (symmetric, as numpy's ``hanning``)."""
+    rows, cols = (torch.hann_window(n, periodic=False, device=device, dtype=dtype)
+                  for n in (height, width))
+    return rows[:, None] * cols[None, :]
 
 
 def log_amplitude(images: torch.Tensor, floor: float = 1.0) -> torch.Tensor:
@@ -75,7 +78,7 @@ def log_amplitude(images: torch.Tensor, floor: float = 1.0) -> torch.Tensor:
     hardly at all next to the low frequencies, with floor 1e-3 each octave counts alike.
     """
     x = images - images.mean(dim=(-2, -1), keepdim=True)
-    x = x * _hann2d(images.shape[-1], images.device, images.dtype)
+    x = x * _hann2d(*images.shape[-2:], images.device, images.dtype)
     return torch.log1p(torch.fft.rfft2(x, norm="ortho").abs() / floor)
 
 
@@ -91,15 +94,10 @@ def high_frequency_energy(images: torch.Tensor, scale: float) -> torch.Tensor:
     """(B, 3, h, w) windows -> (B,) energy of their luma above 0.5 / scale cycles per pixel
     (the LR Nyquist frequency), as ``evaluation.metrics.texture_energies`` counts it: BT.601
     luma, mean removed, times a 2-D Hann window, |FFT|^2 summed over radial frequency."""
-    weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    luma = (images * weights).sum(dim=1)  # (B, h, w)
+    luma = (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1)  # (B, h, w)
     luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
     h, w = luma.shape[-2:]
-    hann = torch.outer(torch.hann_window(h, periodic=False, dtype=luma.dtype,
-                                         device=luma.device),
-                       torch.hann_window(w, periodic=False, dtype=luma.dtype,
-                                         device=luma.device))
-    power = torch.fft.fft2(luma * hann).abs().square()
+    power = torch.fft.fft2(luma * _hann2d(h, w, luma.device, luma.dtype)).abs().square()
     fy = torch.fft.fftfreq(h, device=luma.device)[:, None]
     fx = torch.fft.fftfreq(w, device=luma.device)[None, :]
     above = (fy.square() + fx.square()).sqrt() >= 0.5 / scale
