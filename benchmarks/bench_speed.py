@@ -10,8 +10,15 @@ times, so slow drifts hit every measurement alike. Reported: medians (and minima
 in output megapixels per second: the per-pixel cost with start-up (interpreter, torch import,
 model load) cancelled out. Also whether `import sirenup.cli.app` imports torch.
 
+With ``--against TREE`` (a checkout of another commit, e.g. ``git worktree add /tmp/v1 <sha>``)
+every round also runs the same commands from that tree (``PYTHONPATH=TREE``, its own bundled
+models), the two trees in alternating order (ABBA), so that the machine's drift falls on both
+alike; reported besides each tree's figures: this tree's throughput as a share of the other's,
+and the median over rounds of the per-round ratio of the large upscale's times.
+
     python benchmarks/bench_speed.py                      # 5 rounds, default device
     python benchmarks/bench_speed.py --device cpu --out speed.json
+    python benchmarks/bench_speed.py --device cpu --against /tmp/v1 --repeats 8
 
 Prints a markdown table for docs/benchmarks.md.
 """
@@ -72,10 +79,13 @@ def make_inputs(photo: Path, folder: Path, sides: Sequence[int]) -> dict[int, Pa
     return paths
 
 
-def run(cmd: list[str]) -> tuple[float, str]:
-    """Wall seconds of one whole process, and its stdout; a failure stops the benchmark."""
+def run(cmd: list[str], tree: Path = REPO) -> tuple[float, str]:
+    """Wall seconds of one whole process run from source ``tree``, and its stdout; a failure
+    stops the benchmark."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"error: `{shlex.join(cmd)}` exited {proc.returncode}:\n{proc.stderr.strip()}")
@@ -110,53 +120,86 @@ def stats(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
 
 
+def upscale_commands(args: argparse.Namespace, inputs: dict[int, Path],
+                     outputs: dict[int, Path]) -> dict[str, list[str]]:
+    """The timed commands of one tree: --help, --version, one upscale per input."""
+    commands = {"help": [*SIRENUP, "--help"], "version": [*SIRENUP, "--version"]}
+    for side, path in inputs.items():
+        cmd = [*SIRENUP, "upscale", str(path), "-o", str(outputs[side]),
+               "--scale", f"{args.scale:g}"]
+        if args.device:
+            cmd += ["--device", args.device]
+        if args.model:
+            cmd += ["--model", args.model]
+        if args.tile is not None:
+            cmd += ["--tile", str(args.tile)]
+        commands[f"upscale_{side}"] = cmd
+    return commands
+
+
 def benchmark(args: argparse.Namespace) -> dict:
     photo = args.photo or find_photo()
     sides = (args.small, args.large)
     result: dict = {"photo": str(photo), "scale": args.scale, "repeats": args.repeats,
                     "warmup": args.warmup}
+    trees = {"this": REPO} if args.against is None else {"this": REPO, "against": args.against}
     with tempfile.TemporaryDirectory(prefix="sirenup-bench-") as tmp:
         inputs = make_inputs(photo, Path(tmp), sides)
-        commands = {"help": [*SIRENUP, "--help"], "version": [*SIRENUP, "--version"]}
-        outputs = {}
-        for side, path in inputs.items():
-            outputs[side] = Path(tmp) / f"output_{side}.png"
-            cmd = [*SIRENUP, "upscale", str(path), "-o", str(outputs[side]),
-                   "--scale", f"{args.scale:g}"]
-            if args.device:
-                cmd += ["--device", args.device]
-            if args.model:
-                cmd += ["--model", args.model]
-            if args.tile is not None:
-                cmd += ["--tile", str(args.tile)]
-            commands[f"upscale_{side}"] = cmd
-        times: dict[str, list[float]] = {name: [] for name in commands}
+        outputs = {tree: {side: Path(tmp) / f"output_{tree}_{side}.png" for side in sides}
+                   for tree in trees}
+        commands = {tree: upscale_commands(args, inputs, outputs[tree]) for tree in trees}
+        times = {tree: {name: [] for name in commands[tree]} for tree in trees}
         for round_ in range(args.warmup + args.repeats):
-            for name, cmd in commands.items():
-                seconds, _ = run(cmd)
-                if round_ >= args.warmup:
-                    times[name].append(seconds)
+            order = list(trees) if round_ % 2 == 0 else list(reversed(trees))  # ABBA
+            for tree in order:
+                for name, cmd in commands[tree].items():
+                    seconds, _ = run(cmd, trees[tree])
+                    if round_ >= args.warmup:
+                        times[tree][name].append(seconds)
             print(f"round {round_ + 1}/{args.warmup + args.repeats}"
                   f"{' (warm-up)' if round_ < args.warmup else ''}: "
-                  + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items() if t),
+                  + "; ".join(f"{tree} " + ", ".join(f"{n} {t[-1]:.2f}s"
+                                                     for n, t in times[tree].items() if t)
+                              for tree in trees if times[tree]["help"]),
                   file=sys.stderr, flush=True)
-        out_mp = {}
-        for side, path in outputs.items():
-            with Image.open(path) as im:
-                out_mp[side] = im.size[0] * im.size[1] / 1e6
-                result[f"output_{side}"] = list(im.size)
-        result["commands"] = {  # as a reader would type them
-            name: shlex.join(["python", *cmd[1:]]).replace(tmp, "$TMP")
-            for name, cmd in commands.items()}
-    result["runs"] = {name: stats(t) for name, t in times.items()}
-    result["out_mp"] = {str(side): mp for side, mp in out_mp.items()}
-    small, large = (result["runs"][f"upscale_{s}"]["median_s"] for s in sides)
-    d_mp, d_t = out_mp[args.large] - out_mp[args.small], large - small
-    result["throughput_mp_per_s"] = d_mp / d_t if d_t > 0 else None
-    result["startup_estimate_s"] = (small - out_mp[args.small] * d_t / d_mp) if d_mp else None
+        for tree in trees:
+            sub = result if tree == "this" else result.setdefault(tree, {"tree": str(trees[tree])})
+            sub.update(summarise(times[tree], outputs[tree], sides))
+            sub["commands"] = {  # as a reader would type them
+                name: shlex.join(["python", *cmd[1:]]).replace(tmp, "$TMP")
+                for name, cmd in commands[tree].items()}
+    if "against" in result:
+        result["comparison"] = compare(result, result["against"], args.large)
     result["cli_imports_torch"] = probe_python(
         "import sys, sirenup.cli.app; print('torch' in sys.modules)") == "True"
     return result
+
+
+def summarise(times: dict[str, list[float]], outputs: dict[int, Path],
+              sides: tuple[int, int]) -> dict:
+    """Medians per command, output sizes, and the throughput after start-up of one tree."""
+    summary: dict = {"runs": {name: stats(t) for name, t in times.items()}}
+    out_mp = {}
+    for side, path in outputs.items():
+        with Image.open(path) as im:
+            out_mp[side] = im.size[0] * im.size[1] / 1e6
+            summary[f"output_{side}"] = list(im.size)
+    summary["out_mp"] = {str(side): mp for side, mp in out_mp.items()}
+    small, large = (summary["runs"][f"upscale_{s}"]["median_s"] for s in sides)
+    d_mp, d_t = out_mp[sides[1]] - out_mp[sides[0]], large - small
+    summary["throughput_mp_per_s"] = d_mp / d_t if d_t > 0 else None
+    summary["startup_estimate_s"] = (small - out_mp[sides[0]] * d_t / d_mp) if d_mp else None
+    return summary
+
+
+def compare(this: dict, other: dict, large: int) -> dict:
+    """This tree against the other: throughput share, and the median per-round ratio of the
+    large upscale's wall times (other / this: above 1 = this tree is faster)."""
+    a, b = this["throughput_mp_per_s"], other["throughput_mp_per_s"]
+    pairs = [o / t for o, t in zip(other["runs"][f"upscale_{large}"]["times_s"],
+                                   this["runs"][f"upscale_{large}"]["times_s"], strict=True)]
+    return {"throughput_share": a / b if a and b else None,
+            "large_speed_ratio_median": statistics.median(pairs), "large_speed_ratios": pairs}
 
 
 def markdown(result: dict, env: dict, command: str, sides: tuple[int, int]) -> str:
@@ -164,19 +207,40 @@ def markdown(result: dict, env: dict, command: str, sides: tuple[int, int]) -> s
     if env["omp_num_threads"]:
         threads += f" (OMP_NUM_THREADS={env['omp_num_threads']})"
     gpu = f", GPU {env['gpu']}" if env["gpu"] else ""
+    against = result.get("against")
     lines = [
         f"Whole-process timings, {env['date']}: {env['cpu']} ({env['cpu_count']} logical CPUs)"
         f"{gpu}, Python {env['python']}, torch {env['torch']}, {threads}, device "
         f"{env['device']}; median (min) of {result['repeats']} interleaved rounds after "
-        f"{result['warmup']} warm-up.",
+        f"{result['warmup']} warm-up"
+        + (f", each round running this tree and `{against['tree']}` (ABBA)." if against
+           else "."),
         "",
         f"Command: `{command}`  ",
         f"Input: centre crops of `{Path(result['photo']).name}`; upscale runs "
         f"`{result['commands'][f'upscale_{sides[1]}']}`.",
         "",
-        "| measurement | median s | min s | output MP | output MP/s |",
-        "|---|---:|---:|---:|---:|",
     ]
+    lines += table_rows(result, sides, result["scale"])
+    if against:
+        lines += ["", f"From `{against['tree']}`:", ""]
+        lines += table_rows(against, sides, result["scale"])
+        c = result["comparison"]
+        share = "n/a" if c["throughput_share"] is None else f"{c['throughput_share']:.2f}"
+        lines += ["", f"This tree's throughput after start-up over that tree's: **{share}**; "
+                  f"median per-round speed ratio of the {sides[1]}x{sides[1]} upscale "
+                  f"(that tree's time over this tree's): **{c['large_speed_ratio_median']:.3f}** "
+                  f"(rounds: {', '.join(f'{r:.3f}' for r in c['large_speed_ratios'])})."]
+    lines.append("")
+    lines.append(f"`import sirenup.cli.app` imports torch: "
+                 f"**{'yes' if result['cli_imports_torch'] else 'no'}**")
+    return "\n".join(lines)
+
+
+def table_rows(result: dict, sides: tuple[int, int], scale: float) -> list[str]:
+    """One tree's table: --help, --version, each upscale, throughput and start-up."""
+    lines = ["| measurement | median s | min s | output MP | output MP/s |",
+             "|---|---:|---:|---:|---:|"]
     runs = result["runs"]
     for name, label in (("help", "`sirenup --help`"), ("version", "`sirenup --version`")):
         lines.append(f"| {label} | {runs[name]['median_s']:.2f} | {runs[name]['min_s']:.2f} "
@@ -184,18 +248,15 @@ def markdown(result: dict, env: dict, command: str, sides: tuple[int, int]) -> s
     for side in sides:
         r, mp = runs[f"upscale_{side}"], result["out_mp"][str(side)]
         w, h = result[f"output_{side}"]
-        lines.append(f"| `sirenup upscale` x{result['scale']:g}, {side}x{side} -> {w}x{h} "
-                     f"| {r['median_s']:.2f} | {r['min_s']:.2f} | {mp:.2f} "
+        lines.append(f"| `sirenup upscale` x{scale:g}, {side}x{side} -> "
+                     f"{w}x{h} | {r['median_s']:.2f} | {r['min_s']:.2f} | {mp:.2f} "
                      f"| {mp / r['median_s']:.2f} |")
     tp, su = result["throughput_mp_per_s"], result["startup_estimate_s"]
     lines.append(f"| throughput after start-up ({sides[1]} vs {sides[0]}) | | | | "
                  f"{'n/a' if tp is None else f'{tp:.2f}'} |")
     lines.append(f"| estimated start-up (intercept) | {'n/a' if su is None else f'{su:.2f}'} "
                  "| | | |")
-    lines.append("")
-    lines.append(f"`import sirenup.cli.app` imports torch: "
-                 f"**{'yes' if result['cli_imports_torch'] else 'no'}**")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,12 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "bundled sample)")
     parser.add_argument("--small", type=int, default=256, help="small input side (default 256)")
     parser.add_argument("--large", type=int, default=768, help="large input side (default 768)")
+    parser.add_argument("--against", type=Path,
+                        help="another source tree (a worktree of an earlier commit): each round "
+                             "also runs its CLI, and the report compares the two")
     parser.add_argument("--out", type=Path, help="write the raw results as JSON")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     if not 0 < args.small < args.large:
         parser.error("need 0 < --small < --large")
+    if args.against and not (args.against / "sirenup" / "__main__.py").is_file():
+        parser.error(f"--against {args.against}: not a sirenup source tree")
     if args.photo and not args.photo.is_file():
         parser.error(f"--photo {args.photo}: no such file")
 

@@ -155,3 +155,38 @@ def test_bench_speed_inputs_are_nested_crops(tmp_path):
     assert Image.open(paths[32]).size == (32, 32)
     assert Image.open(paths[96]).size == (96, 96)
     assert bench_speed.find_photo(tmp_path / "missing") == bench_speed.SAMPLE
+
+
+def test_bench_speed_against_another_tree_interleaves_and_compares(tmp_path, monkeypatch):
+    bench_speed = load_script("bench_speed")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), (90, 120, 150)).save(photo)
+    other = tmp_path / "v1"
+    calls = []
+
+    def fake_run(cmd, tree=bench_speed.REPO):
+        calls.append(tree)
+        seconds = 0.5
+        if "upscale" in cmd:
+            out = Path(cmd[cmd.index("-o") + 1])
+            side = Image.open(cmd[cmd.index("upscale") + 1]).size[0]
+            Image.new("RGB", (side * 2, side * 2)).save(out)
+            seconds = 1.0 + side / 10  # the same per-pixel cost ...
+        return seconds * (1.25 if tree == other else 1.0), ""  # ... 25 % slower there
+
+    monkeypatch.setattr(bench_speed, "run", fake_run)
+    monkeypatch.setattr(bench_speed, "probe_python", lambda code: "False")
+    args = bench_speed.argparse.Namespace(
+        photo=photo, scale=2.0, repeats=2, warmup=1, device="cpu", model=None, tile=None,
+        small=8, large=16, against=other)
+    result = bench_speed.benchmark(args)
+    per_round = 4  # --help, --version, two upscales
+    trees = calls[::per_round]
+    assert trees == [bench_speed.REPO, other, other, bench_speed.REPO, bench_speed.REPO, other]
+    assert result["comparison"]["throughput_share"] == pytest.approx(1.25)
+    assert result["comparison"]["large_speed_ratio_median"] == pytest.approx(1.25)
+    assert result["against"]["runs"]["upscale_16"]["times_s"] == [pytest.approx(3.25)] * 2
+    env = {"date": "d", "cpu": "c", "cpu_count": 2, "gpu": None, "python": "3", "torch": "t",
+           "torch_threads": 2, "omp_num_threads": None, "device": "cpu"}
+    text = bench_speed.markdown(result, env, "python bench_speed.py", (8, 16))
+    assert f"From `{other}`" in text and "**1.25**" in text

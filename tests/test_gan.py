@@ -20,6 +20,7 @@ from sirenup.training.gan import (
     generator_adversarial_loss,
     grid_phase_loss,
     high_frequency_energy,
+    low_frequency_loss,
     spectral_loss,
     texture_energy_loss,
 )
@@ -223,7 +224,7 @@ def test_cli_defaults_are_the_configs_defaults():
                           ("lambda_pix", "lambda_pix"), ("lambda_adv", "lambda_adv"),
                           ("lambda_fm", "lambda_fm"), ("lambda_freq", "lambda_freq"),
                           ("freq_floor", "freq_floor"), ("lambda_grid", "lambda_grid"),
-                          ("lambda_tex", "lambda_tex"),
+                          ("lambda_tex", "lambda_tex"), ("lambda_lf", "lambda_lf"),
                           ("lr_d", "lr_d"), ("d_channels", "d_channels"), ("ema", "ema")]:
         assert defaults[option] == getattr(gan, field), option
     degrade = DegradeConfig()
@@ -259,6 +260,21 @@ def test_texture_energy_is_what_the_texture_ratio_counts():
     as_array = [image[0].permute(1, 2, 0).double().numpy() * 255 for image in (smooth, sharp)]
     metric = texture_ratio(as_array[0].astype(np.float64), as_array[1], scale)
     assert float(ours) == pytest.approx(metric, rel=1e-3)
+
+
+def test_low_frequency_loss_counts_only_what_the_lr_holds():
+    generator = torch.Generator().manual_seed(2)
+    real = torch.rand(2, 3, 32, 32, generator=generator)
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    fine = 0.1 * torch.cos(torch.pi * x) * torch.cos(torch.pi * y)  # 0.5 cycles/px: above x3's
+    coarse = 0.1 * torch.cos(2 * torch.pi * x / 16)  # 1/16 cycles/px: below x3's 1/6
+    assert float(low_frequency_loss(real + fine, real, 3.0)) < 1e-6  # invented detail is free
+    assert float(low_frequency_loss(real + 0.05, real, 3.0)) == pytest.approx(0.05, rel=1e-4)
+    wrong = (real + coarse).requires_grad_(True)
+    loss = low_frequency_loss(wrong, real, 3.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(float(coarse.abs().mean()), rel=1e-4)  # all of it
+    assert wrong.grad.abs().sum() > 0
 
 
 def test_texture_energy_loss_asks_for_the_photos_detail():

@@ -192,6 +192,11 @@ def train(
         help="Weight of the texture-energy loss: each window's energy above the LR Nyquist "
              "frequency against the photo's, in log (detail where the photo has it; 0: off)."
     )] = GAN_DEFAULTS.lambda_tex,
+    lambda_lf: Annotated[float, typer.Option(
+        "--lambda-lf", min=0.0, rich_help_panel=GAN,
+        help="Weight of the low-frequency loss: L1 of the output's error below the LR Nyquist "
+             "frequency, the part the LR image determines (faithful there, free above; 0: off)."
+    )] = GAN_DEFAULTS.lambda_lf,
     lr_d: Annotated[float, typer.Option(
         "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")
     ] = GAN_DEFAULTS.lr_d,
@@ -277,7 +282,7 @@ def train(
         gan={"window": gan_window, "loss": gan_loss, "lambda_pix": lambda_pix,
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
              "freq_floor": freq_floor, "lambda_grid": lambda_grid, "lambda_tex": lambda_tex,
-             "lambda_pix_low": lambda_pix_low,
+             "lambda_pix_low": lambda_pix_low, "lambda_lf": lambda_lf,
              "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
         degrade={"clean_prob": degrade_clean_prob, "first_prob": degrade_first_prob,
                  "blur_prob": degrade_blur_prob,

@@ -6,6 +6,7 @@ against the matching HR crop. Generator loss:
 
     lambda_pix * L1  +  lambda_adv * adversarial  +  lambda_fm * feature matching
                      +  lambda_freq * spectral amplitude  +  lambda_tex * texture energy
+                     +  lambda_lf * low-frequency error
 
 - adversarial: relativistic-average (ESRGAN) or hinge;
 - feature matching: L1 between the discriminator's own intermediate activations on the fake
@@ -17,6 +18,9 @@ against the matching HR crop. Generator loss:
   none where it has none, whatever its phase. Unlike the spectrum's log amplitudes, whose
   per-bin L1 is least at the median of a random texture's amplitudes (below their mean),
   one sum per window is not biased toward less energy.
+- low-frequency error: L1 of the error's part below the LR Nyquist frequency, the part of the
+  output that the LR image determines. With a small lambda_pix, fine detail is left to the
+  adversary and the texture losses while everything coarser stays faithful.
 
 Generator and discriminator have their own Adam optimizers and learning rates; an exponential
 moving average (EMA) of the generator's weights is what validation scores and export writes.
@@ -90,6 +94,14 @@ def spectral_loss(fake: torch.Tensor, real: torch.Tensor, floor: float = 1.0) ->
 TEXTURE_FLOOR = 0.5 / 255  # rms detail (an 8-bit half level) below which a window is flat
 
 
+def radial_frequency(h: int, w: int, device, half: bool = False) -> torch.Tensor:
+    """sqrt(fx^2 + fy^2) in cycles per pixel of each bin of an h x w ``fft2``: (h, w); with
+    ``half``, of an ``rfft2`` (h, w // 2 + 1)."""
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = (torch.fft.rfftfreq(w, device=device) if half else torch.fft.fftfreq(w, device=device))
+    return (fy.square() + fx[None, :].square()).sqrt()
+
+
 def high_frequency_energy(images: torch.Tensor, scale: float) -> torch.Tensor:
     """(B, 3, h, w) windows -> (B,) energy of their luma above 0.5 / scale cycles per pixel
     (the LR Nyquist frequency), as ``evaluation.metrics.texture_energies`` counts it: BT.601
@@ -98,9 +110,7 @@ def high_frequency_energy(images: torch.Tensor, scale: float) -> torch.Tensor:
     luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
     h, w = luma.shape[-2:]
     power = torch.fft.fft2(luma * _hann2d(h, w, luma.device, luma.dtype)).abs().square()
-    fy = torch.fft.fftfreq(h, device=luma.device)[:, None]
-    fx = torch.fft.fftfreq(w, device=luma.device)[None, :]
-    above = (fy.square() + fx.square()).sqrt() >= 0.5 / scale
+    above = radial_frequency(h, w, luma.device) >= 0.5 / scale
     return (power * above).sum(dim=(-2, -1))
 
 
@@ -113,6 +123,16 @@ def texture_energy_loss(fake: torch.Tensor, real: torch.Tensor, scale: float) ->
     e_fake = high_frequency_energy(fake, scale)
     e_real = high_frequency_energy(real, scale)
     return (torch.log(e_fake + floor) - torch.log(e_real + floor)).abs().mean()
+
+
+def low_frequency_loss(fake: torch.Tensor, real: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean |error| of (B, 3, h, w) windows after an ideal radial low-pass at 0.5 / scale
+    cycles per pixel (the LR Nyquist frequency, ``high_frequency_energy``'s edge), so the
+    error the LR could have told apart counts and invented detail above it does not."""
+    h, w = fake.shape[-2:]
+    below = (radial_frequency(h, w, fake.device, half=True) < 0.5 / scale).to(fake.dtype)
+    low = torch.fft.irfft2(torch.fft.rfft2(fake - real) * below, s=(h, w))  # (B, 3, h, w)
+    return low.abs().mean()
 
 
 GRID_PHASE_BINS = 4  # per axis: where in its LR pixel an output pixel lies, in quarters
@@ -194,7 +214,7 @@ class Adversary:
                        scale: float | None = None) -> tuple[torch.Tensor, dict]:
         """Total generator loss on fake/real windows (B, 3, w, w), and its parts; ``coords``
         (B, w*w, 2), the windows' LR coordinates, are needed for the grid-phase loss, the
-        batch's ``scale`` for the texture-energy loss."""
+        batch's ``scale`` for the texture-energy and low-frequency losses."""
         cfg = self.cfg
         self.disc.requires_grad_(False)  # the G step must not touch D's gradients
         try:
@@ -223,6 +243,10 @@ class Adversary:
             tex = texture_energy_loss(fake, real, scale)
             total = total + cfg.lambda_tex * tex
             parts["g_tex"] = tex.item()
+        if cfg.lambda_lf > 0:
+            lf = low_frequency_loss(fake, real, scale)
+            total = total + cfg.lambda_lf * lf
+            parts["g_lf"] = lf.item()
         parts["g_total"] = total.item()
         return total, parts
 
