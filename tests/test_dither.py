@@ -30,6 +30,28 @@ def test_dither_is_half_a_level_and_a_function_of_the_pixel():
     assert torch.equal(part, whole[..., 10:30, 25:55])
 
 
+def test_a_16_bit_output_gets_half_a_16_bit_level(tmp_path):
+    """The dither is half a level of the integers the output is stored in: a 16-bit image is
+    not given the noise of an 8-bit one (+-128 of its levels), an 8-bit one keeps it."""
+    from sirenup.inference.upscaler import Upscaler
+
+    model = small_model(1)
+    assert float((model.dither_output(torch.zeros(1, 3, 8, 8), 0, 0, 65535) * 65535)
+                 .abs().max()) <= 0.5
+    upscalers = {}
+    for dither in (0, 1):
+        save_weights(tmp_path / f"d{dither}.safetensors", small_model(dither))
+        upscalers[dither] = Upscaler(str(tmp_path / f"d{dither}.safetensors"), device="cpu")
+    rng = np.random.default_rng(3)
+    deep = rng.integers(20000, 40000, (24, 30, 3), dtype=np.uint16)
+    plain = (deep // 257).astype(np.uint8)
+    for image, levels in ((deep, 65535), (plain, 255)):
+        a = upscalers[0](image, scale=3).astype(np.int64)
+        b = upscalers[1](image, scale=3).astype(np.int64)
+        assert b.dtype == a.dtype and np.abs(a - b).max() <= 1  # at most one level ...
+        assert (a != b).mean() > (0.01 if levels == 65535 else 0.2)  # ... of its own depth
+
+
 def test_old_files_have_no_dither():
     assert LiifSirenConfig.from_dict({"channels": 8}).dither == 0
     model = small_model(0)

@@ -194,7 +194,7 @@ def test_oom_retries_with_smaller_tiles(monkeypatch, kind):
     calls = []
     lr = torch.rand(1, 3, 96, 128)
 
-    def fake_stream(model, lr, out_hw, sink, *, tile, overlap, progress=None):
+    def fake_stream(model, lr, out_hw, sink, *, tile, overlap, progress=None, levels=255):
         calls.append(tile)
         if tile > 40:
             raise oom(kind)
@@ -214,7 +214,7 @@ def test_oom_retries_with_smaller_tiles(monkeypatch, kind):
 def test_oom_at_the_smallest_tile_is_raised(monkeypatch):
     calls = []
 
-    def fake_stream(model, lr, out_hw, sink, *, tile, overlap, progress=None):
+    def fake_stream(model, lr, out_hw, sink, *, tile, overlap, progress=None, levels=255):
         calls.append(tile)
         raise oom("torch")
 

@@ -136,11 +136,12 @@ class Stage(NamedTuple):
     min_rows: int = 1  # output rows per run, at least (more: fewer passes over kept rows)
 
 
-def output_stages(model: LiifSiren, out_hw: tuple[int, int],
-                  image_hw: tuple[int, int]) -> list[Stage]:
+def output_stages(model: LiifSiren, out_hw: tuple[int, int], image_hw: tuple[int, int],
+                  levels: int = 255) -> list[Stage]:
     """What runs on decoded output before it is final, in order: the HR-space refiner
     (decoder version 2), then the anti-imaging notch (``notch_periods`` > 0, x2 and above),
-    then the dither (``dither``). Each needs ``halo`` more output pixels of its input on every
+    then the dither (``dither``), of half a level of the output's integers (``levels``: 255
+    for 8 bits, 65535 for 16). Each needs ``halo`` more output pixels of its input on every
     side."""
     stages = []
     if model.halo:
@@ -154,7 +155,8 @@ def output_stages(model: LiifSiren, out_hw: tuple[int, int],
         stages.append(Stage(notch.halo, lambda rows, top, left: notch(rows), notch.rows,
                             min_rows=2 * notch.halo))
     if model.config.dither:
-        stages.append(Stage(0, model.dither_output))
+        stages.append(Stage(0, lambda values, top, left: model.dither_output(
+            values, top, left, levels)))
     return stages
 
 
@@ -190,12 +192,13 @@ def run_stage(bands: Iterator[tuple[int, torch.Tensor]], stage: Stage,
 @torch.no_grad()
 def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: tuple[int, int],
                  image_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
-                 origin: tuple[int, int], sizes: DecodeSizes
+                 origin: tuple[int, int], sizes: DecodeSizes, levels: int = 255
                  ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Decode output rows x cols of the whole image from a tile's encoding, in bands of rows:
     -> (top, bottom, (bottom - top, cols, 3)) per band.
 
-    ``lr``/``pre`` cover the tile read from ``origin`` (x, y) of the image of ``image_hw``.
+    ``lr``/``pre`` cover the tile read from ``origin`` (x, y) of the image of ``image_hw``;
+    ``levels``: the output's integer range (``output_stages``).
 
     A model with output stages (``output_stages``: the refiner, the notch) decodes their halo
     of output pixels more on every side (beyond the image too: the decoder is defined there,
@@ -206,7 +209,7 @@ def decode_bands(model: LiifSiren, pre: torch.Tensor, lr: torch.Tensor, out_hw: 
     out_h, out_w = out_hw
     in_h, in_w = image_hw
     (y0, y1), (x0, x1) = rows, cols
-    stages = output_stages(model, out_hw, image_hw)
+    stages = output_stages(model, out_hw, image_hw, levels)
     halo = sum(stage.halo for stage in stages)
     cell = cell_size(out_h, out_w, in_h, in_w, device=lr.device)
     band_rows = sizes.band_rows(x1 - x0, y1 - y0)
@@ -319,10 +322,12 @@ def _malloc_trim():
 
 @torch.no_grad()
 def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], sink: Sink, *,
-                 tile: int, overlap: int, progress: Progress | None = None) -> None:
+                 tile: int, overlap: int, progress: Progress | None = None,
+                 levels: int = 255) -> None:
     """Upscale (1, 3, h, w) (float in [0, 1], or uint8/uint16 samples: ``float_tile``) to
     out_hw, tile by tile in raster order, handing each output pixel to ``sink`` as soon as
-    every tile that covers it is done.
+    every tile that covers it is done. ``levels``: the integer range the sink stores (255 or
+    65535; the dither's step).
 
     Memory does not grow with the image: besides one band of one tile, only the pixels still
     waiting for a neighbour are held, in float: the overlap strip below the current row of
@@ -353,7 +358,7 @@ def stream_tiles(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
             beside_next = strip(ty.out1 - ty.out0, tx.out1 - tx.done1)
             for top, bottom, band in decode_bands(
                     model, pre, crop, out_hw, (in_h, in_w), (ty.out0, ty.out1),
-                    (tx.out0, tx.out1), (tx.span.read0, ty.span.read0), sizes):
+                    (tx.out0, tx.out1), (tx.span.read0, ty.span.read0), sizes, levels):
                 r0, r1 = top - ty.out0, bottom - ty.out0  # band rows within the tile
                 band = band.float() * (wy[r0:r1, None, None] * wx[None, :, None])
                 if beside is not None:
@@ -395,7 +400,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def upscale_into(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], sink: Sink, *,
                  tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 progress: Progress | None = None) -> int:
+                 progress: Progress | None = None, levels: int = 255) -> int:
     """``stream_tiles`` with out-of-memory retries: the tile is halved (down to MIN_TILE) and
     the image redone (the sink sees the same pixels again); a failure at the smallest tile is
     re-raised. ``tile=0``: the whole image as one tile first. -> the tile that worked."""
@@ -404,7 +409,7 @@ def upscale_into(model: LiifSiren, lr: torch.Tensor, out_hw: tuple[int, int], si
     while True:
         try:
             stream_tiles(model, lr, out_hw, sink, tile=tile, overlap=overlap,
-                         progress=progress)
+                         progress=progress, levels=levels)
             return tile
         except (RuntimeError, torch.OutOfMemoryError) as error:
             if not is_out_of_memory(error) or tile <= MIN_TILE:

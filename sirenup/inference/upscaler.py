@@ -70,7 +70,7 @@ class Upscaler:
                                out_height=height)
         if array.dtype in (np.uint8, np.uint16):  # converted to float one tile at a time
             sink = QuantizedSink((out_size[1], out_size[0]), array.dtype.type)
-            self.upscale_into(array, out_size, sink)
+            self.upscale_into(array, out_size, sink, levels=sink.levels)
             return sink.array
         return self.upscale_rgb(array.astype(np.float32, copy=False), out_size)
 
@@ -83,17 +83,18 @@ class Upscaler:
 
     @torch.inference_mode()
     def upscale_into(self, rgb: np.ndarray, size: tuple[int, int], sink: Sink,
-                     progress: Progress | None = None) -> None:
+                     progress: Progress | None = None, levels: int = 255) -> None:
         """Upscale (h, w, 3) float32 in [0, 1], or uint8/uint16 samples, to ``size`` = (W, H),
         handing the output to ``sink`` piece by piece (``tiler.stream_tiles``, which converts
-        integers to float one tile at a time); ``progress(done, total)`` after each band."""
+        integers to float one tile at a time); ``progress(done, total)`` after each band;
+        ``levels``: the integers the sink stores (255, or 65535 for 16 bits)."""
         lr = torch.from_numpy(_model_input(rgb, self.device))
         lr = lr.permute(2, 0, 1).unsqueeze(0).to(self.device)  # (1, 3, h, w)
         out_hw = (size[1], size[0])
         with autocast(self.device, self.precision):
             upscale_into(self.model, lr, out_hw, sink,
                          tile=self.tile_for(lr.shape[-2:], out_hw), overlap=self.overlap,
-                         progress=progress)
+                         progress=progress, levels=levels)
 
     def upscale_rgb(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(h, w, 3) float32 in [0, 1] -> (H, W, 3) float32 in [0, 1], size = (W, H)."""
@@ -112,7 +113,8 @@ class Upscaler:
         """
         dtype = np.uint16 if image.bit_depth == 16 else np.uint8
         sink = QuantizedSink((size[1], size[0]), dtype, grey=image.grey)
-        self.upscale_into(image.rgb, size, sink, progress)  # float or integer samples alike
+        # float or integer samples alike
+        self.upscale_into(image.rgb, size, sink, progress, levels=sink.levels)
         alpha = None if image.alpha is None else resize_alpha(image.alpha, size, dtype)
         return dataclasses.replace(image, rgb=sink.array, alpha=alpha,
                                    warnings=list(image.warnings))
@@ -124,7 +126,7 @@ class QuantizedSink:
 
     def __init__(self, out_hw: tuple[int, int], dtype: type = np.uint8, *, grey: bool = False):
         self.array = np.empty(out_hw if grey else (*out_hw, 3), dtype=dtype)
-        self.top = float(np.iinfo(dtype).max)
+        self.levels = int(np.iinfo(dtype).max)  # 255 or 65535 (also the dither's step)
         self.grey = grey
 
     def __call__(self, y0: int, y1: int, x0: int, x1: int, values: torch.Tensor) -> None:
@@ -134,8 +136,8 @@ class QuantizedSink:
         values = values.clamp(0, 1)
         if self.grey:
             values = values @ torch.from_numpy(LUMA).to(values.device)
-        values = values.mul_(self.top).round_()
-        kind = torch.uint8 if self.top == 255 else torch.int32  # torch has no general uint16
+        values = values.mul_(self.levels).round_()
+        kind = torch.uint8 if self.levels == 255 else torch.int32  # torch has no general uint16
         self.array[y0:y1, x0:x1] = values.to(kind).cpu().numpy()
 
 

@@ -540,16 +540,18 @@ class LiifSiren(nn.Module):
             decoded = _with_channel(decoded, noise.to(decoded.dtype))
         return self.refiner(decoded)
 
-    def dither_output(self, values: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    def dither_output(self, values: torch.Tensor, top: int, left: int,
+                      levels: int = 255) -> torch.Tensor:
         """Final output (B, C, rows, cols) whose first pixel is (``top``, ``left``) of the
-        whole output -> the same plus a dither, uniform in +-0.5 / 255, one value per pixel
-        (all channels), a hash of its absolute position: the same image always gets the same
+        whole output -> the same plus a dither, uniform in +-0.5 / ``levels`` (half a level of
+        the output's integers: 255 for 8 bits, 65535 for 16), one value per pixel (all
+        channels), a hash of its absolute position: the same image always gets the same
         dither, and tiles agree where they overlap. Rounded to 8 bits, a gradient's contour
         steps then fall where its values say, not all on the LR pixel edges where the LR's own
-        rounding put its steps."""
+        rounding put its steps; a 16-bit output gets no more than its own half level."""
         rows = torch.arange(top, top + values.shape[2], device=values.device)
         cols = torch.arange(left, left + values.shape[3], device=values.device)
-        dither = pixel_noise(rows, cols, DITHER_SEED).to(values.dtype) / (255 * 12 ** 0.5)
+        dither = pixel_noise(rows, cols, DITHER_SEED).to(values.dtype) / (levels * 12 ** 0.5)
         return values + dither
 
     def forward_window(self, lr: torch.Tensor, coords: torch.Tensor, cell: torch.Tensor,
