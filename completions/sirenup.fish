@@ -78,6 +78,7 @@ complete -c sirenup -n '__sirenup_at sirenup train' -l freq-floor -x -d 'Spectru
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-grid -x -d 'Weight of the LR-grid phase loss (fine detail locked to the LR pixels, such as dotted patterns, costs the generator; 0: off). Also without --gan, for a model with a refiner.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-tex -x -d 'Weight of the texture-energy loss: each window\'s energy above the LR Nyquist frequency against the photo\'s, in log (detail where the photo has it; 0: off).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-lf -x -d 'Weight of the low-frequency loss: L1 of the output\'s error below the LR Nyquist frequency, the part the LR image determines (faithful there, free above; 0: off).'
+complete -c sirenup -n '__sirenup_at sirenup train' -l lambda-kurt -x -d 'Weight of the detail-kurtosis loss: each window\'s fine detail must be as heavy-tailed as the photo\'s, so grain does not come out as sparse specks (0: off).'
 complete -c sirenup -n '__sirenup_at sirenup train' -l lr-d -x -d 'Discriminator learning rate.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l d-channels -x -d 'Discriminator width.'
 complete -c sirenup -n '__sirenup_at sirenup train' -l ema -x -d 'EMA decay of the exported generator (0: raw weights).'

@@ -20,6 +20,7 @@ from sirenup.training.gan import (
     generator_adversarial_loss,
     grid_phase_loss,
     high_frequency_energy,
+    kurtosis_loss,
     low_frequency_loss,
     spectral_loss,
     texture_energy_loss,
@@ -225,6 +226,7 @@ def test_cli_defaults_are_the_configs_defaults():
                           ("lambda_fm", "lambda_fm"), ("lambda_freq", "lambda_freq"),
                           ("freq_floor", "freq_floor"), ("lambda_grid", "lambda_grid"),
                           ("lambda_tex", "lambda_tex"), ("lambda_lf", "lambda_lf"),
+                          ("lambda_kurt", "lambda_kurt"),
                           ("lr_d", "lr_d"), ("d_channels", "d_channels"), ("ema", "ema")]:
         assert defaults[option] == getattr(gan, field), option
     degrade = DegradeConfig()
@@ -275,6 +277,23 @@ def test_low_frequency_loss_counts_only_what_the_lr_holds():
     loss.backward()
     assert loss.item() == pytest.approx(float(coarse.abs().mean()), rel=1e-4)  # all of it
     assert wrong.grad.abs().sum() > 0
+
+
+def test_kurtosis_loss_tells_specks_from_grain():
+    generator = torch.Generator().manual_seed(4)
+    base = torch.full((2, 3, 48, 48), 0.5)
+    grain = base + 0.02 * torch.randn(2, 1, 48, 48, generator=generator)  # a photo's grain
+    sparse = torch.rand(2, 1, 48, 48, generator=generator) < 0.01
+    specks = (base + 0.2 * sparse).requires_grad_(True)  # about the same energy, in specks
+    assert float(kurtosis_loss(grain, grain)) == 0.0
+    loss = kurtosis_loss(specks, grain)
+    loss.backward()
+    assert loss.item() > 1.5 and specks.grad.abs().sum() > 0
+    other_grain = base + 0.02 * torch.randn(2, 1, 48, 48, generator=generator)
+    assert kurtosis_loss(other_grain, grain).item() < 0.2  # grain against grain: no matter where
+    # flat against flat, whatever the rounding noise: nothing asked
+    assert kurtosis_loss(base + 0.001 * torch.rand(2, 3, 48, 48, generator=generator),
+                         base).item() < 0.2
 
 
 def test_texture_energy_loss_asks_for_the_photos_detail():

@@ -197,6 +197,11 @@ def train(
         help="Weight of the low-frequency loss: L1 of the output's error below the LR Nyquist "
              "frequency, the part the LR image determines (faithful there, free above; 0: off)."
     )] = GAN_DEFAULTS.lambda_lf,
+    lambda_kurt: Annotated[float, typer.Option(
+        "--lambda-kurt", min=0.0, rich_help_panel=GAN,
+        help="Weight of the detail-kurtosis loss: each window's fine detail must be as "
+             "heavy-tailed as the photo's, so grain does not come out as sparse specks (0: off)."
+    )] = GAN_DEFAULTS.lambda_kurt,
     lr_d: Annotated[float, typer.Option(
         "--lr-d", min=0.0, rich_help_panel=GAN, help="Discriminator learning rate.")
     ] = GAN_DEFAULTS.lr_d,
@@ -283,6 +288,7 @@ def train(
              "lambda_adv": lambda_adv, "lambda_fm": lambda_fm, "lambda_freq": lambda_freq,
              "freq_floor": freq_floor, "lambda_grid": lambda_grid, "lambda_tex": lambda_tex,
              "lambda_pix_low": lambda_pix_low, "lambda_lf": lambda_lf,
+             "lambda_kurt": lambda_kurt,
              "lr_d": lr_d, "d_channels": d_channels, "ema": ema} if gan else None,
         degrade={"clean_prob": degrade_clean_prob, "first_prob": degrade_first_prob,
                  "blur_prob": degrade_blur_prob,

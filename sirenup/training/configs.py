@@ -60,6 +60,7 @@ class GanConfig:
     lambda_grid: float = 0.0  # LR-grid phase loss: fine detail must not lock to the LR pixels
     lambda_tex: float = 0.0  # |log| of each window's energy above the LR Nyquist vs the photo's
     lambda_lf: float = 0.0  # L1 of the window's error below the LR Nyquist: what the LR holds
+    lambda_kurt: float = 0.0  # |log| of each window's fine-detail kurtosis vs the photo's
     lr_d: float = 2e-4  # discriminator learning rate (the generator's is --lr)
     d_channels: int = 32  # discriminator width of its first layer
     d_layers: int = 3  # discriminator stride-2 stages (70x70 receptive field at 3)
@@ -89,7 +90,7 @@ class GanConfig:
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema {self.ema}: expected 0 <= ema < 1")
         for name in ("lambda_pix", "lambda_pix_low", "lambda_adv", "lambda_fm", "lambda_freq",
-                     "lambda_grid", "lambda_tex", "lambda_lf", "lr_d"):
+                     "lambda_grid", "lambda_tex", "lambda_lf", "lambda_kurt", "lr_d"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if not self.freq_floor > 0:

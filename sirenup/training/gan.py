@@ -6,7 +6,7 @@ against the matching HR crop. Generator loss:
 
     lambda_pix * L1  +  lambda_adv * adversarial  +  lambda_fm * feature matching
                      +  lambda_freq * spectral amplitude  +  lambda_tex * texture energy
-                     +  lambda_lf * low-frequency error
+                     +  lambda_lf * low-frequency error  +  lambda_kurt * detail kurtosis
 
 - adversarial: relativistic-average (ESRGAN) or hinge;
 - feature matching: L1 between the discriminator's own intermediate activations on the fake
@@ -21,6 +21,10 @@ against the matching HR crop. Generator loss:
 - low-frequency error: L1 of the error's part below the LR Nyquist frequency, the part of the
   output that the LR image determines. With a small lambda_pix, fine detail is left to the
   adversary and the texture losses while everything coarser stays faithful.
+- detail kurtosis: per window, |log| of the ratio of the fake's to the photo's kurtosis of
+  fine detail (luma less its 3x3 mean). The same energy can come as dense grain (a photo's
+  skin or sky: kurtosis ~3) or as sparse bright specks (far higher); the texture losses
+  cannot tell them apart, this one can.
 
 Generator and discriminator have their own Adam optimizers and learning rates; an exponential
 moving average (EMA) of the generator's weights is what validation scores and export writes.
@@ -135,6 +139,27 @@ def low_frequency_loss(fake: torch.Tensor, real: torch.Tensor, scale: float) -> 
     return low.abs().mean()
 
 
+def detail_kurtosis(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, h, w) windows -> (B,) kurtosis E[d^4] / E[d^2]^2 of their fine detail d = luma
+    less its 3x3 mean (valid pixels only), as if independent Gaussian detail of
+    KURTOSIS_FLOOR rms (variance f^2) were added: E[d^2] + f^2 and E[d^4] + 6 f^2 E[d^2] +
+    3 f^4. A flat window then reads as Gaussian (3), not as whatever its rounding noise does."""
+    luma = (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    detail = luma[..., 1:-1, 1:-1] - F.avg_pool2d(luma, 3, stride=1)  # (B, 1, h-2, w-2)
+    f2 = KURTOSIS_FLOOR ** 2
+    m2 = detail.square().mean(dim=(1, 2, 3))
+    m4 = detail.square().square().mean(dim=(1, 2, 3))
+    return (m4 + 6 * f2 * m2 + 3 * f2 * f2) / (m2 + f2).square()
+
+
+KURTOSIS_FLOOR = 0.5 / 255  # rms detail (half an 8-bit level) below which a window is flat
+
+
+def kurtosis_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean over windows of |log(kurtosis(fake) / kurtosis(real))| (``detail_kurtosis``)."""
+    return (detail_kurtosis(fake).log() - detail_kurtosis(real).log()).abs().mean()
+
+
 GRID_PHASE_BINS = 4  # per axis: where in its LR pixel an output pixel lies, in quarters
 
 
@@ -247,6 +272,10 @@ class Adversary:
             lf = low_frequency_loss(fake, real, scale)
             total = total + cfg.lambda_lf * lf
             parts["g_lf"] = lf.item()
+        if cfg.lambda_kurt > 0:
+            kurt = kurtosis_loss(fake, real)
+            total = total + cfg.lambda_kurt * kurt
+            parts["g_kurt"] = kurt.item()
         parts["g_total"] = total.item()
         return total, parts
 
