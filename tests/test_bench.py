@@ -190,3 +190,24 @@ def test_bench_speed_against_another_tree_interleaves_and_compares(tmp_path, mon
            "torch_threads": 2, "omp_num_threads": None, "device": "cpu"}
     text = bench_speed.markdown(result, env, "python bench_speed.py", (8, 16))
     assert f"From `{other}`" in text and "**1.25**" in text
+
+
+def test_specks_tells_sparse_specks_from_grain():
+    specks = load_script("specks")
+    rng = np.random.default_rng(5)
+    flat = np.full((80, 90), 120.0)
+    mask = specks.flat_mask(flat)
+    assert mask[specks.BORDER:-specks.BORDER, specks.BORDER:-specks.BORDER].all()
+    assert not mask[:specks.BORDER].any() and not mask[:, -specks.BORDER:].any()
+    grain = flat + rng.normal(0, 1.0, flat.shape)
+    dotted = flat + 12.0 * (rng.random(flat.shape) < 0.01)
+    assert abs(specks.detail_excess_kurtosis(grain, mask)) < 0.5
+    assert specks.detail_excess_kurtosis(dotted, mask) > 20
+    assert math.isnan(specks.detail_excess_kurtosis(flat, mask))  # no detail: no score
+    assert not specks.flat_mask(grain + 40 * (np.indices(flat.shape)[1] % 2)).any()  # stripes
+    result = {"per_image": {"A/x": {"HR": 1.0, "m": 30.0}, "A/y": {"HR": 3.0, "m": float("nan")}},
+              "flat_share": {"A/x": 0.5, "A/y": 0.4}}
+    table = specks.summary(result)
+    assert table["HR"] == {"median": 2.0, "mean": 2.0, "images": 2}
+    assert table["m"]["images"] == 1 and table["m"]["median"] == 30.0
+    assert "| m | 30.0 | 30.0 | 1 |" in specks.markdown(table, 4.0)
