@@ -7,7 +7,9 @@ difference: per image (the protocol's LR, ../shared/data/SOURCES.md), in the fla
 the bicubic upscale varies by under ``FLAT_RMS`` levels rms in 9x9 windows, the border left
 out), the excess kurtosis of fine detail, luma less its Gaussian blur (sigma 1). A Gaussian
 grain scores 0, sparse specks far more. Reported: the median and mean over the images, for the
-photos themselves (HR) and for each model.
+photos themselves (HR) and for each model. Deliberately not the training loss's own measure
+(``training.gan.detail_kurtosis``: per window, luma less its 3x3 mean), so that a model trained
+with ``--lambda-kurt`` is not scored by the number it was fitted to.
 
     python benchmarks/specks.py --models sirenup-base,sirenup-gan
     python benchmarks/specks.py --models sirenup-gan,runs/x/model.safetensors --scale 3
