@@ -129,8 +129,9 @@ def upscale_commands(args: argparse.Namespace, inputs: dict[int, Path],
                "--scale", f"{args.scale:g}"]
         if args.device:
             cmd += ["--device", args.device]
-        if args.model:
-            cmd += ["--model", args.model]
+        if args.model:  # a file as an absolute path: each tree runs in its own folder
+            model = Path(args.model)
+            cmd += ["--model", str(model.resolve()) if model.is_file() else args.model]
         if args.tile is not None:
             cmd += ["--tile", str(args.tile)]
         commands[f"upscale_{side}"] = cmd
