@@ -256,26 +256,18 @@ class Adversary:
             + cfg.lambda_freq * freq
         parts = {"g_pix": pix.item(), "g_adv": adv.item(), "g_fm": fm.item(),
                  "g_freq": freq.item()}
-        if cfg.lambda_pix_low > 0:
-            low = F.l1_loss(F.avg_pool2d(fake, LOW_PASS), F.avg_pool2d(real, LOW_PASS))
-            total = total + cfg.lambda_pix_low * low
-            parts["g_pix_low"] = low.item()
-        if cfg.lambda_grid > 0:
-            grid = grid_phase_loss(fake, real, coords)
-            total = total + cfg.lambda_grid * grid
-            parts["g_grid"] = grid.item()
-        if cfg.lambda_tex > 0:
-            tex = texture_energy_loss(fake, real, scale)
-            total = total + cfg.lambda_tex * tex
-            parts["g_tex"] = tex.item()
-        if cfg.lambda_lf > 0:
-            lf = low_frequency_loss(fake, real, scale)
-            total = total + cfg.lambda_lf * lf
-            parts["g_lf"] = lf.item()
-        if cfg.lambda_kurt > 0:
-            kurt = kurtosis_loss(fake, real)
-            total = total + cfg.lambda_kurt * kurt
-            parts["g_kurt"] = kurt.item()
+        optional = (  # weight, then the loss, computed only when its weight is on
+            ("pix_low", cfg.lambda_pix_low,
+             lambda: F.l1_loss(F.avg_pool2d(fake, LOW_PASS), F.avg_pool2d(real, LOW_PASS))),
+            ("grid", cfg.lambda_grid, lambda: grid_phase_loss(fake, real, coords)),
+            ("tex", cfg.lambda_tex, lambda: texture_energy_loss(fake, real, scale)),
+            ("lf", cfg.lambda_lf, lambda: low_frequency_loss(fake, real, scale)),
+            ("kurt", cfg.lambda_kurt, lambda: kurtosis_loss(fake, real)))
+        for name, weight, loss in optional:
+            if weight > 0:
+                value = loss()
+                total = total + weight * value
+                parts[f"g_{name}"] = value.item()
         parts["g_total"] = total.item()
         return total, parts
 
