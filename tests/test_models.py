@@ -256,15 +256,23 @@ def test_config_round_trip():
     assert model.config == config
 
 
+@pytest.mark.parametrize("layers", [
+    {},  # version 1: the output layer as it is
+    {"version": 2, "refine_features": 4},  # 7 outputs, padded to 16 (OUT_ROWS_MULTIPLE)
+    {"version": 2, "refine_features": 4, "n_hidden": 0},  # the ones channel feeds the output
+    {"version": 2, "refine_features": 13, "n_hidden": 2},  # 16 outputs: nothing to pad
+])
 @pytest.mark.parametrize("block", [None, 7])
 @pytest.mark.parametrize("out_hw", [(40, 52), (23, 31), (17, 17)])
-def test_decode_grid_matches_pointwise_decode(out_hw, block):
+def test_decode_grid_matches_pointwise_decode(out_hw, block, layers):
     """The separable inference path computes the same function as the training path, also
-    when a band is decoded in several blocks of columns (7 queries) or in one (None, GPUs)."""
+    when a band is decoded in several blocks of columns (7 queries) or in one (None, GPUs),
+    whatever the decoder's depth and outputs (the refiner's features after RGB)."""
     from sirenup.inference.tiler import output_axis
 
     torch.manual_seed(3)
-    model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=1, hidden=16)).eval()
+    model = LiifSiren(config=LiifSirenConfig(channels=8, n_blocks=1, hidden=16,
+                                             **layers)).eval()
     with torch.no_grad():
         model.decoder.out.weight.uniform_(-0.5, 0.5)  # a residual large enough to compare
     lr = torch.rand(1, 3, 11, 13)
@@ -276,7 +284,8 @@ def test_decode_grid_matches_pointwise_decode(out_hw, block):
         grid = model.decode_grid(pre, lr, output_axis(out_w, in_w, 0, out_w, 0),
                                  output_axis(out_h, in_h, 0, out_h, 0), cell,
                                  block_queries=block)
-    expected = points[0].T.reshape(3, out_h, out_w)
+    expected = points[0].T.reshape(-1, out_h, out_w)
+    assert grid.shape[1] == 3 + model.extra_out
     assert torch.allclose(grid[0], expected, atol=1e-5)
 
 
