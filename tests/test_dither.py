@@ -99,3 +99,33 @@ def test_train_records_the_dither(tmp_path, invoke, gan_photos):
     dithered = tmp_path / "on" / "model.safetensors"
     assert dither_after("kept", dithered) == 1  # an --init model keeps its own
     assert dither_after("off", dithered, "--no-dither") == 0
+
+
+def test_upscale_and_batch_turn_the_dither_on_or_off(tmp_path, invoke, make_image):
+    """--no-dither rounds plainly whatever the file records, --dither dithers a file that
+    records none; the default is the file's. Through the CLI, upscale and batch alike."""
+    from PIL import Image
+
+    for dither in (0, 1):
+        save_weights(tmp_path / f"d{dither}.safetensors", small_model(dither))
+    photo = make_image("photo.png", size=(30, 24))
+
+    def upscaled(name: str, model: str, *flags) -> np.ndarray:
+        out = tmp_path / f"{name}.png"
+        result = invoke("upscale", photo, "-o", out, "--scale", 3, "--model",
+                        tmp_path / f"{model}.safetensors", *flags)
+        assert result.exit_code == 0, result.output
+        return np.asarray(Image.open(out), dtype=np.int64)
+
+    plain, dithered = upscaled("plain", "d0"), upscaled("dithered", "d1")
+    assert np.abs(plain - dithered).max() <= 1 and (plain != dithered).mean() > 0.2
+    assert np.array_equal(upscaled("off", "d1", "--no-dither"), plain)
+    assert np.array_equal(upscaled("on", "d0", "--dither"), dithered)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo.rename(folder / "photo.png")
+    result = invoke("batch", folder, tmp_path / "out", "--scale", 3, "--model",
+                    tmp_path / "d1.safetensors", "--no-dither")
+    assert result.exit_code == 0, result.output
+    written = next((tmp_path / "out").glob("photo*"))
+    assert np.array_equal(np.asarray(Image.open(written), dtype=np.int64), plain)

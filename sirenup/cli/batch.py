@@ -25,6 +25,7 @@ from sirenup.cli.options import (
     FORMAT_NAMES,
     BackgroundOption,
     DeviceOption,
+    DitherOption,
     HeightOption,
     JsonOption,
     MaxInputPixelsOption,
@@ -73,6 +74,7 @@ def batch(
     quality: QualityOption = None,
     png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
+    dither: DitherOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
     max_output_pixels: MaxOutputPixelsOption = DEFAULT_MAX_OUTPUT_PIXELS,
     shard: Annotated[str | None, typer.Option(
@@ -135,7 +137,7 @@ def batch(
         report = run_batch(
             inputs, output_dir, options,
             lambda: _load(model, device=device, precision=precision, tile=tile,
-                          overlap=overlap),
+                          overlap=overlap, dither=dither),
             on_event=on_event, spell=flag)
     finally:
         view.stop()

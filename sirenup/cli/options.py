@@ -57,6 +57,12 @@ MaxInputPixelsOption = Annotated[int | None, typer.Option(
          f"about {DEFAULT_MAX_INPUT_PIXELS / 1e6:.1f} MP; 0 = no limit).")]
 MaxOutputPixelsOption = Annotated[int, typer.Option(
     "--max-output-pixels", help="Refuse outputs with more pixels (0 = no limit).")]
+DitherOption = Annotated[bool | None, typer.Option(
+    "--dither/--no-dither", show_default=False,
+    help="Dither the output by +-half a level, so smooth gradients do not step on the LR "
+         "pixel grid (default: as the model's file says; sirenup-base and sirenup-real do). "
+         "--no-dither: plain rounding; a PNG with smooth areas comes out up to a quarter "
+         "smaller.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
 
 

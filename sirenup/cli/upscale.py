@@ -19,6 +19,7 @@ from sirenup.cli.options import (
     FORMAT_NAMES,
     BackgroundOption,
     DeviceOption,
+    DitherOption,
     HeightOption,
     JsonOption,
     MaxInputPixelsOption,
@@ -58,6 +59,7 @@ def upscale(
     quality: QualityOption = None,
     png_compression: PngCompressionOption = None,
     background: BackgroundOption = None,
+    dither: DitherOption = None,
     max_input_pixels: MaxInputPixelsOption = None,
     max_output_pixels: MaxOutputPixelsOption = DEFAULT_MAX_OUTPUT_PIXELS,
     overwrite: Annotated[bool, typer.Option(
@@ -89,7 +91,7 @@ def upscale(
         from sirenup.inference.upscaler import load_upscaler, run_plan
 
         upscaler = load_upscaler(model, device=device, precision=precision, tile=tile,
-                                 overlap=overlap)
+                                 overlap=overlap, dither=dither)
         with WorkBar(escape(one_line(input.name or str(input)))) as bar:
             report = run_plan(upscaler, plan, on_progress=bar)
     for key, given in (("input", input), ("output", output)):

@@ -35,11 +35,14 @@ from sirenup.untrusted import shown
 
 
 class Upscaler:
-    """Load ``model`` (registry name or weights path) once; upscale many images."""
+    """Load ``model`` (registry name or weights path) once; upscale many images.
+
+    ``dither``: True / False dithers the output or rounds it plainly, whatever the weights
+    file records (``LiifSirenConfig.dither``); None: as the file says."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto",
                  precision: str = "auto", tile: int | None = None,
-                 overlap: int | None = None):
+                 overlap: int | None = None, dither: bool | None = None):
         from sirenup.inference.devices import resolve_precision
 
         self.device = resolve_device(device)
@@ -48,6 +51,8 @@ class Upscaler:
         self.model, self.metadata = load_weights(self.model_path, device=self.device)
         # the file's own name for itself: untrusted text, shown escaped and cut
         self.model_name = shown(self.metadata.get("name", self.model_name))
+        if dither is not None:  # the user's choice over the file's (``LiifSiren.dither_output``)
+            self.model.config.dither = int(dither)
         self.tile = tile  # None: not chosen (devices.auto_tile picks it per image)
         self.overlap = DEFAULT_OVERLAP if overlap is None else overlap
 
@@ -167,13 +172,14 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: type) -> np.nd
 
 def load_upscaler(model: str | os.PathLike | None = None, *, device: str = "auto",
                   precision: str = "auto", tile: int | None = None,
-                  overlap: int | None = None) -> Upscaler:
+                  overlap: int | None = None, dither: bool | None = None) -> Upscaler:
     """Check the tiling options and load the model once (``tile``/``overlap`` None: not
-    chosen, the defaults); weights errors -> SirenupError."""
+    chosen, the defaults; ``dither`` None: as the weights file says); weights errors ->
+    SirenupError."""
     check_tiling(tile, overlap)
     try:
         return Upscaler(str(model) if model else DEFAULT_MODEL, device=device,
-                        precision=precision, tile=tile, overlap=overlap)
+                        precision=precision, tile=tile, overlap=overlap, dither=dither)
     except WeightsError as error:
         raise SirenupError(f"{error}{cache_hint(error.path)}") from None
 
