@@ -156,6 +156,7 @@ complete -c sirenup -n '__sirenup_at sirenup compare' -l device -x -a 'auto cpu 
 complete -c sirenup -n '__sirenup_at sirenup compare' -l precision -x -a 'auto fp32 fp16 bf16' -d 'auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l tile -x -d 'Tile side in input pixels; 0 = whole image.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l overlap -x -d 'Overlap between tiles in input pixels.'
+complete -c sirenup -n '__sirenup_at sirenup compare' -l dither -l no-dither -d 'Dither the output by +-half a level, so smooth gradients do not step on the LR pixel grid (default: as the model\'s file says; sirenup-base and sirenup-real do). --no-dither: plain rounding; a PNG with smooth areas comes out up to a quarter smaller.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l overwrite -d 'Replace files already in the output folder (default: refuse, before any work).'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l json -d 'Print the report as JSON on stdout.'
 complete -c sirenup -n '__sirenup_at sirenup compare' -l help -s h -d 'Show this message and exit.'

@@ -101,9 +101,11 @@ def test_train_records_the_dither(tmp_path, invoke, gan_photos):
     assert dither_after("off", dithered, "--no-dither") == 0
 
 
-def test_upscale_and_batch_turn_the_dither_on_or_off(tmp_path, invoke, make_image):
+def test_upscale_batch_and_compare_turn_the_dither_on_or_off(tmp_path, invoke, make_image):
     """--no-dither rounds plainly whatever the file records, --dither dithers a file that
-    records none; the default is the file's. Through the CLI, upscale and batch alike."""
+    records none; the default is the file's. Through the CLI: upscale, batch and compare."""
+    import json
+
     from PIL import Image
 
     for dither in (0, 1):
@@ -129,3 +131,9 @@ def test_upscale_and_batch_turn_the_dither_on_or_off(tmp_path, invoke, make_imag
     assert result.exit_code == 0, result.output
     written = next((tmp_path / "out").glob("photo*"))
     assert np.array_equal(np.asarray(Image.open(written), dtype=np.int64), plain)
+    result = invoke("compare", folder / "photo.png", "--scale", 3, "--methods", "bicubic",
+                    "--model", tmp_path / "d1.safetensors", "--no-dither", "-d", tmp_path / "c",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    compared = json.loads(result.stdout)["methods"][-1]["output"]
+    assert np.array_equal(np.asarray(Image.open(compared), dtype=np.int64), plain)

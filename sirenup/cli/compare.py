@@ -20,6 +20,7 @@ from sirenup.cli.console import (
 )
 from sirenup.cli.options import (
     DeviceOption,
+    DitherOption,
     JsonOption,
     OverlapOption,
     PrecisionOption,
@@ -69,6 +70,7 @@ def compare(
     precision: PrecisionOption = "auto",
     tile: TileOption = DEFAULT_TILE,
     overlap: OverlapOption = DEFAULT_OVERLAP,
+    dither: DitherOption = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace files already in the output folder (default: refuse, "
                             "before any work).")] = False,
@@ -119,7 +121,7 @@ def compare(
         report = run_compare(
             input, options,
             lambda name: load_upscaler(name, device=device, precision=precision, tile=tile,
-                                       overlap=overlap),
+                                       overlap=overlap, dither=dither),
             on_event=on_event)
     finally:
         for bar in bars.values():
