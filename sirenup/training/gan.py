@@ -95,7 +95,13 @@ def spectral_loss(fake: torch.Tensor, real: torch.Tensor, floor: float = 1.0) ->
     return F.l1_loss(log_amplitude(fake, floor), log_amplitude(real, floor))
 
 
-TEXTURE_FLOOR = 0.5 / 255  # rms detail (an 8-bit half level) below which a window is flat
+FLAT_RMS = 0.5 / 255  # rms detail (an 8-bit half level) below which a window is flat: the
+# floor of the texture-energy and detail-kurtosis losses, so rounding noise does not count
+
+
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, h, w) -> (B, 1, h, w) BT.601 luma (``imaging.imageio.LUMA``)."""
+    return (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
 def radial_frequency(h: int, w: int, device, half: bool = False) -> torch.Tensor:
@@ -110,7 +116,7 @@ def high_frequency_energy(images: torch.Tensor, scale: float) -> torch.Tensor:
     """(B, 3, h, w) windows -> (B,) energy of their luma above 0.5 / scale cycles per pixel
     (the LR Nyquist frequency), as ``evaluation.metrics.texture_energies`` counts it: BT.601
     luma, mean removed, times a 2-D Hann window, |FFT|^2 summed over radial frequency."""
-    luma = (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1)  # (B, h, w)
+    luma = _luma(images)[:, 0]  # (B, h, w)
     luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
     h, w = luma.shape[-2:]
     power = torch.fft.fft2(luma * _hann2d(h, w, luma.device, luma.dtype)).abs().square()
@@ -120,10 +126,10 @@ def high_frequency_energy(images: torch.Tensor, scale: float) -> torch.Tensor:
 
 def texture_energy_loss(fake: torch.Tensor, real: torch.Tensor, scale: float) -> torch.Tensor:
     """Mean over windows of |log((E_fake + f) / (E_real + f))|, E the energy above the LR
-    Nyquist frequency (``high_frequency_energy``), f that of TEXTURE_FLOOR-rms detail (so a
+    Nyquist frequency (``high_frequency_energy``), f that of FLAT_RMS-rms detail (so a
     flat window's rounding noise does not count)."""
     h, w = fake.shape[-2:]
-    floor = TEXTURE_FLOOR ** 2 * h * w * (3 / 8) ** 2  # (3/8)^2: a 2-D Hann window's mean square
+    floor = FLAT_RMS ** 2 * h * w * (3 / 8) ** 2  # (3/8)^2: a 2-D Hann window's mean square
     e_fake = high_frequency_energy(fake, scale)
     e_real = high_frequency_energy(real, scale)
     return (torch.log(e_fake + floor) - torch.log(e_real + floor)).abs().mean()
@@ -142,17 +148,14 @@ def low_frequency_loss(fake: torch.Tensor, real: torch.Tensor, scale: float) -> 
 def detail_kurtosis(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, h, w) windows -> (B,) kurtosis E[d^4] / E[d^2]^2 of their fine detail d = luma
     less its 3x3 mean (valid pixels only), as if independent Gaussian detail of
-    KURTOSIS_FLOOR rms (variance f^2) were added: E[d^2] + f^2 and E[d^4] + 6 f^2 E[d^2] +
+    FLAT_RMS rms (variance f^2) were added: E[d^2] + f^2 and E[d^4] + 6 f^2 E[d^2] +
     3 f^4. A flat window then reads as Gaussian (3), not as whatever its rounding noise does."""
-    luma = (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    luma = _luma(images)
     detail = luma[..., 1:-1, 1:-1] - F.avg_pool2d(luma, 3, stride=1)  # (B, 1, h-2, w-2)
-    f2 = KURTOSIS_FLOOR ** 2
+    f2 = FLAT_RMS ** 2
     m2 = detail.square().mean(dim=(1, 2, 3))
     m4 = detail.square().square().mean(dim=(1, 2, 3))
     return (m4 + 6 * f2 * m2 + 3 * f2 * f2) / (m2 + f2).square()
-
-
-KURTOSIS_FLOOR = 0.5 / 255  # rms detail (half an 8-bit level) below which a window is flat
 
 
 def kurtosis_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
