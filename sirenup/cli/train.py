@@ -14,6 +14,7 @@ from sirenup.training.configs import DegradeConfig, GanConfig, TrainConfig
 
 GAN = "Adversarial training (--gan)"
 DEGRADE = "Realistic degradations (--degrade real)"
+DISTIL = "Distillation (--teacher)"
 # The defaults the help shows are the settings' own (torch-free dataclasses): written once.
 GAN_DEFAULTS, DEGRADE_DEFAULTS = GanConfig(), DegradeConfig()
 TRAIN_DEFAULTS = TrainConfig(data=[], out="")
@@ -141,6 +142,21 @@ def train(
         help="The phase bias loss takes each crop's mean error per LR-grid phase (less the "
              "crop's mean), not the batch's: a pattern whose sign follows the content "
              "counts too.")] = TRAIN_DEFAULTS.phase_per_window,
+    teacher: Annotated[str | None, typer.Option(
+        "--teacher", rich_help_panel=DISTIL,
+        help="Distil this model (a file or a registry name): the targets are its output, "
+             "averaged over flips of the input and its fine detail raised, not the photos. "
+             "The student needs a refiner (--refine, or a version-2 --init).")] = None,
+    teacher_flips: Annotated[int, typer.Option(
+        "--teacher-flips", min=1, max=4, rich_help_panel=DISTIL,
+        help="Flips of the input the teacher's output is averaged over: 1 (none), 2 (the "
+             "picture turned 180 degrees too) or 4 (each mirror): detail that does not "
+             "survive a flip cancels.")] = TRAIN_DEFAULTS.teacher_flips,
+    teacher_detail: Annotated[float, typer.Option(
+        "--teacher-detail", min=0.0, rich_help_panel=DISTIL,
+        help="Gain of the averaged output's detail above about the LR Nyquist frequency "
+             "(1: as it is; the bundled sirenup-gan was distilled at 1.1).")
+    ] = TRAIN_DEFAULTS.teacher_detail,
     lambda_harmonic: Annotated[float, typer.Option(
         "--lambda-harmonic", min=0.0,
         help="Weight of the error near the LR grid's harmonics, on dense windows (a model "
@@ -267,6 +283,8 @@ def train(
             raise UsageError(f"{d}: no such file or folder")
     if degrade not in ("clean", "real"):
         raise UsageError(f"--degrade {degrade}: expected clean or real")
+    if teacher_flips not in (1, 2, 4):
+        raise UsageError(f"--teacher-flips {teacher_flips}: expected 1, 2 or 4")
 
     from sirenup.training.session import TrainSetup, check_start, start_training
 
@@ -276,7 +294,8 @@ def train(
         val_every=val_every, checkpoint_every=checkpoint_every, resume=resume, init=init,
         name=name, window=window, lambda_grid=0.0 if gan else lambda_grid,
         lambda_phase=lambda_phase, lambda_harmonic=lambda_harmonic,
-        phase_per_window=phase_per_window,
+        phase_per_window=phase_per_window, teacher=teacher, teacher_flips=teacher_flips,
+        teacher_detail=teacher_detail,
         model=model_overrides(n_blocks=blocks, channels=channels,
                               version=2 if refine or refine_noise else None,
                               refine_noise=1 if refine_noise else None,

@@ -45,6 +45,9 @@ class TrainConfig:
     lambda_phase: float = 0.0  # mean error per LR-grid phase (any batch): no fixed pattern
     lambda_harmonic: float = 0.0  # error near the LR-grid harmonics (dense windows)
     phase_per_window: bool = False  # the phase bias of each crop, not of the batch
+    teacher: str | None = None  # distillation: the targets are this model's output, not HR
+    teacher_flips: int = 4  # ... averaged over 1, 2 or 4 flips of the input
+    teacher_detail: float = 1.0  # ... with its detail above the LR Nyquist times this
 
 
 @dataclass

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from sirenup.errors import OptionValueError, UsageError, mention
+from sirenup.errors import OptionValueError, SirenupError, UsageError, mention
 from sirenup.evaluation.evaluate import evaluate_table
 from sirenup.files import append_line
 from sirenup.models.grid_notch import DEFAULT_PERIODS as NOTCH_PERIODS
 from sirenup.models.patch_siren import LiifSiren, LiifSirenConfig
-from sirenup.models.weights import load_weights, save_weights
+from sirenup.models.weights import WeightsError, load_weights, save_weights
 from sirenup.text import plural
 from sirenup.training import distributed
 from sirenup.training.configs import TrainConfig
@@ -36,6 +36,7 @@ from sirenup.training.degrade import DegradeConfig, degrade
 from sirenup.training.gan import Adversary, GanConfig, grid_phase_loss
 from sirenup.training.grid_losses import harmonic_loss, phase_bias_loss
 from sirenup.training.run_folder import CHECKPOINT, METRICS, WEIGHTS
+from sirenup.training.teacher import Teacher
 
 # Scored at each validation: PSNR-Y and texture ratio (means), grid-lock (median; x2, x3, x4)
 VALIDATION_METRICS = ("psnr_y", "texture", "grid_lock")
@@ -204,6 +205,31 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.sampler = self._sampler()
+        self.teacher = self._teacher()
+
+    def _teacher(self) -> Teacher | None:
+        """--teacher's frozen model (None without one). Its targets are dense windows, the
+        student's halo wide: a student with a refiner, not under --gan (whose pixel losses are
+        the photo's)."""
+        cfg = self.cfg
+        if cfg.teacher is None:
+            return None
+        if self.gan is not None:
+            raise UsageError("cannot be combined with --gan: distillation replaces the photo "
+                             "as the target", option="teacher")
+        if not self.window:
+            raise UsageError("needs a student with a refiner (decoder version 2: --refine), "
+                             "whose training decodes dense windows", option="teacher")
+        try:
+            teacher = Teacher(cfg.teacher, flips=cfg.teacher_flips, detail=cfg.teacher_detail,
+                              device=self.device)
+        except WeightsError as error:
+            raise SirenupError(f": {error}", option="teacher") from None
+        if teacher.halo != self.model.halo:
+            raise UsageError(f"its refiner needs {teacher.halo} output pixels of context, the "
+                             f"student's {self.model.halo}: use a version-2 teacher",
+                             option="teacher")
+        return teacher
 
     def _sampler(self) -> CropSampler:
         cfg = self.cfg
@@ -316,6 +342,9 @@ class Trainer:
             record["gan"] = self.gan.to_dict()
         if self.degrade is not None:
             record["degrade"] = self.degrade.to_dict()
+        if self.teacher is not None:
+            record["teacher"] = {"name": self.teacher.metadata.get("name", cfg.teacher),
+                                 "flips": cfg.teacher_flips, "detail": cfg.teacher_detail}
         return record
 
     # -- steps -----------------------------------------------------------------------------
@@ -329,6 +358,9 @@ class Trainer:
         lr_now = learning_rate(self.step, self.cfg)
         if batch.window:
             target = as_image(target, batch.window)
+        if self.teacher is not None:  # (B, 3, w, w): the teacher's window instead of the photo
+            target = self.teacher.target(lr_img, batch.coords.to(self.device),
+                                         batch.cell.to(self.device), batch.window, batch.scale)
         coords = batch.window_coords() if batch.window else batch.coords
         coords = coords.to(self.device)  # the supervised pixels' LR coordinates
         if self.adversary is None:

@@ -60,6 +60,9 @@ class TrainSetup:
     lambda_phase: float = TRAIN_DEFAULTS.lambda_phase  # mean error per LR-grid phase
     lambda_harmonic: float = TRAIN_DEFAULTS.lambda_harmonic  # error near the LR harmonics
     phase_per_window: bool = TRAIN_DEFAULTS.phase_per_window  # each crop's phase bias
+    teacher: str | None = None  # weights file or registry name: distil its output
+    teacher_flips: int = TRAIN_DEFAULTS.teacher_flips  # flips its output is averaged over
+    teacher_detail: float = TRAIN_DEFAULTS.teacher_detail  # gain of its fine detail
     dist_timeout: float = 600.0  # seconds a collective waits for a stopped rank (torchrun)
     tensorboard: bool = False  # also log to OUT/tensorboard (the tensorboard package)
     bar: bool = True  # a progress bar on stderr (tqdm: only when it is a terminal)
@@ -83,14 +86,15 @@ def check_sub_configs(setup: TrainSetup) -> None:
         raise UsageError(str(error)) from None
 
 
-def resolve_init(init: str | None) -> str | None:
-    """--init as a weights file or a registry name (sirenup-base) -> a file path."""
+def resolve_init(init: str | None, option: str = "init") -> str | None:
+    """--init (or --teacher) as a weights file or a registry name (sirenup-base) -> a file
+    path."""
     if init is None:
         return None
     try:
         return str(resolve(init).path)
     except UsageError as error:  # said of the model option, which --init is here
-        raise error.renamed("model", "init") from None
+        raise error.renamed("model", option) from None
 
 
 def check_tensorboard() -> None:
@@ -207,6 +211,8 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
         model=setup.model, window=setup.window, lambda_grid=setup.lambda_grid,
         lambda_phase=setup.lambda_phase, lambda_harmonic=setup.lambda_harmonic,
         phase_per_window=setup.phase_per_window,
+        teacher=resolve_init(setup.teacher, "teacher"), teacher_flips=setup.teacher_flips,
+        teacher_detail=setup.teacher_detail,
     )
     try:
         if cfg.val:  # a bad image fails the run now, not at its first validation
