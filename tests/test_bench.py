@@ -211,3 +211,24 @@ def test_specks_tells_sparse_specks_from_grain():
     assert table["HR"] == {"median": 2.0, "mean": 2.0, "images": 2}
     assert table["m"]["images"] == 1 and table["m"]["median"] == 30.0
     assert "| m | 30.0 | 30.0 | 1 |" in specks.markdown(table, 4.0)
+
+
+def test_flip_ensemble_undoes_its_flips_and_raises_detail():
+    flip_ensemble = load_script("flip_ensemble")
+    rng = np.random.default_rng(3)
+    lr = rng.random((6, 5, 3)).astype(np.float32)
+
+    def repeat(rgb, size):  # nearest-neighbour x3: equivariant under flips
+        return np.repeat(np.repeat(rgb, 3, axis=0), 3, axis=1)
+
+    flips = [(False, False), (False, True), (True, False), (True, True)]
+    outputs = flip_ensemble.flip_outputs(repeat, lr, (15, 18), flips)
+    for flip in flips:
+        assert np.array_equal(outputs[flip], repeat(lr, None)), flip
+    plain = flip_ensemble.raised_mean(list(outputs.values()), 1.0, 3.0)
+    assert np.array_equal(plain, np.round(repeat(lr, None) * 255).astype(np.uint8))
+    raised = flip_ensemble.raised_mean(list(outputs.values()), 1.5, 3.0).astype(float)
+    assert raised.std() > plain.astype(float).std()  # more detail, same picture
+    assert abs(raised.mean() - plain.mean()) < 2
+    result = {"Set5": {"1/1": {"psnr_y": [30.0, 32.0], "texture": [0.5, 0.7]}}}
+    assert "| 1/1 | 31.000 (0.600) |" in flip_ensemble.markdown(result, "m", 4.0)
