@@ -9,9 +9,9 @@ Why: a GAN's invented detail is partly consistent (the same edge continued, the 
 direction, whichever way up the picture is) and partly arbitrary (grain, specks that move
 when the picture is flipped). The arbitrary part costs PSNR and reads as noise; averaging the
 flips keeps the consistent part and lets the arbitrary one cancel, and the detail gain gives
-back the energy the average took (measured: docs/models.md, "Self-ensemble distilled"). The
-student learns that at the cost of one pass, where the ensemble itself would cost one per
-flip at every upscale.
+back the energy the average took (measured: docs/models.md, "sirenup-gan distilled from its
+flip ensemble"). The student learns that at the cost of one pass, where the ensemble itself
+would cost one per flip at every upscale.
 
 The blur's sigma puts the gain's half-power point near the LR Nyquist frequency (0.5 / scale
 cycles per output pixel), so what the LR determines is left as it is.
