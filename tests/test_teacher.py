@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from sirenup.cli.app import app
+from sirenup.cli.console import error_text
 from sirenup.models.weights import load_weights
 from sirenup.training.data import as_image
 from sirenup.training.loop import WEIGHTS, TrainConfig, Trainer
@@ -116,3 +117,20 @@ def test_cli_teacher_usage_errors(gan_photos, tmp_path, extra, code, message):
     assert result.exit_code == code, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_resume_keeps_the_targets_it_started_with(gan_photos, tmp_path):
+    base = BUNDLED / "sirenup-base.safetensors"
+    settings = dict(data=[str(gan_photos)], out=str(tmp_path / "run"), steps=2, batch=2,
+                    patch=16, scale_min=2.0, scale_max=3.0, window=24, init=str(base))
+    first = Trainer(TrainConfig(**settings, teacher=str(base), teacher_flips=2), log=lambda _: None)
+    first.train_step()
+    first.save_checkpoint()
+    same = Trainer(TrainConfig(**settings, teacher=str(base), teacher_flips=2), log=lambda _: None)
+    assert same.resume() and same.step == 1
+    for changed in ({}, {"teacher": str(base), "teacher_flips": 4},
+                    {"teacher": str(base), "teacher_flips": 2, "teacher_detail": 1.1}):
+        trainer = Trainer(TrainConfig(**settings, **changed), log=lambda _: None)
+        with pytest.raises(ValueError, match="was trained with") as refused:
+            trainer.resume()
+        assert "resume it with the same --teacher settings" in error_text(refused.value)

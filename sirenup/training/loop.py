@@ -299,8 +299,21 @@ class Trainer:
         elif "adversary" in state:
             raise OptionValueError(f"{path} is a {mention('gan')} run: resume it with "
                                    f"{mention('gan')}")
+        self._check_same_targets(path, json.loads(state.get("train_config", "{}")))
         self.log(f"resumed from {path} at step {self.step}")
         return True
+
+    def _check_same_targets(self, path: Path, saved: dict) -> None:
+        """A distillation run resumes with the teacher settings it started with, a run on
+        the photos without any: else the targets would change half-way (OptionValueError)."""
+        keys = ("teacher_flips", "teacher_detail")
+        before = None if saved.get("teacher") is None else [saved.get(k) for k in keys]
+        now = None if self.cfg.teacher is None else [getattr(self.cfg, k) for k in keys]
+        if before != now:
+            said = "no teacher" if before is None else \
+                f"a teacher, flips {before[0]}, detail {before[1]:g}"
+            raise OptionValueError(f"{path} was trained with {said}: resume it with the same "
+                                   f"{mention('teacher')} settings")
 
     def _restore_generator(self, state: dict) -> None:
         per_rank = state.get("gen_per_rank")

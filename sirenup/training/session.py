@@ -86,14 +86,14 @@ def check_sub_configs(setup: TrainSetup) -> None:
         raise UsageError(str(error)) from None
 
 
-def resolve_init(init: str | None, option: str = "init") -> str | None:
-    """--init (or --teacher) as a weights file or a registry name (sirenup-base) -> a file
+def resolve_weights(model: str | None, option: str) -> str | None:
+    """--init or --teacher as a weights file or a registry name (sirenup-base) -> a file
     path."""
-    if init is None:
+    if model is None:
         return None
     try:
-        return str(resolve(init).path)
-    except UsageError as error:  # said of the model option, which --init is here
+        return str(resolve(model).path)
+    except UsageError as error:  # said of --model, which --init and --teacher are here
         raise error.renamed("model", option) from None
 
 
@@ -207,11 +207,12 @@ def _train(setup: TrainSetup, device, started: float, *, log: Callable[[str], No
         patch=setup.patch, queries=setup.queries, scale_min=setup.scale_min,
         scale_max=setup.scale_max, lr=lr, device=str(info.device), seed=setup.seed,
         val_every=setup.val_every, checkpoint_every=setup.checkpoint_every,
-        init=resolve_init(setup.init), name=setup.name, gan=setup.gan, degrade=setup.degrade,
+        init=resolve_weights(setup.init, "init"), name=setup.name, gan=setup.gan,
+        degrade=setup.degrade,
         model=setup.model, window=setup.window, lambda_grid=setup.lambda_grid,
         lambda_phase=setup.lambda_phase, lambda_harmonic=setup.lambda_harmonic,
         phase_per_window=setup.phase_per_window,
-        teacher=resolve_init(setup.teacher, "teacher"), teacher_flips=setup.teacher_flips,
+        teacher=resolve_weights(setup.teacher, "teacher"), teacher_flips=setup.teacher_flips,
         teacher_detail=setup.teacher_detail,
     )
     try:
