@@ -365,15 +365,16 @@ class Trainer:
         """One optimisation step -> its losses (and discriminator scores under --gan)."""
         batch = self.sampler.sample(self.gen)
         lr_img = batch.lr.to(self.device)
-        pred = self.model_train(lr_img, batch.coords.to(self.device), batch.cell.to(self.device),
+        queries, cell = batch.coords.to(self.device), batch.cell.to(self.device)
+        pred = self.model_train(lr_img, queries, cell,
                                 batch.window)  # (B, Q, 3), or (B, 3, w, w) for a window
-        target = batch.target.to(self.device)
         lr_now = learning_rate(self.step, self.cfg)
-        if batch.window:
-            target = as_image(target, batch.window)
         if self.teacher is not None:  # (B, 3, w, w): the teacher's window instead of the photo
-            target = self.teacher.target(lr_img, batch.coords.to(self.device),
-                                         batch.cell.to(self.device), batch.window, batch.scale)
+            target = self.teacher.target(lr_img, queries, cell, batch.window, batch.scale)
+        else:
+            target = batch.target.to(self.device)
+            if batch.window:
+                target = as_image(target, batch.window)
         coords = batch.window_coords() if batch.window else batch.coords
         coords = coords.to(self.device)  # the supervised pixels' LR coordinates
         if self.adversary is None:
